@@ -1,0 +1,315 @@
+"""One pure-functional Flax decoder for Llama/SmolLM2, Qwen2/2.5 and Gemma 3.
+
+Called as ``Decoder(cfg).apply({"params": params}, tokens, positions, mask, cache)``
+and returns ``(logits or hidden states, cache)``:
+
+* tokens, positions: int32 [B, T]; positions are RoPE positions (per row, so
+  left-padded prompts start at 0).
+* mask: bool [B, T, S], True where query t may attend to key slot s. S == T
+  without a cache, S == cache length with one (see ``causal_mask`` /
+  ``cache_mask``).
+* cache: None, or {"index": int32 scalar (next slot to write), "layers":
+  tuple of {"k", "v"} [B, S, kv_heads, head_dim]}. New keys and values are
+  written at ``index``; the returned cache has ``index + T``.
+
+Every parameter carries logical axis names (embed, vocab, heads, kv_heads,
+head_dim, mlp, norm) so a rule table can map them onto a device mesh.
+Layers are a Python list (not a scan): XLA:CPU decode is dominated by per-op
+overhead and the unrolled layout with a donated cache is measurably faster.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memr1_jax.models.config import ModelConfig
+
+Array = jax.Array
+Cache = dict[str, Any]
+
+_NEG_INF = -1e30  # finite, so fully masked (padding) rows give a uniform softmax, never NaN
+
+
+def _lp(init, axes):
+    return nn.with_logical_partitioning(init, axes)
+
+
+def _constrain(x, axes):
+    # No-op without a mesh and rules in scope, so one code path runs everywhere.
+    return nn.with_logical_constraint(x, axes)
+
+
+# --------------------------------------------------------------------------- RoPE
+def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> np.ndarray:
+    """HF-convention inverse frequencies, with optional llama3 / linear scaling."""
+    inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    if not scaling:
+        return inv.astype(np.float32)
+    kind = scaling.get("rope_type", scaling.get("type"))
+    factor = float(scaling["factor"])
+    if kind == "linear":
+        inv = inv / factor
+    elif kind == "llama3":
+        low = float(scaling.get("low_freq_factor", 1.0))
+        high = float(scaling.get("high_freq_factor", 4.0))
+        orig = float(scaling.get("original_max_position_embeddings", 8192))
+        low_wavelen, high_wavelen = orig / low, orig / high
+        wavelen = 2 * math.pi / inv
+        inv_l = np.where(wavelen > low_wavelen, inv / factor, inv)
+        smooth = (orig / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * inv_l / factor + smooth * inv_l
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        inv = np.where(medium, smoothed, inv_l)
+    else:
+        raise ValueError(f"rope_scaling type {kind!r} is not supported (expected 'llama3' or 'linear')")
+    return inv.astype(np.float32)
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
+    """Rotate-half RoPE (the HF layout) on x [B, T, H, D]."""
+    freqs = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)  # [B, T, D/2]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(emb), jnp.sin(emb)
+    xf = x.astype(jnp.float32)
+    x1, x2 = jnp.split(xf, 2, axis=-1)
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    return (xf * cos + rotated * sin).astype(x.dtype)
+
+
+# ------------------------------------------------------------------------ modules
+class RMSNorm(nn.Module):
+    """x * rsqrt(mean(x^2) + eps) * scale, in float32.
+
+    Gemma's ``(1 + w)`` convention is folded into ``scale`` by the weight
+    loaders, so all families share this plain form.
+    """
+    eps: float
+    axis_name: str = "norm"
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", _lp(nn.initializers.ones, (self.axis_name,)),
+                           (x.shape[-1],), self.param_dtype)
+        xf = x.astype(jnp.float32)
+        y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return (y * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+class Attention(nn.Module):
+    cfg: ModelConfig
+    layer: int
+
+    @nn.compact
+    def __call__(self, x, positions, mask, cache, index):
+        cfg = self.cfg
+        dt, pdt = cfg.compute_dtype, cfg.weight_dtype
+        d, h, k, hd = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        init = nn.initializers.normal(stddev=d ** -0.5)
+        wq = self.param("q_proj", _lp(init, ("embed", "heads", "head_dim")), (d, h, hd), pdt)
+        wk = self.param("k_proj", _lp(init, ("embed", "kv_heads", "head_dim")), (d, k, hd), pdt)
+        wv = self.param("v_proj", _lp(init, ("embed", "kv_heads", "head_dim")), (d, k, hd), pdt)
+        wo = self.param("o_proj", _lp(nn.initializers.normal(stddev=(h * hd) ** -0.5),
+                                      ("heads", "head_dim", "embed")), (h, hd, d), pdt)
+        q = jnp.einsum("btd,dhk->bthk", x, wq.astype(dt))
+        kk = jnp.einsum("btd,dhk->bthk", x, wk.astype(dt))
+        v = jnp.einsum("btd,dhk->bthk", x, wv.astype(dt))
+        if cfg.qkv_bias:
+            zeros = nn.initializers.zeros
+            q = q + self.param("q_bias", _lp(zeros, ("heads", "head_dim")), (h, hd), pdt).astype(dt)
+            kk = kk + self.param("k_bias", _lp(zeros, ("kv_heads", "head_dim")), (k, hd), pdt).astype(dt)
+            v = v + self.param("v_bias", _lp(zeros, ("kv_heads", "head_dim")), (k, hd), pdt).astype(dt)
+        if cfg.qk_norm:
+            q = RMSNorm(cfg.rms_eps, "head_dim", pdt, name="q_norm")(q)
+            kk = RMSNorm(cfg.rms_eps, "head_dim", pdt, name="k_norm")(kk)
+        scaling = dict(cfg.rope_scaling) if (cfg.rope_scaling and cfg.layer_uses_rope_scaling(self.layer)) else None
+        inv_freq = rope_inv_freq(hd, cfg.layer_rope_theta(self.layer), scaling)
+        q = apply_rope(q, positions, inv_freq)
+        kk = apply_rope(kk, positions, inv_freq)
+
+        new_cache = None
+        if cache is not None:
+            cdt = cache["k"].dtype
+            keys = jax.lax.dynamic_update_slice(cache["k"], kk.astype(cdt), (0, index, 0, 0))
+            values = jax.lax.dynamic_update_slice(cache["v"], v.astype(cdt), (0, index, 0, 0))
+            new_cache = {"k": keys, "v": values}
+            keys, values = keys.astype(dt), values.astype(dt)
+        else:
+            keys, values = kk, v
+
+        t, s = x.shape[1], keys.shape[1]
+        if cfg.is_local_layer(self.layer):
+            # Slots are contiguous per row, so slot distance equals position distance.
+            q_slot = index + jnp.arange(t)
+            window = (q_slot[:, None] - jnp.arange(s)[None, :]) < cfg.sliding_window
+            mask = mask & window[None]
+        b = x.shape[0]
+        q = q.reshape(b, t, k, h // k, hd)
+        logits = jnp.einsum("btkgd,bskd->bkgts", q, keys).astype(jnp.float32) * cfg.attn_scale
+        logits = jnp.where(mask[:, None, None, :, :], logits, _NEG_INF)
+        probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs, values).reshape(b, t, h, hd)
+        y = jnp.einsum("bthk,hkd->btd", out, wo.astype(dt))
+        return y, new_cache
+
+
+class MLP(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        dt, pdt = cfg.compute_dtype, cfg.weight_dtype
+        d, f = cfg.embed_dim, cfg.mlp_dim
+        w_gate = self.param("gate_proj", _lp(nn.initializers.normal(d ** -0.5), ("embed", "mlp")), (d, f), pdt)
+        w_up = self.param("up_proj", _lp(nn.initializers.normal(d ** -0.5), ("embed", "mlp")), (d, f), pdt)
+        w_down = self.param("down_proj", _lp(nn.initializers.normal(f ** -0.5), ("mlp", "embed")), (f, d), pdt)
+        gate = x @ w_gate.astype(dt)
+        act = jax.nn.silu(gate) if cfg.activation == "silu" else jax.nn.gelu(gate, approximate=True)
+        hidden = _constrain(act * (x @ w_up.astype(dt)), ("batch", "length", "mlp"))
+        return hidden @ w_down.astype(dt)
+
+
+class Block(nn.Module):
+    cfg: ModelConfig
+    layer: int
+
+    @nn.compact
+    def __call__(self, x, positions, mask, cache, index):
+        cfg, pdt = self.cfg, self.cfg.weight_dtype
+        h = RMSNorm(cfg.rms_eps, "norm", pdt, name="attn_norm")(x)
+        a, cache = Attention(cfg, self.layer, name="attn")(h, positions, mask, cache, index)
+        if cfg.post_norms:
+            a = RMSNorm(cfg.rms_eps, "norm", pdt, name="post_attn_norm")(a)
+        x = x + a
+        h = RMSNorm(cfg.rms_eps, "norm", pdt, name="mlp_norm")(x)
+        m = MLP(cfg, name="mlp")(h)
+        if cfg.post_norms:
+            m = RMSNorm(cfg.rms_eps, "norm", pdt, name="post_mlp_norm")(m)
+        x = _constrain(x + m, ("batch", "length", "act_embed"))
+        return x, cache
+
+
+class Decoder(nn.Module):
+    """The language model. ``head`` maps hidden states to float32 logits on its own,
+    so log-probs can be computed in sequence chunks without [B, T, V] logits."""
+    cfg: ModelConfig
+
+    def setup(self):
+        cfg, pdt = self.cfg, self.cfg.weight_dtype
+        self.embedding = self.param(
+            "embedding", _lp(nn.initializers.normal(stddev=1.0 if cfg.scale_embeddings else 0.02),
+                             ("vocab", "embed")), (cfg.vocab_size, cfg.embed_dim), pdt)
+        block = nn.remat(Block) if cfg.remat else Block
+        self.layers = [block(cfg, i) for i in range(cfg.num_layers)]
+        self.final_norm = RMSNorm(cfg.rms_eps, "norm", pdt)
+        if not cfg.tie_embeddings:
+            self.lm_head = self.param("lm_head", _lp(nn.initializers.normal(cfg.embed_dim ** -0.5),
+                                                     ("embed", "vocab")), (cfg.embed_dim, cfg.vocab_size), pdt)
+
+    def embed(self, tokens):
+        cfg = self.cfg
+        x = jnp.take(self.embedding, tokens, axis=0).astype(cfg.compute_dtype)
+        if cfg.scale_embeddings:
+            # HF Gemma casts the scale to the compute dtype before multiplying.
+            x = x * jnp.asarray(math.sqrt(cfg.embed_dim), cfg.compute_dtype)
+        return x
+
+    def head(self, hidden):
+        """Hidden states [..., D] -> float32 logits [..., V]."""
+        dt = self.cfg.compute_dtype
+        w = self.embedding.T if self.cfg.tie_embeddings else self.lm_head
+        return (hidden.astype(dt) @ w.astype(dt)).astype(jnp.float32)
+
+    def __call__(self, tokens, positions, mask, cache: Cache | None = None, return_hidden: bool = False):
+        x = _constrain(self.embed(tokens), ("batch", "length", "act_embed"))
+        index = cache["index"] if cache is not None else 0
+        new_layers = []
+        for i, layer in enumerate(self.layers):
+            x, c = layer(x, positions, mask, None if cache is None else cache["layers"][i], index)
+            new_layers.append(c)
+        x = self.final_norm(x)
+        new_cache = None
+        if cache is not None:
+            new_cache = {"index": index + tokens.shape[1], "layers": tuple(new_layers)}
+        if return_hidden:
+            return x, new_cache
+        return self.head(x), new_cache
+
+
+class ValueModel(nn.Module):
+    """PPO critic: the same backbone with a scalar head. Returns values [B, T] float32."""
+    cfg: ModelConfig
+
+    def setup(self):
+        self.backbone = Decoder(self.cfg)
+        self.value_head = self.param("value_head", _lp(nn.initializers.zeros, ("embed",)),
+                                     (self.cfg.embed_dim,), self.cfg.weight_dtype)
+        self.value_bias = self.param("value_bias", nn.initializers.zeros, (), self.cfg.weight_dtype)
+
+    def __call__(self, tokens, positions, mask):
+        hidden, _ = self.backbone(tokens, positions, mask, None, return_hidden=True)
+        return hidden.astype(jnp.float32) @ self.value_head.astype(jnp.float32) + self.value_bias
+
+
+# ------------------------------------------------------------------- helpers
+def causal_mask(valid: Array) -> Array:
+    """[B, T] validity -> [B, T, T] causal mask over valid keys."""
+    t = valid.shape[1]
+    tri = jnp.tril(jnp.ones((t, t), dtype=bool))
+    return tri[None] & valid[:, None, :].astype(bool)
+
+
+def cache_mask(key_valid: Array, index, num_queries: int) -> Array:
+    """Mask for queries written at slots [index, index + T) of a cache whose slots
+    hold valid keys where ``key_valid`` [B, S] (including the new ones)."""
+    s = key_valid.shape[1]
+    q_slot = index + jnp.arange(num_queries)
+    causal = jnp.arange(s)[None, :] <= q_slot[:, None]
+    return causal[None] & key_valid[:, None, :].astype(bool)
+
+
+def positions_from_valid(valid: Array) -> Array:
+    """RoPE positions for left- or right-padded rows: 0, 1, ... over valid tokens."""
+    return jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> Cache:
+    """Zeroed KV cache. Each leaf is its own buffer so the cache can be donated."""
+    dtype = jnp.dtype(dtype or cfg.compute_dtype)
+    shape = (batch, length, cfg.num_kv_heads, cfg.head_dim)
+    layers = tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(cfg.num_layers))
+    return {"index": jnp.zeros((), jnp.int32), "layers": layers}
+
+
+def init_params(cfg: ModelConfig, rng, boxed: bool = False):
+    """Random parameters of ``Decoder(cfg)``; boxed=True keeps the logical-axis metadata."""
+    tokens = jnp.zeros((1, 4), jnp.int32)
+    variables = Decoder(cfg).init(rng, tokens, jnp.zeros((1, 4), jnp.int32), causal_mask(tokens >= 0))
+    params = variables["params"]
+    return params if boxed else nn.meta.unbox(params)
+
+
+def abstract_params(cfg: ModelConfig):
+    """Shape/dtype tree of the parameters with logical-axis metadata, without allocating."""
+    return jax.eval_shape(lambda r: init_params(cfg, r, boxed=True), jax.random.PRNGKey(0))
+
+
+def logical_axes(cfg: ModelConfig):
+    """PartitionSpec tree of logical axis names, one per parameter."""
+    return nn.get_partition_spec(abstract_params(cfg))
+
+
+def forward(cfg: ModelConfig, params, tokens, positions, mask, cache=None, return_hidden=False):
+    """Functional shorthand for ``Decoder(cfg).apply``."""
+    return Decoder(cfg).apply({"params": params}, tokens, positions, mask, cache, return_hidden)
+
+
+def head(cfg: ModelConfig, params, hidden):
+    return Decoder(cfg).apply({"params": params}, hidden, method=Decoder.head)

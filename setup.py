@@ -1,0 +1,43 @@
+"""memr1-jax: Memory-R1 in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+# A tested jax/flax pair (see README); other packages pinned to what CI ran with.
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "numpy>=2.0,<3",
+    "sentencepiece>=0.2.0",
+    "tokenizers>=0.20",
+    "gguf>=0.17",
+    "safetensors>=0.4",
+    "jinja2>=3.1",
+    "scann==1.4.2",
+    "tensorflow-datasets>=4.9.9",  # array_record + data_source path only; TensorFlow is never needed
+    "array_record>=0.5",
+    "ml_collections>=1.0",
+    "tqdm>=4.60",
+    "matplotlib>=3.8",
+    "nltk>=3.8",
+    "protobuf>=4",
+]
+
+EXTRAS = {
+    "tpu": ["jax[tpu]==0.10.2"],
+    "gpu": ["jax[cuda12]==0.10.2"],
+    # Test-only references: PyTorch (CPU build) + transformers for logit parity.
+    "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "transformers>=4.50"],
+}
+
+setup(
+    name="memr1-jax",
+    version="0.1.0",
+    description="Memory-R1 (arXiv 2508.19828) in JAX/Flax: RL-trained memory manager and answer agents",
+    packages=find_packages(include=["memr1_jax", "memr1_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)
