@@ -1,0 +1,98 @@
+"""Text in, text out: chat-formatted batched generation on top of the sampler.
+
+Everything the agents, baselines and the judge need from an LLM: render a
+chat prompt, tokenize, generate in length-sorted batches (so prompts of
+similar length share a compiled bucket), decode. Params stay explicit so an
+RL loop can pass updated weights without rebuilding anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from memr1_jax.models.config import ModelConfig
+from memr1_jax.sampling.sampler import SampleOutput, SamplingConfig, generate
+from memr1_jax.text.chat_templates import render_chat
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """One completion with the token-level data RL needs."""
+    text: str
+    prompt_ids: list[int]
+    completion_ids: list[int]       # includes the stop token when the row stopped
+    logprobs: np.ndarray            # float32 [len(completion_ids)]
+    stopped: bool
+
+
+@dataclasses.dataclass
+class ChatLLM:
+    cfg: ModelConfig
+    params: Any
+    tokenizer: Any
+    batch_size: int = 8
+    max_prompt_tokens: int | None = None   # None: cfg.max_seq_len - max_new_tokens
+    cache_dtype: str | None = None
+
+    @classmethod
+    def from_registry(cls, name: str, **kw) -> "ChatLLM":
+        from memr1_jax.models.registry import load_model
+        m = load_model(name)
+        return cls(cfg=m.cfg, params=m.params, tokenizer=m.tokenizer, **kw)
+
+    # ------------------------------------------------------------------ prompts
+    def chat_ids(self, user: str, system: str | None = None, raw: bool = False) -> list[int]:
+        """Token ids of a one-turn chat prompt (or of the raw text with raw=True)."""
+        if raw:
+            return self.tokenizer.encode(user, add_bos=self.tokenizer.family == "gemma")
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}]
+        text = render_chat(messages, self.tokenizer, add_generation_prompt=True)
+        return self.tokenizer.encode(text)
+
+    # --------------------------------------------------------------- generation
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int = 64,
+                     sampling: SamplingConfig = SamplingConfig(), rng=None, num_samples: int = 1,
+                     params=None, progress: Callable[[int], None] | None = None) -> list[Generation]:
+        """Generate for token-id prompts; returns prompt-major generations
+        (index i * num_samples + g). Prompts longer than the budget keep their tail."""
+        params = self.params if params is None else params
+        limit = self.max_prompt_tokens or (self.cfg.max_seq_len - max_new_tokens)
+        prompts = [list(p)[-limit:] for p in prompt_ids]
+        rng = jax.random.PRNGKey(0) if rng is None else rng
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[Generation | None] = [None] * (len(prompts) * num_samples)
+        stop = sorted(self.tokenizer.stop_ids)
+        pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            rng, key = jax.random.split(rng)
+            res: SampleOutput = generate(
+                self.cfg, params, [prompts[i] for i in idx], sampling, key, stop_ids=stop,
+                max_new_tokens=max_new_tokens, num_samples=num_samples, pad_id=pad,
+                cache_dtype=self.cache_dtype)
+            for j, i in enumerate(idx):
+                for g in range(num_samples):
+                    r = j * num_samples + g
+                    n = int(res.lengths[r])
+                    ids = res.tokens[r, :n].tolist()
+                    body = ids[:-1] if res.stopped[r] else ids
+                    out[i * num_samples + g] = Generation(
+                        text=self.tokenizer.decode(body, skip_special=True),
+                        prompt_ids=prompts[i], completion_ids=ids,
+                        logprobs=np.asarray(res.logprobs[r, :n]), stopped=bool(res.stopped[r]))
+            if progress:
+                progress(len(idx))
+        return out  # type: ignore[return-value]
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 64, system: str | None = None,
+                 raw: bool = False, **kw) -> list[Generation]:
+        ids = [self.chat_ids(p, system=system, raw=raw) for p in prompts]
+        return self.generate_ids(ids, max_new_tokens=max_new_tokens, **kw)
+
+    def complete(self, prompts: Sequence[str], max_new_tokens: int = 64, **kw) -> list[str]:
+        return [g.text for g in self.generate(prompts, max_new_tokens=max_new_tokens, **kw)]

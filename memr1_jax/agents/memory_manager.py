@@ -1,0 +1,161 @@
+"""The Memory Manager: state -> prompt, completion -> operations -> new bank.
+
+One manager *step* sees a set of new facts (one speaker's facts of one session,
+as Mem0 adds a batch of messages at a time) together with the memories most
+related to them, and emits ADD / UPDATE / DELETE / NONE operations as JSON.
+``build_banks`` runs steps over whole conversations to construct the memory
+that the Answer Agent reads; the RL trainer uses the same two step functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+
+from memr1_jax.agents.prompts import render_manager_prompt
+from memr1_jax.data.locomo import Conversation
+from memr1_jax.memory import (ApplyReport, Event, MemoryBank, MemoryOp, Retriever, apply,
+                              empty_bank, parse_memory_ops, render_memories)
+
+Encoder = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class ManagerConfig:
+    kind: str = "llm"             # "llm": the policy decides; "add-all": every fact is ADDed (no LLM)
+    retrieve_k: int = 5           # related memories per new fact (Mem0 uses 5)
+    max_facts_per_step: int = 8   # longer fact lists are split over several steps
+    max_new_tokens: int = 256
+    template: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in ("llm", "add-all"):
+            raise ValueError(f"ManagerConfig.kind={self.kind!r}: expected 'llm' or 'add-all'")
+
+
+@dataclasses.dataclass(frozen=True)
+class ManagerState:
+    """What the policy sees at one step, plus what is needed to apply its answer."""
+    facts: tuple[str, ...]
+    speaker: int
+    session: int
+    timestamp: str
+    prompt: str
+    id_map: dict
+
+
+def make_step(bank: MemoryBank, facts: Sequence[str], speaker: int, session: int, timestamp: str,
+              encoder: Encoder, retriever: Retriever, cfg: ManagerConfig) -> ManagerState:
+    """Retrieve the memories related to ``facts`` and render the manager prompt."""
+    related: list[dict] = []
+    if bank.size and facts:
+        res = retriever.search(bank, encoder(list(facts)), cfg.retrieve_k, speaker=speaker)
+        seen = set()
+        for mid in res.ids.reshape(-1):   # fact-major, best first; de-duplicated like Mem0
+            mid = int(mid)
+            if mid >= 0 and mid not in seen:
+                seen.add(mid)
+                related.append({"id": mid, "text": bank.text(mid)})
+    old_json, id_map = render_memories(related)
+    prompt = render_manager_prompt(old_json if related else "", facts, cfg.template)
+    return ManagerState(tuple(facts), speaker, session, timestamp, prompt, id_map)
+
+
+def apply_step(bank: MemoryBank, state: ManagerState, completion: str | None, encoder: Encoder,
+               cfg: ManagerConfig) -> tuple[MemoryBank, ApplyReport, tuple[str, ...]]:
+    """Parse the completion (or ADD every fact for kind="add-all") and apply it.
+
+    Returns (new bank, apply report, parse problems). Never raises on model output.
+    """
+    if cfg.kind == "add-all" or completion is None:
+        ops: tuple[MemoryOp, ...] = tuple(MemoryOp(Event.ADD, text=f) for f in state.facts)
+        problems: tuple[str, ...] = ()
+    else:
+        parsed = parse_memory_ops(completion, state.id_map)
+        ops, problems = parsed.ops, parsed.problems
+        if not parsed.found_json:
+            problems = problems + ("no JSON memory list found",)
+        # A rewritten memory states the newest fact, so it carries the date of the
+        # session it came from (the Answer Agent reasons over these timestamps).
+        ops = tuple(dataclasses.replace(op, timestamp=state.timestamp, session=state.session)
+                    if op.event == Event.UPDATE else op for op in ops)
+    new_bank, report = apply(bank, ops, embed_fn=encoder, speaker=state.speaker,
+                             session=state.session, timestamp=state.timestamp)
+    return new_bank, report, problems
+
+
+def conversation_fact_batches(conv: Conversation, max_facts: int) -> list[tuple[int, int, str, list[str]]]:
+    """(session index, speaker index, session date, facts) in conversation order, from
+    LoCoMo's per-session observations; speaker 0 is speaker_a, 1 is speaker_b."""
+    out = []
+    for sess in conv.sessions:
+        for spk, name in enumerate((conv.speaker_a, conv.speaker_b)):
+            facts = [f for f, _ in sess.observations.get(name, ())]
+            for i in range(0, len(facts), max_facts):
+                out.append((sess.index, spk, sess.date_time, facts[i:i + max_facts]))
+    return out
+
+
+@dataclasses.dataclass
+class BuildStats:
+    steps: int = 0
+    ops: dict = dataclasses.field(default_factory=lambda: {e.value: 0 for e in Event})
+    parse_failures: int = 0
+    skipped_ops: int = 0
+
+
+def count_steps(convs: Sequence[Conversation], cfg: ManagerConfig) -> int:
+    return sum(len(conversation_fact_batches(c, cfg.max_facts_per_step)) for c in convs)
+
+
+def build_banks(convs: Sequence[Conversation], encoder: Encoder, cfg: ManagerConfig,
+                llm=None, retriever: Retriever | None = None, dim: int | None = None,
+                progress: Callable[[int], None] | None = None) -> tuple[dict[str, MemoryBank], BuildStats]:
+    """Construct one bank per conversation (both speakers; search filters by speaker).
+
+    Each (conversation, speaker) pair is a stream of steps that must run in order,
+    since a step sees the bank the previous one produced. Steps of different
+    streams are independent (a speaker's step only retrieves and edits that
+    speaker's memories), so streams advance in lockstep and the LLM gets one
+    batch of prompts per round.
+    """
+    if cfg.kind == "llm" and llm is None:
+        raise ValueError("build_banks: ManagerConfig.kind='llm' needs an llm")
+    retriever = retriever or Retriever()
+    dim = dim or int(encoder(["probe"]).shape[-1])
+    banks = {c.id: empty_bank(dim) for c in convs}
+    queues: dict[tuple[str, int], list] = {}
+    for c in convs:
+        for step in conversation_fact_batches(c, cfg.max_facts_per_step):
+            queues.setdefault((c.id, step[1]), []).append(step)
+    stats = BuildStats()
+    rnd = 0
+    while True:
+        active = [key for key, q in queues.items() if rnd < len(q)]
+        if not active:
+            break
+        states = {}
+        for key in active:
+            sess, spk, date, facts = queues[key][rnd]
+            states[key] = make_step(banks[key[0]], facts, spk, sess, date, encoder, retriever, cfg)
+        if cfg.kind == "llm":
+            gens = llm.generate([states[key].prompt for key in active], max_new_tokens=cfg.max_new_tokens)
+            completions = {key: g.text for key, g in zip(active, gens)}
+        else:
+            completions = {key: None for key in active}
+        for key in active:
+            banks[key[0]], report, problems = apply_step(banks[key[0]], states[key], completions[key],
+                                                         encoder, cfg)
+            stats.steps += 1
+            stats.parse_failures += int(bool(problems))
+            for r in report.results:
+                if r.applied:
+                    stats.ops[r.op.event.value] += 1
+                else:
+                    stats.skipped_ops += 1
+        if progress:
+            progress(len(active))
+        rnd += 1
+    return banks, stats

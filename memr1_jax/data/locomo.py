@@ -1,0 +1,515 @@
+"""LoCoMo conversations and questions as typed, immutable records.
+
+Two on-disk layouts hold the same content:
+
+* flat, one JSON object per conversation (``26.json``): ``speaker_a``,
+  ``speaker_b``, ``session_<n>``, ``session_<n>_date_time``,
+  ``session_<n>_observation``, ``session_<n>_summary``, ``events_session_<n>``
+  and ``qa`` all at the top level;
+* nested, the ``locomo10.json`` release: a list of
+  ``{sample_id, conversation: {speaker_a, speaker_b, session_<n>,
+  session_<n>_date_time}, qa, observation: {session_<n>_observation},
+  session_summary: {session_<n>_summary}, event_summary: {events_session_<n>}}``.
+
+Both parse into the same :class:`Conversation`. Conversation ids are
+``conv-<n>`` in both cases (a flat file ``26.json`` becomes ``conv-26``, as
+the nested release names it).
+
+Category numbers. The JSON keeps LoCoMo's numbers 1-5. By content LoCoMo's
+own naming is 1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop,
+5 adversarial (:data:`LOCOMO_LABELS`). The Mem0 paper and the Memory-R1 paper
+label the same numbers 1 "single-hop", 2 "temporal", 3 "multi-hop",
+4 "open-domain" (:data:`PAPER_LABELS`). The paper naming is the one that gives
+the Memory-R1 test-split counts (single-hop 239, temporal 258, multi-hop 83,
+open-domain 727 over conversations 41-50), so tables use it; always print the
+number beside the label.
+
+LoCoMo is CC BY-NC 4.0; the project does not ship it (see
+:func:`download_locomo`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import urllib.error
+import urllib.request
+from typing import Any, Iterable, Mapping, Sequence
+
+# Mem0 / Memory-R1 naming of LoCoMo category numbers (used in result tables).
+PAPER_LABELS: Mapping[int, str] = {1: "single-hop", 2: "temporal", 3: "multi-hop", 4: "open-domain"}
+# LoCoMo's own naming, by question content (its paper and evaluation code).
+LOCOMO_LABELS: Mapping[int, str] = {
+    1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
+ADVERSARIAL = 5
+PAPER_CATEGORIES = (1, 2, 3, 4)
+
+# The Memory-R1 split (1:1:8 by conversation).
+TRAIN_IDS = ("conv-26",)
+VALIDATION_IDS = ("conv-30",)
+
+LOCOMO_JSON_URL = "https://raw.githubusercontent.com/snap-research/locomo/main/data/locomo10.json"
+LOCOMO_HOME = "https://github.com/snap-research/locomo"
+
+_SESSION_RE = re.compile(r"session_(\d+)")
+_DIA_ID_RE = re.compile(r"D(\d+):(\d+)")
+
+
+class LocomoFormatError(ValueError):
+    """Malformed LoCoMo input; the message names the file and the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Turn:
+    speaker: str
+    dia_id: str                      # "D<session>:<turn>"
+    text: str
+    img_url: tuple[str, ...] = ()
+    blip_caption: str | None = None
+    query: str | None = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # other keys, kept for round trips
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    index: int                       # n of session_<n>
+    date_time: str                   # e.g. "1:56 pm on 8 May, 2023"
+    turns: tuple[Turn, ...]
+    # speaker -> ((fact, dia_id), ...); dia_id is a tuple for the few facts citing several turns
+    observations: Mapping[str, tuple[tuple[str, str | tuple[str, ...]], ...]] = dataclasses.field(default_factory=dict)
+    summary: str | None = None
+    # events_session_<n> as given: {speaker: [event, ...], "date": str}
+    events: Mapping[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class QA:
+    question: str
+    answer: str                      # "" for adversarial items without an answer
+    evidence: tuple[str, ...]        # dia_ids, as annotated (a few LoCoMo ones are malformed)
+    category: int
+    adversarial_answer: str | None = None
+
+    @property
+    def label(self) -> str:
+        """Paper (Mem0) label, e.g. "single-hop" for category 1."""
+        return category_label(self.category)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversation:
+    id: str
+    speaker_a: str
+    speaker_b: str
+    sessions: tuple[Session, ...]
+    questions: tuple[QA, ...]
+
+    @property
+    def turns(self) -> tuple[Turn, ...]:
+        return tuple(t for s in self.sessions for t in s.turns)
+
+    def dia_ids(self) -> set[str]:
+        return {t.dia_id for s in self.sessions for t in s.turns}
+
+
+@dataclasses.dataclass(frozen=True)
+class QuestionRecord:
+    """A question with its conversation id and position in that conversation's qa list."""
+    conversation_id: str
+    qa_index: int
+    qa: QA
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    train: tuple[Conversation, ...]
+    validation: tuple[Conversation, ...]
+    test: tuple[Conversation, ...]
+
+    def as_dict(self) -> dict[str, tuple[Conversation, ...]]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+def category_label(category: int, naming: str = "paper") -> str:
+    """Label of a category number; naming "paper" (Mem0/Memory-R1) or "locomo"."""
+    table = {"paper": PAPER_LABELS, "locomo": LOCOMO_LABELS}.get(naming)
+    if table is None:
+        raise ValueError(f"naming must be 'paper' or 'locomo', got {naming!r}")
+    if category == ADVERSARIAL:
+        return "adversarial"
+    if category not in table:
+        raise ValueError(f"unknown LoCoMo category {category!r}")
+    return table[category]
+
+
+# ----------------------------------------------------------------------------- parsing
+
+def _err(source: str, key: str, problem: str) -> LocomoFormatError:
+    return LocomoFormatError(f"{source}: key {key!r}: {problem}")
+
+
+def _req(obj: Mapping, key: str, kind, source: str, where: str = ""):
+    path = f"{where}{key}"
+    if not isinstance(obj, Mapping):
+        raise _err(source, where.rstrip(".") or "<root>", f"expected an object, got {type(obj).__name__}")
+    if key not in obj:
+        raise _err(source, path, "missing")
+    val = obj[key]
+    if not isinstance(val, kind) or (kind is int and isinstance(val, bool)):
+        raise _err(source, path, f"expected {getattr(kind, '__name__', kind)}, got {type(val).__name__} {val!r:.60}")
+    return val
+
+
+def _opt_str(obj: Mapping, key: str, source: str, where: str) -> str | None:
+    if key not in obj or obj[key] is None:
+        return None
+    if not isinstance(obj[key], str):
+        raise _err(source, f"{where}{key}", f"expected str, got {type(obj[key]).__name__}")
+    return obj[key]
+
+
+def _parse_turn(raw: Any, source: str, where: str) -> Turn:
+    speaker = _req(raw, "speaker", str, source, where)
+    dia_id = _req(raw, "dia_id", str, source, where)
+    text = _req(raw, "text", str, source, where)
+    img = raw.get("img_url", ())
+    if isinstance(img, str):
+        img = (img,)
+    if not isinstance(img, (list, tuple)) or not all(isinstance(u, str) for u in img):
+        raise _err(source, f"{where}img_url", "expected a list of str")
+    known = {"speaker", "dia_id", "text", "img_url", "blip_caption", "query"}
+    return Turn(speaker=speaker, dia_id=dia_id, text=text, img_url=tuple(img),
+                blip_caption=_opt_str(raw, "blip_caption", source, where),
+                query=_opt_str(raw, "query", source, where),
+                extra={k: v for k, v in raw.items() if k not in known})
+
+
+def _parse_observations(raw: Any, source: str, key: str) -> dict[str, tuple[tuple[str, Any], ...]]:
+    if not isinstance(raw, Mapping):
+        raise _err(source, key, f"expected an object {{speaker: [[fact, dia_id], ...]}}, got {type(raw).__name__}")
+    out = {}
+    for speaker, facts in raw.items():
+        if not isinstance(facts, list):
+            raise _err(source, f"{key}.{speaker}", "expected a list of [fact, dia_id]")
+        pairs = []
+        for i, item in enumerate(facts):
+            ok = isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
+            ref = item[1] if ok else None
+            # A few LoCoMo facts cite several turns: [fact, [dia_id, ...]].
+            if isinstance(ref, list) and ref and all(isinstance(r, str) for r in ref):
+                ref = tuple(ref)
+            if not ok or not isinstance(ref, (str, tuple)):
+                raise _err(source, f"{key}.{speaker}[{i}]", f"expected [fact, dia_id], got {item!r:.80}")
+            pairs.append((item[0], ref))
+        out[speaker] = tuple(pairs)
+    return out
+
+
+def _parse_qa(raw: Any, source: str, where: str) -> QA:
+    question = _req(raw, "question", str, source, where)
+    category = _req(raw, "category", int, source, where)
+    if category not in (1, 2, 3, 4, 5):
+        raise _err(source, f"{where}category", f"expected 1-5, got {category!r}")
+    evidence = raw.get("evidence", [])
+    if not isinstance(evidence, list) or not all(isinstance(e, str) for e in evidence):
+        raise _err(source, f"{where}evidence", f"expected a list of dia_id strings, got {evidence!r:.80}")
+    answer = raw.get("answer")
+    if answer is None:
+        if category != ADVERSARIAL:
+            raise _err(source, f"{where}answer", "missing (only category-5 items may lack an answer)")
+        answer = ""
+    elif isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+        raise _err(source, f"{where}answer", f"expected str or number, got {type(answer).__name__}")
+    adv = raw.get("adversarial_answer")
+    if adv is not None and not isinstance(adv, str):
+        adv = str(adv)
+    return QA(question=question, answer=str(answer), evidence=tuple(evidence),
+              category=category, adversarial_answer=adv)
+
+
+def parse_conversation(raw: Any, source: str = "<memory>", conv_id: str | None = None) -> Conversation:
+    """Parse one conversation in the flat or the nested (``sample_id``/``conversation``) layout.
+
+    source names the file in error messages; conv_id overrides the id (flat
+    files have none inside; :func:`load_locomo` derives it from the file name).
+    """
+    if not isinstance(raw, Mapping):
+        raise _err(source, "<root>", f"expected a conversation object, got {type(raw).__name__}")
+    if "conversation" in raw:                     # nested release layout
+        conv = _req(raw, "conversation", Mapping, source)
+        where = "conversation."
+        obs_src = raw.get("observation") or {}
+        sum_src = raw.get("session_summary") or {}
+        evt_src = raw.get("event_summary") or {}
+        for name, val in (("observation", obs_src), ("session_summary", sum_src), ("event_summary", evt_src)):
+            if not isinstance(val, Mapping):
+                raise _err(source, name, f"expected an object, got {type(val).__name__}")
+        obs_where, sum_where, evt_where = "observation.", "session_summary.", "event_summary."
+        if conv_id is None:
+            conv_id = _req(raw, "sample_id", str, source)
+    else:                                         # flat per-conversation file
+        conv, where = raw, ""
+        obs_src = sum_src = evt_src = raw
+        obs_where = sum_where = evt_where = ""
+        if conv_id is None:
+            conv_id = raw.get("sample_id") if isinstance(raw.get("sample_id"), str) else None
+        if conv_id is None:
+            raise _err(source, "sample_id", "missing, and no conversation id was given")
+    speaker_a = _req(conv, "speaker_a", str, source, where)
+    speaker_b = _req(conv, "speaker_b", str, source, where)
+
+    indices = sorted({int(m.group(1)) for k in conv if (m := _SESSION_RE.fullmatch(k))})
+    sessions = []
+    for n in indices:
+        key = f"session_{n}"
+        turns_raw = conv[key]
+        if not isinstance(turns_raw, list):
+            raise _err(source, where + key, f"expected a list of turns, got {type(turns_raw).__name__}")
+        date_key = f"{key}_date_time"
+        if date_key not in conv:
+            raise _err(source, where + date_key, f"missing (session {n} has turns but no date)")
+        date_time = _req(conv, date_key, str, source, where)
+        turns = tuple(_parse_turn(t, source, f"{where}{key}[{i}].") for i, t in enumerate(turns_raw))
+        obs_key = f"{key}_observation"
+        observations = (_parse_observations(obs_src[obs_key], source, obs_where + obs_key)
+                        if obs_key in obs_src else {})
+        summary = _opt_str(sum_src, f"{key}_summary", source, sum_where)
+        events = evt_src.get(f"events_{key}")
+        if events is not None and not isinstance(events, Mapping):
+            raise _err(source, f"{evt_where}events_{key}", "expected an object")
+        sessions.append(Session(index=n, date_time=date_time, turns=turns, observations=observations,
+                                summary=summary, events=dict(events) if events is not None else None))
+
+    qa_raw = _req(raw, "qa", list, source)
+    questions = tuple(_parse_qa(q, source, f"qa[{i}].") for i, q in enumerate(qa_raw))
+    return Conversation(id=conv_id, speaker_a=speaker_a, speaker_b=speaker_b,
+                        sessions=tuple(sessions), questions=questions)
+
+
+def _read_json(path: pathlib.Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise LocomoFormatError(f"{path}: not valid JSON ({e})") from e
+
+
+def _flat_id(path: pathlib.Path) -> str:
+    return f"conv-{path.stem}" if path.stem.isdigit() else path.stem
+
+
+def _sort_key(path: pathlib.Path):
+    return (0, int(path.stem), "") if path.stem.isdigit() else (1, 0, path.stem)
+
+
+def load_locomo(path: os.PathLike | str) -> tuple[Conversation, ...]:
+    """Load LoCoMo conversations from a directory of flat files or a JSON file.
+
+    A directory: every ``*.json`` in it is one flat conversation (``26.json``
+    -> ``conv-26``), sorted by number; a directory holding only
+    ``locomo10.json`` is read as the nested release. A file: a list of
+    conversations (nested release) or a single conversation object.
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.json"), key=_sort_key)
+        if not files:
+            raise FileNotFoundError(f"{path}: no *.json LoCoMo files in this directory")
+        if len(files) == 1 and isinstance(raw := _read_json(files[0]), list):
+            return _load_list(raw, files[0])
+        convs = []
+        for f in files:
+            raw = _read_json(f)
+            if isinstance(raw, list):
+                raise LocomoFormatError(
+                    f"{f}: a list (nested release file) inside a directory of per-conversation files; "
+                    "pass the file itself")
+            cid = raw.get("sample_id") if isinstance(raw, Mapping) and "conversation" in raw else _flat_id(f)
+            convs.append(parse_conversation(raw, str(f), conv_id=cid))
+        _check_unique(convs, path)
+        return tuple(convs)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no such LoCoMo file or directory (get the data with download_locomo(dest) "
+            f"or from {LOCOMO_HOME})")
+    raw = _read_json(path)
+    if isinstance(raw, list):
+        return _load_list(raw, path)
+    cid = None if isinstance(raw, Mapping) and ("conversation" in raw or "sample_id" in raw) else _flat_id(path)
+    return (parse_conversation(raw, str(path), conv_id=cid),)
+
+
+def _load_list(raw: list, path: pathlib.Path) -> tuple[Conversation, ...]:
+    convs = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, Mapping):
+            raise _err(str(path), f"[{i}]", f"expected a conversation object, got {type(item).__name__}")
+        convs.append(parse_conversation(item, f"{path}[{i}]"))
+    _check_unique(convs, path)
+    return tuple(convs)
+
+
+def _check_unique(convs: Sequence[Conversation], path) -> None:
+    seen = set()
+    for c in convs:
+        if c.id in seen:
+            raise LocomoFormatError(f"{path}: duplicate conversation id {c.id!r}")
+        seen.add(c.id)
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _turn_to_json(t: Turn) -> dict:
+    d: dict[str, Any] = {"speaker": t.speaker, "dia_id": t.dia_id, "text": t.text}
+    if t.img_url:
+        d["img_url"] = list(t.img_url)
+    if t.blip_caption is not None:
+        d["blip_caption"] = t.blip_caption
+    if t.query is not None:
+        d["query"] = t.query
+    d.update(t.extra)
+    return d
+
+
+def _qa_to_json(q: QA) -> dict:
+    d: dict[str, Any] = {"question": q.question}
+    if q.category != ADVERSARIAL or q.answer:
+        d["answer"] = q.answer
+    d["evidence"] = list(q.evidence)
+    d["category"] = q.category
+    if q.adversarial_answer is not None:
+        d["adversarial_answer"] = q.adversarial_answer
+    return d
+
+
+def conversation_to_flat(conv: Conversation) -> dict:
+    """The flat per-conversation layout (``<n>.json`` in the shared folder)."""
+    d: dict[str, Any] = {"speaker_a": conv.speaker_a, "speaker_b": conv.speaker_b}
+    for s in conv.sessions:
+        k = f"session_{s.index}"
+        d[k] = [_turn_to_json(t) for t in s.turns]
+        d[f"{k}_date_time"] = s.date_time
+        if s.observations:
+            d[f"{k}_observation"] = {
+                sp: [[fact, list(ref) if isinstance(ref, tuple) else ref] for fact, ref in facts]
+                for sp, facts in s.observations.items()}
+        if s.summary is not None:
+            d[f"{k}_summary"] = s.summary
+        if s.events is not None:
+            d[f"events_{k}"] = dict(s.events)
+    d["qa"] = [_qa_to_json(q) for q in conv.questions]
+    return d
+
+
+def conversation_to_nested(conv: Conversation) -> dict:
+    """One element of the ``locomo10.json`` release list."""
+    flat = conversation_to_flat(conv)
+    inner = {"speaker_a": conv.speaker_a, "speaker_b": conv.speaker_b}
+    obs, summ, evts = {}, {}, {}
+    for k, v in flat.items():
+        if k in ("speaker_a", "speaker_b", "qa"):
+            continue
+        if k.endswith("_observation"):
+            obs[k] = v
+        elif k.endswith("_summary"):
+            summ[k] = v
+        elif k.startswith("events_"):
+            evts[k] = v
+        else:
+            inner[k] = v
+    return {"sample_id": conv.id, "conversation": inner, "qa": flat["qa"],
+            "observation": obs, "session_summary": summ, "event_summary": evts}
+
+
+def write_flat(convs: Iterable[Conversation], directory: os.PathLike | str) -> list[pathlib.Path]:
+    """Write one flat JSON file per conversation; ``conv-26`` -> ``26.json``."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for c in convs:
+        stem = c.id[len("conv-"):] if c.id.startswith("conv-") else c.id
+        p = directory / f"{stem}.json"
+        with open(p, "w", encoding="utf-8") as f:
+            json.dump(conversation_to_flat(c), f, ensure_ascii=False, indent=1)
+        paths.append(p)
+    return paths
+
+
+def write_nested(convs: Iterable[Conversation], path: os.PathLike | str) -> pathlib.Path:
+    """Write the nested release layout (a list) to one JSON file."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump([conversation_to_nested(c) for c in convs], f, ensure_ascii=False)
+    return path
+
+
+# ----------------------------------------------------------------------------- splits and questions
+
+def split_conversations(convs: Sequence[Conversation], train_ids: Sequence[str] = TRAIN_IDS,
+                        validation_ids: Sequence[str] = VALIDATION_IDS) -> Split:
+    """Split by conversation: the given train/validation ids, everything else is test.
+
+    Defaults give the Memory-R1 LoCoMo split (conv-26 / conv-30 / the other eight).
+    """
+    ids = {c.id for c in convs}
+    for name, wanted in (("train", train_ids), ("validation", validation_ids)):
+        missing = [i for i in wanted if i not in ids]
+        if missing:
+            raise ValueError(f"{name} conversation ids {missing} not in the data (have {sorted(ids)})")
+    if set(train_ids) & set(validation_ids):
+        raise ValueError(f"train and validation ids overlap: {sorted(set(train_ids) & set(validation_ids))}")
+    return Split(train=tuple(c for c in convs if c.id in train_ids),
+                 validation=tuple(c for c in convs if c.id in validation_ids),
+                 test=tuple(c for c in convs if c.id not in train_ids and c.id not in validation_ids))
+
+
+def question_records(convs: Iterable[Conversation],
+                     categories: Sequence[int] = PAPER_CATEGORIES) -> list[QuestionRecord]:
+    """All questions of the given categories (default: 1-4, adversarial excluded), in order."""
+    return [QuestionRecord(c.id, i, q) for c in convs for i, q in enumerate(c.questions)
+            if q.category in categories]
+
+
+def category_counts(records: Iterable[QuestionRecord], naming: str = "paper") -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in records:
+        lab = category_label(r.qa.category, naming)
+        out[lab] = out.get(lab, 0) + 1
+    return out
+
+
+# ----------------------------------------------------------------------------- download
+
+def download_locomo(dest: os.PathLike | str, url: str = LOCOMO_JSON_URL, timeout: float = 60.0) -> pathlib.Path:
+    """Download the public ``locomo10.json`` release into ``dest`` (a directory) and return its path.
+
+    Needs internet access to GitHub. The data is CC BY-NC 4.0 (non-commercial).
+    An existing valid file is reused.
+    """
+    dest = pathlib.Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / "locomo10.json"
+    if out.exists():
+        load_locomo(out)              # raises if the cached copy is bad
+        return out
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            payload = resp.read()
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise RuntimeError(
+            f"could not download LoCoMo from {url} ({e}). This needs internet access to GitHub. "
+            f"Download data/locomo10.json from {LOCOMO_HOME} by hand (license CC BY-NC 4.0) and "
+            f"pass its path, or a directory of per-conversation files, to load_locomo().") from e
+    tmp = out.with_suffix(".json.part")
+    tmp.write_bytes(payload)
+    try:
+        load_locomo(tmp)
+    except (LocomoFormatError, FileNotFoundError) as e:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"downloaded {url} but it is not a LoCoMo release: {e}") from e
+    os.replace(tmp, out)
+    return out

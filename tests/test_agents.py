@@ -1,0 +1,103 @@
+"""Agent plumbing with a scripted 'LLM' and the hashing test encoder: prompts, op
+application, rewards, and bank construction over a real (embedded) conversation."""
+
+import json
+
+import numpy as np
+import pytest
+
+from memr1_jax.agents.answer_agent import AnswerConfig, answer_prompts, answer_reward
+from memr1_jax.agents.memory_manager import (ManagerConfig, apply_step, build_banks,
+                                             conversation_fact_batches, make_step)
+from memr1_jax.agents.prompts import extract_answer, parse_judge_label
+from memr1_jax.data import make_embedded_dataset
+from memr1_jax.memory import Event, HashingTestEncoder, Retriever, empty_bank
+
+
+@pytest.fixture(scope="module")
+def enc():
+    return HashingTestEncoder(dim=64)
+
+
+def test_extract_answer_variants():
+    assert extract_answer("**Memories selected as relevant:**\n- a\n**Answer:** beach") == ("beach", True)
+    assert extract_answer("Answer: Paris\n\nmore text") == ("Paris", True)
+    # the last marker wins (models restate the instruction first)
+    assert extract_answer("output the final answer after **Answer:**\n**Answer:** 7 May 2023") == ("7 May 2023", True)
+    assert extract_answer("I think it is\nBoston") == ("Boston", False)
+    assert extract_answer("") == ("", False)
+
+
+def test_parse_judge_label():
+    assert parse_judge_label('Same topic. {"label": "CORRECT"}') == 1
+    assert parse_judge_label('{"label": "WRONG"}') == 0
+    assert parse_judge_label("The answer is WRONG.") == 0
+    assert parse_judge_label("CORRECT or WRONG?") is None
+    assert parse_judge_label("no idea") is None
+
+
+def test_manager_step_update_delete_add(enc):
+    cfg = ManagerConfig(retrieve_k=5)
+    retriever = Retriever()
+    bank = empty_bank(64)
+    # step 1: an empty bank shows "Current memory is empty." and ADDs are applied
+    st = make_step(bank, ["Alice lives in Paris", "Alice has a dog"], 0, 1, "1 May, 2023", enc, retriever, cfg)
+    assert "Current memory is empty." in st.prompt and st.id_map == {}
+    out = json.dumps({"memory": [{"id": "0", "text": "Alice lives in Paris", "event": "ADD"},
+                                 {"id": "1", "text": "Alice has a dog", "event": "ADD"}]})
+    bank, report, problems = apply_step(bank, st, out, enc, cfg)
+    assert problems == () and bank.size == 2 and report.count(Event.ADD) == 2
+    # step 2: the prompt lists the related memories with small ids mapped to bank ids
+    st2 = make_step(bank, ["Alice moved to Rome"], 0, 2, "9 June, 2023", enc, retriever, cfg)
+    shown = {v: k for k, v in st2.id_map.items()}
+    assert set(shown) == set(bank.ids())
+    paris = next(m for m in bank.ids() if "Paris" in bank.text(m))
+    dog = next(m for m in bank.ids() if "dog" in bank.text(m))
+    out2 = ("```json\n" + json.dumps({"memory": [
+        {"id": shown[paris], "text": "Alice lives in Rome", "event": "UPDATE", "old_memory": "Alice lives in Paris"},
+        {"id": shown[dog], "text": "Alice has a dog", "event": "DELETE"},
+        {"id": "99", "text": "ghost", "event": "UPDATE"}]}) + "\n```")
+    bank2, report2, problems2 = apply_step(bank, st2, out2, enc, cfg)
+    assert bank2.text(paris) == "Alice lives in Rome"          # UPDATE keeps the id
+    assert dog not in bank2.ids()                                # DELETE removes it
+    assert any("99" in p for p in problems2)                     # unknown id reported, not applied
+    assert bank2.get(paris)["timestamp"] == "9 June, 2023"
+    assert bank.text(paris) == "Alice lives in Paris"            # apply is pure
+    # garbage output: nothing applied, a problem reported
+    bank3, _, problems3 = apply_step(bank2, st2, "I cannot help with that", enc, cfg)
+    assert bank3.ids() == bank2.ids() and problems3
+
+
+def test_build_banks_add_all_and_answer_prompts(enc):
+    conv = make_embedded_dataset()[0]
+    cfg = ManagerConfig(kind="add-all")
+    banks, stats = build_banks([conv], enc, cfg)
+    bank = banks[conv.id]
+    n_facts = sum(len(f) for _, _, _, f in conversation_fact_batches(conv, cfg.max_facts_per_step))
+    assert stats.steps == len(conversation_fact_batches(conv, cfg.max_facts_per_step))
+    assert bank.size + stats.skipped_ops == n_facts              # only exact duplicates are skipped
+    by_speaker = [len(bank.entries(speaker=s)) for s in (0, 1)]
+    assert all(n > 0 for n in by_speaker)
+
+    acfg = AnswerConfig(k_per_speaker=3)
+    qs = [q.question for q in conv.questions[:4]]
+    prompts = answer_prompts(conv, bank, qs, enc, Retriever(), acfg)
+    assert len(prompts) == 4
+    for q, p in zip(qs, prompts):
+        assert p.rstrip().endswith(f"Question: {q}")
+        assert f"Memories for user {conv.speaker_a}:" in p and f"Memories for user {conv.speaker_b}:" in p
+        assert "**Answer:**" in p
+        block_a = p.split(f"Memories for user {conv.speaker_a}:")[1].split(f"Memories for user {conv.speaker_b}:")[0]
+        assert block_a.count("\n- ") == 3                        # k per speaker, timestamped lines
+    no_distill = answer_prompts(conv, bank, qs[:1], enc, Retriever(), AnswerConfig(k_per_speaker=3, distill=False))
+    assert "**Answer:**" not in no_distill[0]
+
+
+def test_answer_reward():
+    cfg = AnswerConfig()
+    assert answer_reward("**Answer:** The beach.", "beach", cfg)[0] == 1.0
+    assert answer_reward("**Answer:** mountains", "beach", cfg)[0] == 0.0
+    shaped = AnswerConfig(f1_weight=0.5, format_penalty=0.1)
+    r, ans, marked = answer_reward("near the beach house", "beach house", shaped)
+    assert not marked and ans == "near the beach house"
+    assert r == pytest.approx(0.5 * 2 * (2 / 4 * 1.0) / (2 / 4 + 1.0) - 0.1)

@@ -1,0 +1,209 @@
+"""Metrics: Mem0 token F1 / BLEU-1, exact match, LoCoMo-official F1, aggregation."""
+
+import math
+import random
+
+import nltk
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+from memr1_jax.eval import metrics as M
+
+
+# --------------------------------------------------------------------------- Mem0 token F1
+
+@pytest.mark.parametrize("pred, gold, want", [
+    ("Lisbon", "Lisbon", 1.0),
+    ("lisbon.", "LISBON", 1.0),                       # case and '.' ignored
+    ("Yes!", "yes", 1.0),                             # '!' ignored
+    ("the the cat", "The cat", 1.0),                  # sets: {the, cat} == {the, cat}
+    # {it's, lisbon} vs {lisbon}: P = 1/2, R = 1/1, F1 = 2*(1/2)*1/(1/2+1) = 2/3
+    ("It's Lisbon.", "Lisbon", 2 / 3),
+    # ':' stays attached: {answer:, lisbon} vs {lisbon} -> 2/3 as above
+    ("Answer: Lisbon", "Lisbon", 2 / 3),
+    # {in, lisbon, portugal} vs {lisbon}: P = 1/3, R = 1, F1 = 2*(1/3)/(4/3) = 1/2
+    ("in Lisbon, Portugal", "Lisbon", 0.5),
+    # {7, may, 2023} vs {may, 2023}: P = 2/3, R = 1, F1 = 2*(2/3)/(5/3) = 4/5
+    ("7 May 2023", "May 2023", 0.8),
+    ("2022", 2022, 1.0),                              # integer gold answers are str()-ed
+    ("in 2022", 2022, 2 / 3),                         # {in, 2022} vs {2022}: P 1/2, R 1 -> 2/3
+    ("", "Lisbon", 0.0),                              # empty prediction
+    (None, "Lisbon", 0.0),
+    ("...", "Lisbon", 0.0),                           # only stripped punctuation -> empty set
+    ("Porto", "Lisbon", 0.0),
+])
+def test_token_f1_hand_values(pred, gold, want):
+    assert M.token_f1(pred, gold) == pytest.approx(want, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- BLEU-1
+
+@pytest.mark.parametrize("pred, gold, want", [
+    ("Lisbon", "Lisbon", 1.0),
+    # hyp [in, lisbon, ",", portugal] (4), ref [lisbon] (1): p1 = 1/4, c > r so BP = 1 -> 0.25
+    ("in Lisbon, Portugal", "Lisbon", 0.25),
+    # hyp [lisbon] (1), ref [lisbon, ",", portugal] (3): p1 = 1, BP = exp(1 - 3/1) = e^-2
+    ("Lisbon", "Lisbon, Portugal", math.exp(-2)),
+    # hyp [the, the, cat], ref [the, cat]: clipped matches 2 of 3, c > r -> 2/3
+    ("the the cat", "The cat", 2 / 3),
+    (2022, 2022, 1.0),                                # integer answers
+    ("", "Lisbon", 0.0),                              # empty prediction
+    ("Porto", "Lisbon", 0.0),                         # no unigram match
+    # hyp [yes, !] (2), ref [yes] (1): p1 = 1/2, BP = 1 -> 0.5 ('!' is its own token)
+    ("Yes!", "yes", 0.5),
+])
+def test_bleu1_hand_values(pred, gold, want):
+    assert M.bleu1(pred, gold) == pytest.approx(want, abs=1e-12)
+
+
+def _nltk_bleu1(hyp, ref):
+    return sentence_bleu([ref], hyp, weights=(1, 0, 0, 0), smoothing_function=SmoothingFunction().method1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hyp=st.lists(st.sampled_from("a b c d e f the ,".split()), max_size=9),
+       ref=st.lists(st.sampled_from("a b c d e f the ,".split()), min_size=1, max_size=9))
+def test_bleu1_matches_nltk_sentence_bleu(hyp, ref):
+    assert M.bleu1_tokens(hyp, ref) == pytest.approx(float(_nltk_bleu1(hyp, ref)), rel=1e-12, abs=1e-15)
+
+
+def test_bleu1_matches_nltk_on_text():
+    pairs = [("I moved to Lisbon last week.", "Lisbon"), ("The week before 9 June 2023", "the week before 9 June, 2023"),
+             ("Caroline's friend, Mel", "Melanie"), ("Yes, she would.", "Likely yes")]
+    for pred, gold in pairs:
+        want = _nltk_bleu1(nltk.tokenize.NLTKWordTokenizer().tokenize(pred.lower()),
+                           nltk.tokenize.NLTKWordTokenizer().tokenize(gold.lower()))
+        assert M.bleu1(pred, gold) == pytest.approx(want, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+SINGLE_SENTENCES = [
+    "Lisbon", "7 May 2023", "the week before 9 June, 2023", "Caroline's friend Mel", "She said \"hi\" (twice).",
+    "Don't, won't, can't!", "3.5 hours", "U.S. citizens", "e-mail me at 10:30 a.m", "Pottery, camping, painting",
+]
+
+
+@pytest.mark.parametrize("text", SINGLE_SENTENCES)
+def test_word_tokenize_equals_nltk_on_single_sentences(text):
+    # preserve_line=True skips Punkt, so this runs without the punkt data.
+    assert M.word_tokenize(text) == nltk.word_tokenize(text, preserve_line=True)
+
+
+def test_word_tokenize_splits_sentences_and_keeps_abbreviations():
+    tb = nltk.tokenize.NLTKWordTokenizer()
+    text = "I moved to Lisbon. Dr. Silva helped me. It was great!"
+    want = tb.tokenize("I moved to Lisbon.") + tb.tokenize("Dr. Silva helped me.") + tb.tokenize("It was great!")
+    assert M.word_tokenize(text) == want
+    assert "Lisbon" in want and "." in want and "Dr." in want
+
+
+@pytest.mark.skipif(not nltk.tokenize.punkt_model_available("english"),
+                    reason="NLTK punkt_tab english data not installed (needs nltk.download)")
+def test_word_tokenize_equals_nltk_word_tokenize_with_punkt():
+    for text in SINGLE_SENTENCES + ["I moved to Lisbon. Dr. Silva helped me. It was great!"]:
+        assert M.word_tokenize(text) == nltk.word_tokenize(text)
+
+
+# --------------------------------------------------------------------------- exact match
+
+@pytest.mark.parametrize("pred, gold, want", [
+    ("The Lisbon.", "lisbon", 1.0),                   # article, case, punctuation
+    ("Lisbon, Portugal", "Lisbon Portugal", 1.0),
+    ("  an   apple ", "Apple", 1.0),
+    ("2022", 2022, 1.0),
+    ("in 2022", 2022, 0.0),
+    ("", "", 0.0),                                    # empty gold never matches
+    ("", "Lisbon", 0.0),
+    (None, "Lisbon", 0.0),
+    ("Lisbon and Porto", "Lisbon Porto", 0.0),        # 'and' is not an article here
+])
+def test_exact_match(pred, gold, want):
+    assert M.exact_match(pred, gold) == want
+
+
+# --------------------------------------------------------------------------- LoCoMo official F1
+
+@pytest.mark.parametrize("pred, gold, cat, want", [
+    # The examples in memory-systems-and-locomo.md §3.4.
+    ("May 7, 2023", "7 May 2023", 4, 1.0),            # multiset {may, 7, 2023} both sides
+    # cat 1: preds ["May 7", "2023"], gold ["7 May 2023"]:
+    # "May 7": P 2/2, R 2/3 -> 0.8; "2023": P 1, R 1/3 -> 0.5; max = 0.8
+    ("May 7, 2023", "7 May 2023", 1, 0.8),
+    # "the" removed: [sunset, paint] vs [sunset]: P 1/2, R 1 -> 2/3
+    ("The sunset painting", "sunset", 4, 2 / 3),
+    ("the Pride parade", "Pride parade", 2, 1.0),
+    # [run, potteri] vs [potteri, camp, paint, swim]: P 1/2, R 1/4 -> 2*(1/8)/(3/4) = 1/3
+    ("running, pottery", "Pottery, camping, painting, swimming", 4, 1 / 3),
+    # cat 1: each gold part's best match: pottery 1, others 0 -> mean 1/4
+    ("running, pottery", "Pottery, camping, painting, swimming", 1, 0.25),
+    # cat 3 cuts the gold at ';' -> "Likely yes"; Porter stems likely->like, yes->ye:
+    # [ye] vs [like, ye]: P 1, R 1/2 -> 2*(1/2)/(3/2) = 2/3
+    ("yes", "Likely yes; she loves it", 3, 2 / 3),
+    ("painted", "painting", 4, 1.0),                  # Porter: paint == paint
+    ("", "Lisbon", 4, 0.0),
+    ("2022", 2022, 2, 1.0),
+])
+def test_locomo_f1(pred, gold, cat, want):
+    assert M.locomo_f1(pred, gold, cat) == pytest.approx(want, abs=1e-12)
+
+
+def test_locomo_f1_rejects_adversarial():
+    with pytest.raises(ValueError, match="categories 1-4"):
+        M.locomo_f1("x", "y", 5)
+
+
+def test_score_answer_keys():
+    s = M.score_answer("Lisbon", "Lisbon", 4)
+    assert s == {"f1": 1.0, "b1": 1.0, "em": 1.0, "locomo_f1": 1.0}
+
+
+# --------------------------------------------------------------------------- aggregation
+
+def test_aggregate_per_category_and_overall():
+    recs = [
+        {"category": 1, "f1": 1.0, "b1": 0.5, "em": 1.0},
+        {"category": 1, "f1": 0.0, "b1": 0.0, "em": 0.0},
+        {"category": 4, "f1": 0.5, "b1": 0.25, "em": 0.0},
+        {"category": 5, "f1": 1.0, "b1": 1.0, "em": 1.0},          # adversarial: skipped
+    ]
+    agg = M.aggregate(recs)
+    assert list(agg) == ["single-hop", "open-domain", "overall"]
+    assert agg["single-hop"] == {"category": 1, "count": 2, "f1": 0.5, "b1": 0.25, "em": 0.5,
+                                 "locomo_f1": None, "j": None}
+    # overall is question-weighted: f1 = (1 + 0 + 0.5) / 3 = 0.5, b1 = 0.75 / 3 = 0.25, em = 1/3
+    assert agg["overall"]["count"] == 3
+    assert agg["overall"]["f1"] == pytest.approx(0.5)
+    assert agg["overall"]["b1"] == pytest.approx(0.25)
+    assert agg["overall"]["em"] == pytest.approx(1 / 3)
+    assert agg["overall"]["j"] is None
+    assert "n/a" in M.format_table(agg)
+    assert M.aggregate(recs, naming="locomo")["multi-hop"]["count"] == 2
+
+
+def test_aggregate_with_judge_scores():
+    recs = [{"category": 2, "f1": 1, "b1": 1, "em": 1, "j": 1.0},
+            {"category": 2, "f1": 0, "b1": 0, "em": 0, "j": 0.0},
+            {"category": 3, "f1": 0, "b1": 0, "em": 0, "j": 1.0}]
+    agg = M.aggregate(recs)
+    assert agg["temporal"]["j"] == 0.5 and agg["multi-hop"]["j"] == 1.0
+    assert agg["overall"]["j"] == pytest.approx(2 / 3)               # (1 + 0 + 1) / 3
+
+
+def test_aggregate_bad_records():
+    with pytest.raises(ValueError, match="record 0: needs an integer 'category'"):
+        M.aggregate([{"f1": 1}])
+    with pytest.raises(ValueError, match="record 0: missing score 'b1'"):
+        M.aggregate([{"category": 1, "f1": 1, "em": 0}])
+
+
+def test_metrics_bounded_on_random_text():
+    rng = random.Random(0)
+    words = "Lisbon lisbon. the a May 7, 2023 yes no ! ? Porto cat's".split()
+    for _ in range(200):
+        p = " ".join(rng.choice(words) for _ in range(rng.randrange(0, 6)))
+        g = " ".join(rng.choice(words) for _ in range(rng.randrange(1, 6)))
+        for v in (M.token_f1(p, g), M.bleu1(p, g), M.exact_match(p, g), M.locomo_f1(p, g, rng.randrange(1, 5))):
+            assert 0.0 <= v <= 1.0
