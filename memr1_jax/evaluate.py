@@ -72,6 +72,13 @@ class EvalConfig:
     def pipeline(self) -> str:
         return "base" if self.system.startswith("checkpoint:") else self.system
 
+    def bank_dir(self, run_dir: pathlib.Path) -> pathlib.Path:
+        """Banks depend only on data, model and manager settings, so base and mem0
+        runs share them (a sibling folder of the run's, keyed by those settings)."""
+        key = json.dumps([self.data, self.system if self.system.startswith("checkpoint:") else self.model,
+                          self.manager, self.manager_k, self.manager_max_new_tokens], sort_keys=True)
+        return run_dir.parent / "banks" / hashlib.sha1(key.encode()).hexdigest()[:12]
+
     def default_run_dir(self) -> pathlib.Path:
         # Same config -> same folder, which is what makes resuming automatic.
         key = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "run_dir"},
@@ -83,19 +90,28 @@ class EvalConfig:
 
 
 def _load_done(path: pathlib.Path) -> dict[str, dict]:
-    done = {}
+    """Predictions already made. A run killed mid-write leaves a torn last line:
+    the file is rewritten (atomically) without it and that question is redone."""
+    done, bad = {}, 0
     if path.exists():
         with open(path) as f:
             for n, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
+                if not line.strip():
                     continue
                 try:
                     rec = json.loads(line)
                     done[rec["key"]] = rec
-                except (json.JSONDecodeError, KeyError):
-                    # A run killed mid-write leaves at most one torn last line: redo that question.
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    bad += 1
                     print(f"warning: {path}:{n}: unreadable prediction line, will redo it", file=sys.stderr)
+        if bad:
+            tmp = path.with_suffix(".jsonl.tmp")
+            with open(tmp, "w") as f:
+                for rec in done.values():
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     return done
 
 
@@ -179,8 +195,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
         needed = sorted({r.conversation_id for r in todo})
         banks = {}
         if cfg.pipeline in ("base", "mem0"):
-            bank_dir = run_dir / "banks"
-            bank_dir.mkdir(exist_ok=True)
+            bank_dir = cfg.bank_dir(run_dir)
+            bank_dir.mkdir(parents=True, exist_ok=True)
             missing = []
             for cid in needed:
                 p = bank_dir / f"{cid}.bank"
@@ -192,9 +208,20 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
                 mcfg = ManagerConfig(kind=cfg.manager, retrieve_k=cfg.manager_k,
                                      max_new_tokens=cfg.manager_max_new_tokens)
                 n_steps = count_steps(missing, mcfg)
-                with tqdm(total=n_steps, desc="memory construction", disable=not progress) as bar:
+                log = open(bank_dir / "manager_steps.jsonl", "a")
+
+                def on_step(cid, state, completion, report, problems):
+                    # Every manager rollout is kept for inspection.
+                    log.write(json.dumps({
+                        "conversation_id": cid, "session": state.session, "speaker": state.speaker,
+                        "facts": list(state.facts), "shown_memories": len(state.id_map),
+                        "completion": completion, "problems": list(problems),
+                        "applied": [r.op.event.value for r in report.results if r.applied]},
+                        ensure_ascii=False) + "\n")
+
+                with log, tqdm(total=n_steps, desc="memory construction", disable=not progress) as bar:
                     built, stats = build_banks(missing, encoder, mcfg, llm=llm if cfg.manager == "llm" else None,
-                                               retriever=retriever, progress=bar.update)
+                                               retriever=retriever, progress=bar.update, on_step=on_step)
                 print(f"memory construction: {stats.steps} manager steps, ops {stats.ops}, "
                       f"{stats.parse_failures} steps with format problems, {stats.skipped_ops} ops skipped")
                 for cid, bank in built.items():

@@ -112,7 +112,8 @@ def count_steps(convs: Sequence[Conversation], cfg: ManagerConfig) -> int:
 
 def build_banks(convs: Sequence[Conversation], encoder: Encoder, cfg: ManagerConfig,
                 llm=None, retriever: Retriever | None = None, dim: int | None = None,
-                progress: Callable[[int], None] | None = None) -> tuple[dict[str, MemoryBank], BuildStats]:
+                progress: Callable[[int], None] | None = None,
+                on_step: Callable[[str, ManagerState, str | None, ApplyReport, tuple], None] | None = None) -> tuple[dict[str, MemoryBank], BuildStats]:
     """Construct one bank per conversation (both speakers; search filters by speaker).
 
     Each (conversation, speaker) pair is a stream of steps that must run in order,
@@ -148,6 +149,8 @@ def build_banks(convs: Sequence[Conversation], encoder: Encoder, cfg: ManagerCon
         for key in active:
             banks[key[0]], report, problems = apply_step(banks[key[0]], states[key], completions[key],
                                                          encoder, cfg)
+            if on_step:
+                on_step(key[0], states[key], completions[key], report, problems)
             stats.steps += 1
             stats.parse_failures += int(bool(problems))
             for r in report.results:
