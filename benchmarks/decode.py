@@ -1,0 +1,172 @@
+"""Decode and prefill throughput: the jitted JAX sampler vs transformers' `generate`.
+
+Both run SmolLM2-135M-Instruct from the same GGUF file (dequantized to float32),
+greedy, on random prompts of --prompt-len tokens with --new-tokens generated
+tokens (no early stop), at each batch size, in this one process. torch gets the
+same thread count as XLA's CPU backend (torch.set_num_threads).
+
+JAX timings use AOT-compiled executables (compile time excluded and reported
+separately); transformers' decode time is generate(N) minus generate(1), i.e.
+its prefill subtracted. GFLOP/s uses ModelConfig.flops_per_token with the mean
+attention context, against an f32 2048x576x1536 matmul measured in this run.
+
+    python benchmarks/decode.py [--batches 1,8,32] [--prompt-len 512] [--new-tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memr1_jax.models.registry import load_model
+from memr1_jax.sampling import sampler as S
+
+
+def matmul_peak_gflops(repeats: int = 5) -> float:
+    a = jnp.asarray(np.random.RandomState(0).standard_normal((2048, 576)), jnp.float32)
+    b = jnp.asarray(np.random.RandomState(1).standard_normal((576, 1536)), jnp.float32)
+    f = jax.jit(jnp.matmul)
+    f(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * 2048 * 576 * 1536 / best / 1e9
+
+
+def bench_jax(model, prompts: np.ndarray, new_tokens: int, cache_dtype):
+    cfg, params = model.cfg, model.params
+    b, t = prompts.shape
+    tokens, valid = jnp.asarray(prompts, jnp.int32), jnp.ones((b, t), bool)
+    cache_len = t + new_tokens
+    sc = S.SamplingConfig()
+    stop = jnp.full((b, 4), -1, jnp.int32)
+    budget = jnp.full((b,), new_tokens, jnp.int32)
+    t0 = time.perf_counter()
+    prefill = S.prefill.lower(cfg, params, tokens, valid, cache_len=cache_len,
+                              cache_dtype=cache_dtype).compile()
+    state_shape = jax.eval_shape(lambda p, x, v: S.prefill(cfg, p, x, v, cache_len=cache_len,
+                                                           cache_dtype=cache_dtype), params, tokens, valid)
+    decode = S.decode.lower(cfg, params, state_shape, jax.random.PRNGKey(0), stop, budget,
+                            sampling=sc, max_len=new_tokens).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state = prefill(params, tokens, valid)
+    jax.block_until_ready(state)
+    prefill_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out, _ = decode(params, state, jax.random.PRNGKey(0), stop, budget)
+    jax.block_until_ready(out)
+    decode_s = time.perf_counter() - t0
+    steps = int(out["steps"])
+    assert steps == new_tokens and int(out["lengths"].min()) == new_tokens, (steps, out["lengths"])
+    return dict(prefill_s=prefill_s, decode_s=decode_s, compile_s=compile_s,
+                tokens=np.asarray(out["tokens"]))
+
+
+def bench_torch(hf_model, prompts: np.ndarray, new_tokens: int):
+    import torch
+    ids = torch.from_numpy(prompts.astype(np.int64))
+    mask = torch.ones_like(ids)
+    kw = dict(do_sample=False, attention_mask=mask, pad_token_id=0, eos_token_id=None)
+    with torch.inference_mode():
+        hf_model.generate(ids[:, :16], max_new_tokens=2, min_new_tokens=2, **kw)  # warm-up
+        t0 = time.perf_counter()
+        hf_model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw)
+        prefill_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = hf_model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
+        total_s = time.perf_counter() - t0
+    return dict(prefill_s=prefill_s, decode_s=max(total_s - prefill_s, 1e-9), total_s=total_s,
+                tokens=out[:, prompts.shape[1]:].numpy())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--prompt-len", type=int, default=512)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--cache-dtype", default=None, help="KV cache dtype for JAX (default: compute dtype)")
+    ap.add_argument("--skip-torch", action="store_true")
+    args = ap.parse_args()
+    batches = [int(x) for x in args.batches.split(",")]
+
+    model = load_model(args.model)
+    cfg = model.cfg
+    peak = matmul_peak_gflops()
+    print(f"model {model.name} ({cfg.num_params() / 1e6:.1f} M params), source {model.source}")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.threads} threads; "
+          f"f32 matmul 2048x576x1536 peak: {peak:.1f} GFLOP/s")
+
+    hf_model = None
+    if not args.skip_torch:
+        import torch
+        import transformers
+        torch.set_num_threads(args.threads)
+        transformers.utils.logging.disable_progress_bar()
+        src = os.path.abspath(model.source)
+        t0 = time.perf_counter()
+        hf_model = transformers.AutoModelForCausalLM.from_pretrained(
+            os.path.dirname(src), gguf_file=os.path.basename(src), dtype=torch.float32).eval()
+        print(f"transformers {transformers.__version__} / torch {torch.__version__} "
+              f"(load {time.perf_counter() - t0:.1f}s)")
+
+    t, n = args.prompt_len, args.new_tokens
+    prefill_flops = t * cfg.flops_per_token(context=t / 2)        # per row
+    decode_flops = n * cfg.flops_per_token(context=t + n / 2)     # per row
+    rows = []
+    rng = np.random.RandomState(0)
+    for b in batches:
+        prompts = rng.randint(100, min(cfg.vocab_size, 40000), size=(b, t)).astype(np.int32)
+        j = bench_jax(model, prompts, n, args.cache_dtype)
+        row = dict(b=b, jax=j)
+        if hf_model is not None:
+            h = bench_torch(hf_model, prompts, n)
+            row["hf"] = h
+            row["agree"] = float(np.mean(h["tokens"][:, :16] == j["tokens"][:, :16]))
+        rows.append(row)
+        print(f"  done batch {b}", flush=True)
+
+    print()
+    hdr = (f"{'batch':>5} | {'engine':<12} | {'prefill tok/s':>13} | {'prefill GFLOP/s':>15} | "
+           f"{'decode tok/s':>12} | {'decode GFLOP/s':>14} | {'ms/step':>8} | {'compile s':>9}")
+    print(hdr)
+    print("-" * len(hdr))
+    for row in rows:
+        b = row["b"]
+        for name, r in (("jax", row["jax"]), ("transformers", row.get("hf"))):
+            if r is None:
+                continue
+            pf_tps = b * t / r["prefill_s"]
+            dec_tps = b * n / r["decode_s"] if name == "jax" else b * (n - 1) / r["decode_s"]
+            pf_g = b * prefill_flops / r["prefill_s"] / 1e9
+            dec_g = b * decode_flops / r["decode_s"] / 1e9
+            comp = f"{r['compile_s']:9.1f}" if "compile_s" in r else f"{'-':>9}"
+            print(f"{b:>5} | {name:<12} | {pf_tps:13.0f} | {pf_g:8.1f} ({100 * pf_g / peak:3.0f}%) | "
+                  f"{dec_tps:12.1f} | {dec_g:7.1f} ({100 * dec_g / peak:3.0f}%) | "
+                  f"{1000 * r['decode_s'] / n:8.1f} | {comp}")
+        if "agree" in row:
+            print(f"{'':>5}   greedy token agreement jax vs transformers (first 16): {100 * row['agree']:.0f}%")
+    print(f"peak memory (maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
+    if hf_model is not None:
+        for row in rows:
+            j, h = row["jax"], row["hf"]
+            x = (row["b"] * n / j["decode_s"]) / (row["b"] * (n - 1) / h["decode_s"])
+            if row["b"] != rows[-1]["b"]:
+                print(f"decode speedup vs transformers at batch {row['b']}: {x:.2f}")
+        last = rows[-1]
+        x = (last["b"] * n / last["jax"]["decode_s"]) / (last["b"] * (n - 1) / last["hf"]["decode_s"])
+        print(f"decode speedup vs transformers at batch {last['b']}: {x:.2f}")
+
+
+if __name__ == "__main__":
+    main()

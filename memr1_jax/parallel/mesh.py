@@ -1,0 +1,99 @@
+"""Device meshes from config, mesh contexts for tracing, and multi-host start-up."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh
+
+from memr1_jax.parallel.rules import DEFAULT_RULES, Rules, validate_rules
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Sizes of the (data, fsdp, tensor) mesh axes; at most one may be -1 (fill up with
+    the remaining devices). ``rules`` is the logical-axis rule table."""
+    data: int = 1
+    fsdp: int = -1
+    tensor: int = 1
+    rules: Rules = DEFAULT_RULES
+
+    def __post_init__(self):
+        sizes = (self.data, self.fsdp, self.tensor)
+        if sum(s == -1 for s in sizes) > 1:
+            raise ValueError(f"MeshConfig: at most one axis may be -1, got data={self.data}, "
+                             f"fsdp={self.fsdp}, tensor={self.tensor}")
+        for name, s in zip(MESH_AXES, sizes):
+            if s != -1 and s < 1:
+                raise ValueError(f"MeshConfig.{name}={s}: must be >= 1 or -1")
+        object.__setattr__(self, "rules", validate_rules(self.rules, MESH_AXES))
+
+    def resolved_shape(self, num_devices: int) -> tuple[int, int, int]:
+        sizes = [self.data, self.fsdp, self.tensor]
+        known = int(np.prod([s for s in sizes if s != -1]))
+        if -1 in sizes:
+            if num_devices % known:
+                raise ValueError(f"MeshConfig {sizes}: {num_devices} devices not divisible by {known}")
+            sizes[sizes.index(-1)] = num_devices // known
+        if int(np.prod(sizes)) != num_devices:
+            raise ValueError(f"MeshConfig (data, fsdp, tensor)={tuple(sizes)} needs {int(np.prod(sizes))} "
+                             f"devices, have {num_devices}")
+        return tuple(sizes)
+
+
+def make_mesh(cfg: MeshConfig = MeshConfig(), devices: Sequence | None = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh over ``devices`` (default: all). Axes are Auto, so jit
+    propagates shardings from inputs and constraints (GSPMD)."""
+    devices = list(jax.devices() if devices is None else devices)
+    shape = cfg.resolved_shape(len(devices))
+    try:
+        from jax.experimental import mesh_utils
+        dev = mesh_utils.create_device_mesh(shape, devices=devices)
+    except Exception:  # odd device counts / CPU: plain row-major layout
+        dev = np.asarray(devices, dtype=object).reshape(shape)
+    return Mesh(dev, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+
+@contextlib.contextmanager
+def mesh_context(mesh: Mesh | None, rules: Rules | None = None):
+    """Activates ``mesh`` and the logical rules so ``nn.with_logical_constraint`` in the
+    model turns into sharding constraints while tracing. A no-op for mesh=None."""
+    if mesh is None:
+        yield
+        return
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules if rules is not None else DEFAULT_RULES):
+        yield
+
+
+_DIST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
+
+
+def maybe_initialize_distributed(env: dict | None = None) -> bool:
+    """Calls ``jax.distributed.initialize()`` when launched on several hosts.
+
+    Multi-host is detected from JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES (>1) +
+    JAX_PROCESS_ID, or from a cluster launcher jax auto-detects (SLURM with
+    SLURM_NTASKS > 1, Open MPI with OMPI_COMM_WORLD_SIZE > 1). Returns True if it
+    initialised. Must run before any other JAX call that touches devices.
+    """
+    env = os.environ if env is None else env
+    n = int(env.get("JAX_NUM_PROCESSES", "1") or 1)
+    addr = next((env[k] for k in _DIST_ENV if env.get(k)), None)
+    if addr and n > 1:
+        if "JAX_PROCESS_ID" not in env:
+            raise ValueError("JAX_COORDINATOR_ADDRESS and JAX_NUM_PROCESSES>1 set but JAX_PROCESS_ID missing")
+        jax.distributed.initialize(coordinator_address=addr, num_processes=n,
+                                   process_id=int(env["JAX_PROCESS_ID"]))
+        return True
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
+        jax.distributed.initialize()  # cluster auto-detection
+        return True
+    return False
