@@ -29,7 +29,7 @@ EXTRAS = {
     "tpu": ["jax[tpu]==0.10.2"],
     "gpu": ["jax[cuda12]==0.10.2"],
     # Test-only references: PyTorch (CPU build) + transformers for logit parity.
-    "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "transformers>=4.50"],
+    "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "transformers>=4.50", "accelerate>=1.0"],
 }
 
 setup(
