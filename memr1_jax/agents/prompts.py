@@ -48,7 +48,7 @@ New facts:
 Return only JSON in this structure:
 {{"memory": [{{"id": "<id>", "text": "<memory text>", "event": "ADD|UPDATE|DELETE|NONE", "old_memory": "<previous text, UPDATE only>"}}]}}"""
 
-ANSWER_AGENT_PROMPT = """You are an intelligent memory assistant who answers questions from conversation memories.
+_ANSWER_INSTRUCTIONS = """You are an intelligent memory assistant who answers questions from conversation memories.
 
 # CONTEXT
 You have memories from two speakers in a conversation. Each memory has a timestamp and may be relevant to the question.
@@ -62,9 +62,9 @@ You have memories from two speakers in a conversation. Each memory has a timesta
 6. Always give specific dates, months or years rather than relative references.
 7. Focus on what the memories say and do not confuse the speakers' names.
 8. Answer in less than 5-6 words.
-9. IMPORTANT: first select the memories that are useful for the question and list them.
-10. IMPORTANT: give the final answer after **Answer:**
+"""
 
+_MEMORY_BLOCKS = """
 Memories for user {speaker_1}:
 {memories_1}
 
@@ -73,32 +73,13 @@ Memories for user {speaker_2}:
 
 Question: {question}"""
 
-# Mem0's answer prompt (the Mem0-style baseline and the no-distillation ablation):
-# the same instructions without the selection step.
-MEM0_ANSWER_PROMPT = """You are an intelligent memory assistant who answers questions from conversation memories.
+# Memory-R1's Answer Agent: Mem0's instructions plus memory distillation (items 9-10).
+ANSWER_AGENT_PROMPT = _ANSWER_INSTRUCTIONS + """9. IMPORTANT: first select the memories that are useful for the question and list them.
+10. IMPORTANT: give the final answer after **Answer:**
+""" + _MEMORY_BLOCKS
 
-# CONTEXT
-You have memories from two speakers in a conversation. Each memory has a timestamp and may be relevant to the question.
-
-# INSTRUCTIONS
-1. Read all memories from both speakers.
-2. Pay attention to the timestamps.
-3. Look for direct evidence that answers the question.
-4. If memories contradict each other, prefer the most recent one.
-5. Turn relative time expressions ("last year", "two months ago") into dates using the memory timestamp.
-6. Always give specific dates, months or years rather than relative references.
-7. Focus on what the memories say and do not confuse the speakers' names.
-8. Answer in less than 5-6 words.
-
-Memories for user {speaker_1}:
-{memories_1}
-
-Memories for user {speaker_2}:
-{memories_2}
-
-Question: {question}
-
-Answer:"""
+# Mem0's answer prompt (the Mem0-style baseline and the no-distillation ablation).
+MEM0_ANSWER_PROMPT = _ANSWER_INSTRUCTIONS + _MEMORY_BLOCKS + "\n\nAnswer:"
 
 RAG_ANSWER_PROMPT = """You answer questions about a conversation between two people, using the excerpts below.
 Give the shortest possible answer (a few words), using words from the conversation where you can.
