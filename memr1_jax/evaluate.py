@@ -150,8 +150,15 @@ def _save_outputs(run_dir: pathlib.Path, agg: dict, cfg: EvalConfig, extra: dict
         pass
 
 
-def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) one evaluation; returns the aggregated table."""
+def evaluate(cfg: EvalConfig, progress: bool = True, *, llm=None, encoder=None,
+             manager_llm=None) -> dict[str, Any]:
+    """Run (or resume) one evaluation; returns the aggregated table.
+
+    ``llm`` (a ChatLLM, e.g. with freshly trained params) replaces the model named by the
+    config, and its banks are then kept inside the run folder (the shared bank cache is
+    keyed by model name, which no longer identifies the weights); ``encoder`` replaces
+    MiniLM (tests pass HashingTestEncoder); ``manager_llm`` builds the banks instead of
+    ``llm`` (a trained Memory Manager with the frozen Answer Agent)."""
     from tqdm import tqdm
 
     t0 = time.time()
@@ -182,8 +189,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
         from memr1_jax.memory.encoder import load_minilm
 
         model_name = cfg.system.split(":", 1)[1] if cfg.system.startswith("checkpoint:") else cfg.model
-        llm = ChatLLM.from_registry(model_name, batch_size=cfg.batch_size)
-        encoder = load_minilm()
+        own_llm = llm is not None or manager_llm is not None
+        llm = llm if llm is not None else ChatLLM.from_registry(model_name, batch_size=cfg.batch_size)
+        encoder = encoder if encoder is not None else load_minilm()
         retriever = Retriever()
         count = lambda s: len(llm.tokenizer.encode(s))  # noqa: E731
         judge = None
@@ -195,7 +203,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
         needed = sorted({r.conversation_id for r in todo})
         banks = {}
         if cfg.pipeline in ("base", "mem0"):
-            bank_dir = cfg.bank_dir(run_dir)
+            bank_dir = run_dir / "banks" if own_llm else cfg.bank_dir(run_dir)
             bank_dir.mkdir(parents=True, exist_ok=True)
             missing = []
             for cid in needed:
@@ -220,7 +228,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
                         ensure_ascii=False) + "\n")
 
                 with log, tqdm(total=n_steps, desc="memory construction", disable=not progress) as bar:
-                    built, stats = build_banks(missing, encoder, mcfg, llm=llm if cfg.manager == "llm" else None,
+                    built, stats = build_banks(missing, encoder, mcfg,
+                                               llm=(manager_llm or llm) if cfg.manager == "llm" else None,
                                                retriever=retriever, progress=bar.update, on_step=on_step)
                 print(f"memory construction: {stats.steps} manager steps, ops {stats.ops}, "
                       f"{stats.parse_failures} steps with format problems, {stats.skipped_ops} ops skipped")

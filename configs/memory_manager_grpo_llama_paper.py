@@ -1,0 +1,11 @@
+"""Paper-scale: memory manager trained with GRPO on llama3.1-8b-instruct (see configs/_paper_common.py)."""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from _paper_common import paper_config  # noqa: E402
+
+
+def get_config():
+    return paper_config("memory_manager_grpo_llama_paper", "manager", "grpo", "llama3.1-8b-instruct")

@@ -1,0 +1,223 @@
+"""Rollouts of the two Memory-R1 agents, packed as ``RLBatch``es for ``rl.update``.
+
+Answer Agent episode: (question, conversation bank) -> answer prompt -> G sampled
+completions (one GRPO group) -> reward = EM (+ optional F1 shaping / format penalty).
+
+Memory Manager episode (the paper's appendix, reading A): for a training question, the
+session holding its evidence is the step to learn; the bank is the one built (add-all:
+cheap and deterministic) from the sessions *before* it (a temporal snapshot), the new
+facts are that session's facts of the evidence speaker. The manager samples G
+completions, each is applied to its own copy of the bank, and a frozen Answer Agent
+(greedy, the base weights) answers the question from every updated bank: its EM is
+the manager's reward (minus a format penalty when no JSON operation list parses).
+
+Rows are group-major (row i * G + g is sample g of episode i), which is what
+``rl.advantages.group_advantages`` expects. Prompts are left-padded and completions
+right-padded to bucketed lengths so the jitted update sees few distinct shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from memr1_jax.agents.answer_agent import AnswerConfig, answer_prompts, answer_reward
+from memr1_jax.agents.llm import ChatLLM
+from memr1_jax.agents.memory_manager import (ManagerConfig, ManagerState, apply_step, build_banks,
+                                             make_step)
+from memr1_jax.data.locomo import QA, Conversation
+from memr1_jax.eval.metrics import exact_match, token_f1
+from memr1_jax.memory import MemoryBank, Retriever
+from memr1_jax.rl.update import RLBatch, make_batch
+from memr1_jax.sampling.sampler import SamplingConfig, bucket_size
+
+Encoder = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Episode:
+    """One sampled completion with its reward; ``info`` is what the sample log keeps."""
+    prompt_ids: tuple[int, ...]
+    completion_ids: tuple[int, ...]     # includes the stop token when the row stopped
+    sampler_logprobs: tuple[float, ...]
+    reward: float
+    info: dict
+
+
+# ------------------------------------------------------------------ packing
+def pack_episodes(episodes: Sequence[Episode], pad_id: int, min_bucket: int = 16,
+                  response_len: int | None = None) -> RLBatch:
+    """[B, T] batch: prompt left-padded to bucket(max prompt), completion right-padded to
+    ``response_len`` (pass max_new_tokens: one shape whatever the samples' lengths) or
+    bucket(max completion); the response mask covers exactly the completion tokens."""
+    if not episodes:
+        raise ValueError("pack_episodes: no episodes")
+    p_len = bucket_size(max(len(e.prompt_ids) for e in episodes), min_bucket)
+    longest = max(max(len(e.completion_ids) for e in episodes), 1)
+    if response_len is not None and response_len < longest:
+        raise ValueError(f"pack_episodes: response_len={response_len} < longest completion ({longest})")
+    r_len = response_len or bucket_size(longest, min_bucket)
+    b, t = len(episodes), p_len + r_len
+    tokens = np.full((b, t), pad_id, np.int32)
+    valid = np.zeros((b, t), bool)
+    resp = np.zeros((b, t), bool)
+    lp = np.zeros((b, t), np.float32)
+    for i, e in enumerate(episodes):
+        p, c = list(e.prompt_ids), list(e.completion_ids)
+        if not p:
+            raise ValueError("pack_episodes: an episode has an empty prompt")
+        tokens[i, p_len - len(p):p_len] = p
+        tokens[i, p_len:p_len + len(c)] = c
+        valid[i, p_len - len(p):p_len + len(c)] = True
+        resp[i, p_len:p_len + len(c)] = True
+        lp[i, p_len:p_len + len(c)] = e.sampler_logprobs
+    rewards = np.asarray([e.reward for e in episodes], np.float32)
+    return make_batch(tokens, valid, resp, rewards, sampler_logprobs=lp)
+
+
+def _episode(gen, reward: float, info: dict) -> Episode:
+    return Episode(tuple(gen.prompt_ids), tuple(gen.completion_ids),
+                   tuple(float(x) for x in np.asarray(gen.logprobs)), float(reward), info)
+
+
+# ------------------------------------------------------------------ answer agent
+@dataclasses.dataclass(frozen=True)
+class AnswerItem:
+    conv: Conversation
+    qa: QA
+
+
+def answer_rollouts(llm: ChatLLM, params: Any, items: Sequence[AnswerItem], banks: dict[str, MemoryBank],
+                    encoder: Encoder, retriever: Retriever, cfg: AnswerConfig, group: int,
+                    sampling: SamplingConfig, rng) -> list[Episode]:
+    """``group`` sampled completions per question; episodes are group-major."""
+    prompts = []
+    for it in items:
+        (text,) = answer_prompts(it.conv, banks[it.conv.id], [it.qa.question], encoder, retriever, cfg)
+        prompts.append(text)
+    ids = [llm.chat_ids(p) for p in prompts]
+    gens = llm.generate_ids(ids, max_new_tokens=cfg.max_new_tokens, sampling=sampling, rng=rng,
+                            num_samples=group, params=params)
+    out = []
+    for i, it in enumerate(items):
+        for g in range(group):
+            gen = gens[i * group + g]
+            r, ans, marked = answer_reward(gen.text, it.qa.answer, cfg)
+            out.append(_episode(gen, r, {
+                "agent": "answer", "conversation_id": it.conv.id, "question": it.qa.question,
+                "gold": it.qa.answer, "completion": gen.text, "prediction": ans, "marker": marked,
+                "em": float(exact_match(ans, it.qa.answer)), "f1": float(token_f1(ans, it.qa.answer)),
+                "stopped": gen.stopped}))
+    return out
+
+
+def greedy_answers(llm: ChatLLM, params: Any, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+    """Answers extracted from greedy completions of answer prompts (the frozen agent / validation)."""
+    from memr1_jax.agents.prompts import extract_answer
+    gens = llm.generate_ids([llm.chat_ids(p) for p in prompts], max_new_tokens=max_new_tokens,
+                            sampling=SamplingConfig(temperature=0.0), params=params)
+    return [extract_answer(g.text)[0] for g in gens]
+
+
+# ------------------------------------------------------------------ memory manager
+_DIA = re.compile(r"^D(\d+):(\d+)$")
+
+
+def evidence_session(conv: Conversation, qa: QA) -> tuple[int, int] | None:
+    """(session index, speaker 0/1) of the last well-formed evidence turn, or None."""
+    turns = {t.dia_id: t for t in conv.turns}
+    best = None
+    for ev in qa.evidence:
+        m = _DIA.match(ev.strip())
+        if not m or ev.strip() not in turns:
+            continue
+        spk_name = turns[ev.strip()].speaker
+        spk = 0 if spk_name == conv.speaker_a else 1
+        key = (int(m.group(1)), int(m.group(2)))
+        if best is None or key > best[0]:
+            best = (key, spk)
+    return None if best is None else (best[0][0], best[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class ManagerEpisodeSpec:
+    """Everything one manager episode needs: the snapshot bank and the step to take."""
+    conv: Conversation
+    qa: QA
+    bank: MemoryBank
+    state: ManagerState
+
+
+def manager_episode_specs(conv: Conversation, qas: Sequence[QA], encoder: Encoder, retriever: Retriever,
+                          cfg: ManagerConfig, cache: dict | None = None) -> list[ManagerEpisodeSpec]:
+    """Specs for the questions whose evidence session has facts for the evidence speaker.
+
+    The snapshot bank of session s is built with add-all from sessions < s and cached
+    in ``cache`` (keyed by conversation id and session)."""
+    cache = {} if cache is None else cache
+    add_all = ManagerConfig(kind="add-all", retrieve_k=cfg.retrieve_k, max_facts_per_step=10 ** 6)
+    out = []
+    for qa in qas:
+        where = evidence_session(conv, qa)
+        if where is None:
+            continue
+        sess_idx, spk = where
+        sess = next((s for s in conv.sessions if s.index == sess_idx), None)
+        if sess is None:
+            continue
+        name = conv.speaker_a if spk == 0 else conv.speaker_b
+        obs = list(sess.observations.get(name, ()))
+        if not obs:
+            continue
+        # The chunk of at most max_facts_per_step facts that holds an evidence fact.
+        evid = set(e.strip() for e in qa.evidence)
+        hit = next((i for i, (_, d) in enumerate(obs)
+                    if (d in evid if isinstance(d, str) else bool(evid & set(d)))), 0)
+        n = cfg.max_facts_per_step
+        start = (hit // n) * n
+        facts = [f for f, _ in obs[start:start + n]]
+        key = (conv.id, sess_idx)
+        if key not in cache:
+            prefix = dataclasses.replace(conv, sessions=tuple(s for s in conv.sessions if s.index < sess_idx))
+            banks, _ = build_banks([prefix], encoder, add_all, retriever=retriever)
+            cache[key] = banks[conv.id]
+        bank = cache[key]
+        state = make_step(bank, facts, spk, sess_idx, sess.date_time, encoder, retriever, cfg)
+        out.append(ManagerEpisodeSpec(conv, qa, bank, state))
+    return out
+
+
+def manager_rollouts(llm: ChatLLM, params: Any, frozen_params: Any, specs: Sequence[ManagerEpisodeSpec],
+                     encoder: Encoder, retriever: Retriever, cfg: ManagerConfig, answer_cfg: AnswerConfig,
+                     group: int, sampling: SamplingConfig, rng, format_penalty: float = 0.0,
+                     f1_weight: float = 0.0) -> list[Episode]:
+    """``group`` manager completions per spec, each applied and scored by the frozen Answer Agent."""
+    ids = [llm.chat_ids(s.state.prompt) for s in specs]
+    gens = llm.generate_ids(ids, max_new_tokens=cfg.max_new_tokens, sampling=sampling, rng=rng,
+                            num_samples=group, params=params)
+    rows = []
+    for i, spec in enumerate(specs):
+        for g in range(group):
+            gen = gens[i * group + g]
+            bank, report, problems = apply_step(spec.bank, spec.state, gen.text, encoder, cfg)
+            (prompt,) = answer_prompts(spec.conv, bank, [spec.qa.question], encoder, retriever, answer_cfg)
+            rows.append((spec, gen, report, problems, prompt))
+    answers = greedy_answers(llm, frozen_params, [r[4] for r in rows], answer_cfg.max_new_tokens)
+    out = []
+    for (spec, gen, report, problems, _), ans in zip(rows, answers):
+        em = float(exact_match(ans, spec.qa.answer))
+        f1 = float(token_f1(ans, spec.qa.answer))
+        no_json = any("no JSON" in p for p in problems)
+        reward = em + f1_weight * f1 - (format_penalty if no_json else 0.0)
+        out.append(_episode(gen, reward, {
+            "agent": "manager", "conversation_id": spec.conv.id, "question": spec.qa.question,
+            "gold": spec.qa.answer, "session": spec.state.session, "speaker": spec.state.speaker,
+            "facts": list(spec.state.facts), "completion": gen.text, "problems": list(problems),
+            "applied": [r.op.event.value for r in report.results if r.applied],
+            "prediction": ans, "em": em, "f1": f1, "parsed": not no_json, "stopped": gen.stopped}))
+    return out
+

@@ -1,0 +1,499 @@
+"""``python -m memr1_jax.train``: RL training (GRPO or PPO) of a Memory-R1 agent.
+
+    python -m memr1_jax.train                                   # embedded default (CPU, ~20-25 min on 2 cores)
+    python -m memr1_jax.train --config configs/memory_manager_grpo_cpu.py --config.steps=4
+
+``--config PATH`` names a Python file with ``get_config() -> ml_collections.ConfigDict``;
+``--config.a.b=value`` overrides a field (the value is parsed to the field's type).
+Without ``--config`` the built-in ``default_config()`` is used (answer agent, GRPO,
+SmolLM2-135M-Instruct, embedded data, CPU-small settings).
+
+Each step: rollouts of the current policy (G sampled completions per training
+question; see ``memr1_jax.agents.rollout``) -> RLBatch -> one ``rl.update`` call.
+Every ``eval_every`` steps (and before the first) the greedy policy is scored on the
+validation conversation; the best score selects the checkpoint that is exported (HF
+folder) and evaluated on the test split with ``memr1_jax.evaluate``.
+
+Run directory runs/train/<name>-<time>/: config.json, metrics.jsonl + TensorBoard
+events (rl.metrics_writer), validation.jsonl, samples.jsonl (rollouts), checkpoints/
+(orbax, rl.checkpoint), curves.png, hf/ (exported weights), eval_trained/ and
+eval_base/ (evaluate run folders), final_eval.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import datetime as dt
+import importlib.util
+import json
+import pathlib
+import random
+import sys
+import time
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from ml_collections import ConfigDict
+
+from memr1_jax.agents.answer_agent import AnswerConfig, answer_prompts
+from memr1_jax.agents.llm import ChatLLM
+from memr1_jax.agents.memory_manager import ManagerConfig, build_banks
+from memr1_jax.agents.rollout import (AnswerItem, answer_rollouts, greedy_answers, manager_episode_specs,
+                                      manager_rollouts, pack_episodes)
+from memr1_jax.data import default_split, load_conversations
+from memr1_jax.eval.metrics import exact_match, token_f1
+from memr1_jax.memory import Retriever
+from memr1_jax.rl.lora import DEFAULT_TARGETS, LoraConfig
+from memr1_jax.rl.train_state import RLConfig, init_train_state
+from memr1_jax.rl.update import compute_logprobs, effective_params, make_update_fn
+from memr1_jax.sampling.sampler import SamplingConfig
+
+AGENTS = ("answer", "manager")
+
+
+# ------------------------------------------------------------------ config
+def default_config() -> ConfigDict:
+    """The embedded CPU default: answer agent, GRPO, LoRA, short prompts and completions."""
+    c = ConfigDict()
+    c.name = "answer_agent_grpo_cpu"
+    c.agent = "answer"                 # "answer" | "manager"
+    c.data = "embedded"                # "embedded" or a LoCoMo path
+    c.model = "smollm2-135m-instruct"
+    c.encoder = "minilm"               # "minilm" | "hashing" (tests only)
+    c.seed = 0
+    c.steps = 8
+    c.questions_per_step = 2           # GRPO groups per update
+    c.group = 4                        # samples per question (G)
+    c.temperature = 0.7                # rollout temperature (the policy is softmax(logits / T))
+    c.gen_batch_size = 8               # prompts per sampler call
+    c.max_prompt_tokens = 1024
+    c.bank = "add-all"                 # answer-agent training banks: "add-all" | "llm" (base manager)
+    c.eval_every = 4
+    c.val_limit = 8                    # validation questions (greedy) per evaluation
+    c.test_limit = 16                  # final evaluation on the test split (0: skip)
+    c.final_eval_base = True           # also evaluate the untrained model on the same questions
+    c.run_root = "runs/train"
+    c.run_dir = ""                     # explicit run folder ("" : run_root/<name>-<time>)
+    c.save_every = 1000                # periodic checkpoints (the best one is always saved)
+    c.export_hf = True
+    c.samples_per_step = 4             # rollouts logged to samples.jsonl per step
+    c.answer = ConfigDict(dict(k_per_speaker=3, max_new_tokens=24, f1_weight=1.0, format_penalty=0.0,
+                               distill=True))
+    c.manager = ConfigDict(dict(retrieve_k=5, max_facts_per_step=4, max_new_tokens=64, format_penalty=0.0,
+                                f1_weight=1.0, answer_k_per_speaker=3, answer_max_new_tokens=24))
+    c.rl = ConfigDict(dict(
+        algorithm="grpo", learning_rate=3e-4, critic_learning_rate=1e-4, beta=0.0, kl_kind="k3",
+        clip_eps=0.2, epochs=1, mini_batch_size=0, micro_batch_size=4, logprob_chunk=256,
+        warmup_steps=0, max_grad_norm=1.0, lora_rank=16, lora_alpha=32.0, lora_top_layers=8, entropy_coef=0.0,
+        old_logprobs_from_sampler=True))
+    return c
+
+
+def load_config(path: str | None) -> ConfigDict:
+    if not path:
+        return default_config()
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file")
+    spec = importlib.util.spec_from_file_location(f"_memr1_cfg_{p.stem}", p)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if not hasattr(mod, "get_config"):
+        raise ValueError(f"--config {path}: the file defines no get_config()")
+    return mod.get_config()
+
+
+def _parse_value(raw: str, current: Any, key: str) -> Any:
+    if isinstance(current, bool):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes"):
+            return True
+        if low in ("0", "false", "no"):
+            return False
+        raise ValueError(f"--config.{key}={raw!r}: expected true/false")
+    if isinstance(current, str):
+        return raw
+    try:
+        val = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        raise ValueError(f"--config.{key}={raw!r}: not a Python literal") from None
+    if isinstance(current, float) and isinstance(val, int):
+        val = float(val)
+    if current is not None and not isinstance(val, type(current)):
+        raise ValueError(f"--config.{key}={raw!r}: expected {type(current).__name__}")
+    return val
+
+
+def parse_args(argv: Sequence[str] | None) -> ConfigDict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    path, overrides = None, []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--config" and i + 1 < len(argv):
+            path, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--config="):
+            path = a.split("=", 1)[1]
+        elif a.startswith("--config.") and "=" in a:
+            overrides.append(a[len("--config."):].split("=", 1))
+        elif a in ("-h", "--help"):
+            print(__doc__)
+            raise SystemExit(0)
+        else:
+            raise ValueError(f"unknown argument {a!r} (expected --config PATH or --config.key=value)")
+        i += 1
+    cfg = load_config(path)
+    for key, raw in overrides:
+        node, parts = cfg, key.split(".")
+        for p in parts[:-1]:
+            if p not in node:
+                raise ValueError(f"--config.{key}: unknown field {p!r}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ValueError(f"--config.{key}: unknown field {parts[-1]!r} (fields: {sorted(node.keys())})")
+        node[parts[-1]] = _parse_value(raw, node[parts[-1]], key)
+    if cfg.agent not in AGENTS:
+        raise ValueError(f"config.agent={cfg.agent!r}: expected one of {AGENTS}")
+    return cfg
+
+
+def lora_targets(num_layers: int, top_layers: int) -> tuple[tuple[str, int], ...]:
+    """LoRA targets of the default kind restricted to the top ``top_layers`` blocks (0: all).
+    The base is frozen, so backpropagation stops at the lowest adapted block: on CPU this
+    cuts the backward pass roughly in proportion."""
+    if not top_layers or top_layers >= num_layers:
+        return DEFAULT_TARGETS
+    layers = "|".join(str(i) for i in range(num_layers - top_layers, num_layers))
+    return tuple((rf"(^|.*/)layers_({layers})/" + regex.split("(^|.*/)", 1)[1], n) for regex, n in DEFAULT_TARGETS)
+
+
+def rl_config(c: ConfigDict, num_layers: int = 0) -> RLConfig:
+    r = c.rl
+    lora = (LoraConfig(rank=r.lora_rank, alpha=r.lora_alpha, targets=lora_targets(num_layers, r.lora_top_layers))
+            if r.lora_rank else None)
+    rows = c.questions_per_step * c.group
+    return RLConfig(algorithm=r.algorithm, learning_rate=r.learning_rate,
+                    critic_learning_rate=r.critic_learning_rate, beta=r.beta, kl_kind=r.kl_kind,
+                    clip_eps=r.clip_eps, epochs=r.epochs, mini_batch_size=r.mini_batch_size or rows,
+                    micro_batch_size=min(r.micro_batch_size or rows, r.mini_batch_size or rows),
+                    logprob_chunk=r.logprob_chunk, warmup_steps=r.warmup_steps, max_grad_norm=r.max_grad_norm,
+                    temperature=c.temperature, group_size=c.group, entropy_coef=r.entropy_coef, lora=lora)
+
+
+def answer_config(c: ConfigDict) -> AnswerConfig:
+    a = c.answer
+    return AnswerConfig(k_per_speaker=a.k_per_speaker, distill=a.distill, max_new_tokens=a.max_new_tokens,
+                        f1_weight=a.f1_weight, format_penalty=a.format_penalty)
+
+
+def manager_configs(c: ConfigDict) -> tuple[ManagerConfig, AnswerConfig]:
+    m = c.manager
+    return (ManagerConfig(kind="llm", retrieve_k=m.retrieve_k, max_facts_per_step=m.max_facts_per_step,
+                          max_new_tokens=m.max_new_tokens),
+            AnswerConfig(k_per_speaker=m.answer_k_per_speaker, max_new_tokens=m.answer_max_new_tokens))
+
+
+# ------------------------------------------------------------------ helpers
+def make_encoder(name: str):
+    if name == "hashing":
+        from memr1_jax.memory.encoder import HashingTestEncoder
+        return HashingTestEncoder()
+    if name == "minilm":
+        from memr1_jax.memory.encoder import load_minilm
+        return load_minilm()
+    raise ValueError(f"config.encoder={name!r}: expected 'minilm' or 'hashing'")
+
+
+def _host(tree):
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+def plot_curves(metrics: list[dict], val: list[dict], path: pathlib.Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    steps = [m["step"] for m in metrics]
+    kl_key = next((k for k in ("kl_old_ref", "kl", "ppo_kl") if metrics and k in metrics[-1]), None)
+    panels = [("reward_mean", "train reward (mean)"), (kl_key, f"KL ({kl_key})"),
+              ("response_length", "response length (tokens)")]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    for ax, (key, title) in zip(axes, panels):
+        if key:
+            ax.plot(steps, [m.get(key, np.nan) for m in metrics], marker="o")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    axes[3].plot([v["step"] for v in val], [v["score"] for v in val], marker="o", color="C2")
+    axes[3].set_title("validation score")
+    axes[3].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+@dataclasses.dataclass
+class Context:
+    """What the loop needs besides the train state (built once)."""
+    cfg: ConfigDict
+    llm: ChatLLM
+    base_params: Any
+    encoder: Any
+    retriever: Retriever
+    train_items: list
+    val_items: list
+    banks: dict
+
+
+def _build_context(c: ConfigDict, log) -> Context:
+    from memr1_jax.models.registry import load_model
+    m = load_model(c.model)
+    llm = ChatLLM(cfg=m.cfg, params=m.params, tokenizer=m.tokenizer, batch_size=c.gen_batch_size,
+                  max_prompt_tokens=c.max_prompt_tokens)
+    encoder = make_encoder(c.encoder)
+    retriever = Retriever()
+    split = default_split(load_conversations(c.data))
+    if not split.train or not split.validation:
+        raise ValueError(f"config.data={c.data!r}: the split needs train and validation conversations")
+    from memr1_jax.data import question_records
+    conv_of = {cv.id: cv for cv in split.train + split.validation}
+    train_recs = question_records(split.train)
+    val_recs = question_records(split.validation)[: c.val_limit]
+    banks: dict = {}
+    if c.agent == "answer":
+        mcfg = ManagerConfig(kind=c.bank, max_new_tokens=c.manager.max_new_tokens)
+        banks, stats = build_banks(list(split.train + split.validation), encoder, mcfg,
+                                   llm=llm if c.bank == "llm" else None, retriever=retriever)
+        log(f"answer-agent banks ({c.bank}): " + ", ".join(f"{k}: {b.size}" for k, b in banks.items()))
+        train_items = [AnswerItem(conv_of[r.conversation_id], r.qa) for r in train_recs]
+        val_items = [AnswerItem(conv_of[r.conversation_id], r.qa) for r in val_recs]
+    else:
+        mcfg, _ = manager_configs(c)
+        cache: dict = {}
+        train_items, val_items = [], []
+        for recs, out in ((train_recs, train_items), (val_recs, val_items)):
+            for cid in dict.fromkeys(r.conversation_id for r in recs):
+                out.extend(manager_episode_specs(conv_of[cid], [r.qa for r in recs if r.conversation_id == cid],
+                                                 encoder, retriever, mcfg, cache))
+        log(f"manager episodes: {len(train_items)} train, {len(val_items)} validation "
+            f"({len(cache)} snapshot banks)")
+    if not train_items:
+        raise ValueError(f"config.data={c.data!r}: no usable training questions for agent {c.agent!r}")
+    return Context(c, llm, m.params, encoder, retriever, train_items, val_items, banks)
+
+
+def rollouts(ctx: Context, params, items, rng, group: int, temperature: float):
+    c = ctx.cfg
+    sampling = SamplingConfig(temperature=temperature)
+    if c.agent == "answer":
+        return answer_rollouts(ctx.llm, params, items, ctx.banks, ctx.encoder, ctx.retriever, answer_config(c),
+                               group, sampling, rng)
+    mcfg, acfg = manager_configs(c)
+    return manager_rollouts(ctx.llm, params, ctx.base_params, items, ctx.encoder, ctx.retriever, mcfg, acfg,
+                            group, sampling, rng, format_penalty=c.manager.format_penalty,
+                            f1_weight=c.manager.f1_weight)
+
+
+def validate(ctx: Context, params) -> dict:
+    """Greedy policy on the validation questions: mean EM/F1 of the final answers; the
+    score that selects the checkpoint is F1 (finer-grained than EM on few questions)."""
+    c = ctx.cfg
+    if not ctx.val_items:
+        return {"score": 0.0, "em": 0.0, "f1": 0.0, "n": 0}
+    if c.agent == "answer":
+        acfg = answer_config(c)
+        preds = []
+        for it in ctx.val_items:
+            (p,) = answer_prompts(it.conv, ctx.banks[it.conv.id], [it.qa.question], ctx.encoder, ctx.retriever, acfg)
+            preds.append(p)
+        answers = greedy_answers(ctx.llm, params, preds, acfg.max_new_tokens)
+        golds = [it.qa.answer for it in ctx.val_items]
+        ems = [float(exact_match(a, g)) for a, g in zip(answers, golds)]
+        f1s = [float(token_f1(a, g)) for a, g in zip(answers, golds)]
+        extra = {}
+    else:
+        eps = rollouts(ctx, params, ctx.val_items, jax.random.PRNGKey(0), 1, 0.0)
+        ems = [e.info["em"] for e in eps]
+        f1s = [e.info["f1"] for e in eps]
+        extra = {"parsed": float(np.mean([e.info["parsed"] for e in eps]))}
+    em, f1 = float(np.mean(ems)), float(np.mean(f1s))
+    return {"score": f1, "em": em, "f1": f1, "n": len(ems), **extra}
+
+
+def final_evaluation(ctx: Context, params, run_dir: pathlib.Path, log) -> dict:
+    from memr1_jax.evaluate import EvalConfig, evaluate
+    c = ctx.cfg
+    k = c.answer.k_per_speaker if c.agent == "answer" else c.manager.answer_k_per_speaker
+    new_tok = c.answer.max_new_tokens if c.agent == "answer" else c.manager.answer_max_new_tokens
+    # The answer agent is evaluated on add-all banks (as it was trained); the manager on its own banks.
+    manager = c.bank if c.agent == "answer" else "llm"
+    tables = {}
+    systems = [("trained", params)] + ([("base", ctx.base_params)] if c.final_eval_base else [])
+    for tag, p in systems:
+        ecfg = EvalConfig(data=c.data, split="test", model=c.model, system="base", limit=c.test_limit,
+                          k_per_speaker=k, manager=manager, manager_k=c.manager.retrieve_k,
+                          manager_max_new_tokens=c.manager.max_new_tokens, answer_max_new_tokens=new_tok,
+                          batch_size=c.gen_batch_size, run_dir=str(run_dir / f"eval_{tag}"))
+        llm = dataclasses.replace(ctx.llm, params=p)
+        if c.agent == "answer":
+            tables[tag] = evaluate(ecfg, progress=False, llm=llm, encoder=ctx.encoder)
+        else:   # trained manager builds the banks, the frozen base answers
+            tables[tag] = evaluate(ecfg, progress=False, llm=dataclasses.replace(ctx.llm, params=ctx.base_params),
+                                   manager_llm=llm, encoder=ctx.encoder)
+    lines = [f"# final evaluation: {c.data} test, first {c.test_limit} questions", "",
+             "| system | type | n | F1 | B1 | EM |", "|---|---|---|---|---|---|"]
+    for tag, agg in tables.items():
+        for label, row in agg.items():
+            lines.append(f"| {tag} | {label} | {row['count']} | {100 * row['f1']:.2f} | {100 * row['b1']:.2f} | "
+                         f"{100 * row['em']:.2f} |")
+    (run_dir / "final_eval.md").write_text("\n".join(lines) + "\n")
+    log("\n".join(lines))
+    return tables
+
+
+# ------------------------------------------------------------------ main loop
+def train(c: ConfigDict, progress: bool = False) -> dict:
+    """Runs the whole training; returns a summary dict (also written to summary.json)."""
+    from memr1_jax.rl.checkpoint import RLCheckpointer
+    from memr1_jax.rl.metrics_writer import MetricsWriter
+
+    t_start = time.time()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = pathlib.Path(c.run_dir) if c.run_dir else pathlib.Path(c.run_root) / f"{c.name}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(c.to_json_best_effort(indent=2, sort_keys=True))
+    log_f = open(run_dir / "train.log", "a")
+
+    def log(msg: str):
+        line = f"[{time.time() - t_start:7.1f}s] {msg}"
+        print(line, flush=True)
+        log_f.write(line + "\n")
+        log_f.flush()
+
+    ctx = _build_context(c, log)
+    rl = rl_config(c, ctx.llm.cfg.num_layers)
+    mcfg = ctx.llm.cfg
+    log(f"model {c.model} loaded; agent {c.agent}, {rl.algorithm}, "
+        f"{'LoRA r=%d' % rl.lora.rank if rl.lora else 'full fine-tuning'}; {len(ctx.train_items)} training items")
+    state = init_train_state(mcfg, rl, ctx.base_params, jax.random.PRNGKey(c.seed))
+    updater = make_update_fn(mcfg, rl)
+    writer = MetricsWriter(run_dir, total_steps=c.steps, progress=progress)
+    ckpt = RLCheckpointer(run_dir / "checkpoints", save_every=c.save_every, max_to_keep=2, async_save=False)
+    samples_f = open(run_dir / "samples.jsonl", "a")
+    val_f = open(run_dir / "validation.jsonl", "a")
+    order = list(range(len(ctx.train_items)))
+    random.Random(c.seed).shuffle(order)
+    cursor = 0
+    rng = jax.random.PRNGKey(c.seed + 1)
+    history, val_hist = [], []
+    best = {"score": -1.0, "step": -1}
+    best_params = None
+
+    def run_validation(step: int, params):
+        nonlocal best, best_params
+        t0 = time.time()
+        v = validate(ctx, params)
+        v.update(step=step, seconds=time.time() - t0)
+        val_hist.append(v)
+        val_f.write(json.dumps(v) + "\n")
+        val_f.flush()
+        writer.events.scalars(step, {f"val/{k}": x for k, x in v.items() if k not in ("step",)})
+        improved = v["score"] > best["score"]
+        if improved:
+            best = {"score": v["score"], "step": step}
+            best_params = _host(params)
+            if step > 0 and step not in ckpt.all_steps():
+                ckpt.save_now(step, state, data_cursor=cursor, model_cfg=mcfg, rl_cfg=rl,
+                              extra={"validation": v, "best": True})
+        log(f"validation @ step {step}: F1 {100 * v['f1']:.1f} EM {100 * v['em']:.1f} (n={v['n']})"
+            f"{' *best*' if improved else ''} [{v['seconds']:.0f}s]")
+
+    run_validation(0, ctx.base_params)
+    for step in range(1, c.steps + 1):
+        t0 = time.time()
+        params = effective_params(rl, state)
+        items = []
+        for _ in range(c.questions_per_step):
+            items.append(ctx.train_items[order[cursor % len(order)]])
+            cursor += 1
+        rng, key = jax.random.split(rng)
+        eps = rollouts(ctx, params, items, key, c.group, c.temperature)
+        t_roll = time.time() - t0
+        max_new = c.answer.max_new_tokens if c.agent == "answer" else c.manager.max_new_tokens
+        batch = pack_episodes(eps, ctx.llm.tokenizer.pad_id if ctx.llm.tokenizer.pad_id is not None else 0,
+                              response_len=max_new)
+        if c.rl.old_logprobs_from_sampler and c.temperature == 1.0:
+            # At temperature 1 the sampler's log-probs are the behaviour policy's (the
+            # update checks the gap when it scores them itself); skipping the re-scoring
+            # pass saves a forward over the whole batch on CPU.
+            batch = batch.replace(old_logprobs=batch.sampler_logprobs, sampler_logprobs=None)
+        elif c.temperature != 1.0:
+            # The sampler reports log-probs of the unscaled model; the policy is softmax(logits / T),
+            # so they are not comparable (the update re-scores the old log-probs itself).
+            batch = batch.replace(sampler_logprobs=None)
+        if rl.beta and rl.lora is None:
+            batch = batch.replace(ref_logprobs=compute_logprobs(
+                ctx.base_params, batch, rl.micro_batch_size or batch.tokens.shape[0], model_cfg=mcfg,
+                chunk_size=rl.logprob_chunk, temperature=rl.temperature))
+        state, metrics = updater(state, batch)
+        metrics = {k: float(np.asarray(v)) for k, v in metrics.items() if np.ndim(v) == 0}
+        infos = [e.info for e in eps]
+        metrics.update({
+            "em_mean": float(np.mean([i["em"] for i in infos])), "f1_mean": float(np.mean([i["f1"] for i in infos])),
+            "rollout_s": t_roll, "step_s": time.time() - t0, "seq_len": int(batch.tokens.shape[1])})
+        if c.agent == "answer":
+            metrics["marker_rate"] = float(np.mean([i["marker"] for i in infos]))
+        else:
+            metrics["parse_rate"] = float(np.mean([i["parsed"] for i in infos]))
+        writer.write(step, metrics)
+        history.append({"step": step, **metrics})
+        for e in eps[: c.samples_per_step]:
+            samples_f.write(json.dumps({"step": step, "reward": e.reward, **e.info}, ensure_ascii=False) + "\n")
+        samples_f.flush()
+        log(f"step {step}/{c.steps}: reward {metrics['reward_mean']:.3f} (EM {metrics['em_mean']:.2f}, "
+            f"F1 {metrics['f1_mean']:.2f}) len {metrics['response_length']:.1f} T={metrics['seq_len']} "
+            f"kl {metrics.get('kl_old_ref', metrics.get('kl', 0.0)):.4f} "
+            f"[{t_roll:.0f}s rollout, {metrics['step_s']:.0f}s step]")
+        ckpt.maybe_save(step, state, data_cursor=cursor, model_cfg=mcfg, rl_cfg=rl)
+        if step % c.eval_every == 0 or step == c.steps:
+            run_validation(step, effective_params(rl, state))
+    ckpt.close(c.steps, state, data_cursor=cursor, model_cfg=mcfg, rl_cfg=rl)
+    writer.close()
+    samples_f.close()
+    val_f.close()
+    plot_curves(history, val_hist, run_dir / "curves.png")
+    log(f"best validation F1 {100 * best['score']:.1f} at step {best['step']} (step 0 = untrained)")
+
+    summary = {"run_dir": str(run_dir), "rewards": [h["reward_mean"] for h in history],
+               "validation": val_hist, "best": best}
+    if c.export_hf:
+        from memr1_jax.weights.safetensors_loader import save_hf_checkpoint
+        hf = run_dir / "hf"
+        save_hf_checkpoint(mcfg, best_params, hf)
+        ctx.llm.tokenizer.save(hf)
+        summary["hf"] = str(hf)
+        log(f"exported best weights to {hf} (evaluate with --system checkpoint:{hf})")
+    if c.test_limit:
+        tables = final_evaluation(ctx, jax.tree.map(np.asarray, best_params), run_dir, log)
+        summary["final_eval"] = {tag: {k: {m: v.get(m) for m in ("count", "f1", "em", "b1")} for k, v in t.items()}
+                                 for tag, t in tables.items()}
+    summary["wall_s"] = time.time() - t_start
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    log(f"done in {summary['wall_s']:.0f}s; run dir {run_dir}")
+    log_f.close()
+    return summary
+
+
+def main(argv=None) -> int:
+    try:
+        cfg = parse_args(argv)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    train(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
