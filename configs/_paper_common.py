@@ -13,6 +13,7 @@ def paper_config(name: str, agent: str, algorithm: str, model: str):
     c.model = model
     c.data = "locomo"            # override: --config.data=/path/to/locomo10.json
     c.steps = 200
+    c.train_pool = 0             # every training question
     c.group = 8 if algorithm == "grpo" else 1
     c.questions_per_step = 128 // c.group   # 128 rollouts per update
     c.temperature = 1.0
@@ -26,6 +27,7 @@ def paper_config(name: str, agent: str, algorithm: str, model: str):
     c.answer.k_per_speaker = 30
     c.answer.max_new_tokens = 2048
     c.answer.f1_weight = 0.0     # the paper's pure EM reward
+    c.answer.prompt = "full"     # the paper's Answer Agent prompt
     c.manager.max_new_tokens = 2048
     c.manager.max_facts_per_step = 8
     c.manager.f1_weight = 0.0

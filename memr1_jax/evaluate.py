@@ -32,7 +32,7 @@ from typing import Any
 
 from memr1_jax.agents.answer_agent import AnswerConfig, answer_prompts
 from memr1_jax.agents.memory_manager import ManagerConfig, build_banks, count_steps
-from memr1_jax.agents.prompts import extract_answer
+from memr1_jax.agents.prompts import answer_template, extract_answer
 from memr1_jax.data import default_split, load_conversations, question_records
 from memr1_jax.data.locomo import category_label
 from memr1_jax.eval.baselines import RagConfig, fullctx_prompts, rag_prompts
@@ -54,6 +54,7 @@ class EvalConfig:
     manager_k: int = 5
     manager_max_new_tokens: int = 160
     answer_max_new_tokens: int = 64
+    answer_prompt: str = "full"      # base / checkpoint answer prompt: "full" (the paper's) or "compact"
     rag_chunk_tokens: int = 256
     rag_num_chunks: int = 2
     fullctx_tokens: int = 2048
@@ -65,6 +66,7 @@ class EvalConfig:
             raise ValueError(f"--system {self.system!r}: expected one of {SYSTEMS} or checkpoint:PATH")
         if self.split not in ("train", "validation", "test"):
             raise ValueError(f"--split {self.split!r}: expected train, validation or test")
+        answer_template(self.answer_prompt)  # validates the name
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit {self.limit}: must be >= 1")
 
@@ -238,7 +240,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True, *, llm=None, encoder=None,
                     banks[cid] = bank
 
         acfg = AnswerConfig(k_per_speaker=cfg.k_per_speaker, distill=cfg.pipeline != "mem0",
-                            max_new_tokens=cfg.answer_max_new_tokens)
+                            max_new_tokens=cfg.answer_max_new_tokens,
+                            template=answer_template(cfg.answer_prompt) if cfg.pipeline == "base" else None)
         chunk = max(cfg.batch_size * 4, 1)
         with open(pred_path, "a") as out, tqdm(total=len(todo), desc="answering", disable=not progress) as bar:
             for cid in needed:
@@ -302,6 +305,8 @@ def parse_args(argv=None) -> EvalConfig:
     p.add_argument("--answer-max-new-tokens", type=int, default=d.answer_max_new_tokens)
     p.add_argument("--manager-max-new-tokens", type=int, default=d.manager_max_new_tokens)
     p.add_argument("--fullctx-tokens", type=int, default=d.fullctx_tokens)
+    p.add_argument("--answer-prompt", default=d.answer_prompt, choices=("full", "compact"),
+                   help="Answer Agent prompt of base / checkpoint runs (default full: the paper's)")
     p.add_argument("--run-dir", default=None, help="output folder (default: runs/evaluate/<derived from config>)")
     a = p.parse_args(argv)
     return EvalConfig(data=str(a.data), split=a.split, model=a.model, system=a.system,
@@ -309,6 +314,7 @@ def parse_args(argv=None) -> EvalConfig:
                       manager=a.manager, batch_size=a.batch_size,
                       answer_max_new_tokens=a.answer_max_new_tokens,
                       manager_max_new_tokens=a.manager_max_new_tokens, fullctx_tokens=a.fullctx_tokens,
+                      answer_prompt=a.answer_prompt,
                       run_dir=a.run_dir)
 
 

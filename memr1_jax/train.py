@@ -1,6 +1,6 @@
 """``python -m memr1_jax.train``: RL training (GRPO or PPO) of a Memory-R1 agent.
 
-    python -m memr1_jax.train                                   # embedded default (CPU, ~20-25 min on 2 cores)
+    python -m memr1_jax.train                                   # embedded default (CPU, ~10 min on 2 cores)
     python -m memr1_jax.train --config configs/memory_manager_grpo_cpu.py --config.steps=4
 
 ``--config PATH`` names a Python file with ``get_config() -> ml_collections.ConfigDict``;
@@ -40,6 +40,7 @@ from ml_collections import ConfigDict
 from memr1_jax.agents.answer_agent import AnswerConfig, answer_prompts
 from memr1_jax.agents.llm import ChatLLM
 from memr1_jax.agents.memory_manager import ManagerConfig, build_banks
+from memr1_jax.agents.prompts import answer_template
 from memr1_jax.agents.rollout import (AnswerItem, answer_rollouts, greedy_answers, manager_episode_specs,
                                       manager_rollouts, pack_episodes)
 from memr1_jax.data import default_split, load_conversations
@@ -63,15 +64,16 @@ def default_config() -> ConfigDict:
     c.model = "smollm2-135m-instruct"
     c.encoder = "minilm"               # "minilm" | "hashing" (tests only)
     c.seed = 0
-    c.steps = 8
-    c.questions_per_step = 2           # GRPO groups per update
-    c.group = 4                        # samples per question (G)
+    c.steps = 10
+    c.questions_per_step = 4           # GRPO groups per update
+    c.group = 8                        # samples per question (G)
+    c.train_pool = 8                   # train on the first N (shuffled) training questions only (0: all)
     c.temperature = 0.7                # rollout temperature (the policy is softmax(logits / T))
     c.gen_batch_size = 8               # prompts per sampler call
     c.max_prompt_tokens = 1024
     c.bank = "add-all"                 # answer-agent training banks: "add-all" | "llm" (base manager)
-    c.eval_every = 4
-    c.val_limit = 8                    # validation questions (greedy) per evaluation
+    c.eval_every = 5
+    c.val_limit = 16                   # validation questions (greedy) per evaluation
     c.test_limit = 16                  # final evaluation on the test split (0: skip)
     c.final_eval_base = True           # also evaluate the untrained model on the same questions
     c.run_root = "runs/train"
@@ -79,13 +81,13 @@ def default_config() -> ConfigDict:
     c.save_every = 1000                # periodic checkpoints (the best one is always saved)
     c.export_hf = True
     c.samples_per_step = 4             # rollouts logged to samples.jsonl per step
-    c.answer = ConfigDict(dict(k_per_speaker=3, max_new_tokens=24, f1_weight=1.0, format_penalty=0.0,
-                               distill=True))
+    c.answer = ConfigDict(dict(k_per_speaker=4, max_new_tokens=24, f1_weight=1.0, format_penalty=0.0,
+                               distill=True, prompt="compact"))
     c.manager = ConfigDict(dict(retrieve_k=5, max_facts_per_step=4, max_new_tokens=64, format_penalty=0.0,
                                 f1_weight=1.0, answer_k_per_speaker=3, answer_max_new_tokens=24))
     c.rl = ConfigDict(dict(
-        algorithm="grpo", learning_rate=3e-4, critic_learning_rate=1e-4, beta=0.0, kl_kind="k3",
-        clip_eps=0.2, epochs=1, mini_batch_size=0, micro_batch_size=4, logprob_chunk=256,
+        algorithm="grpo", learning_rate=1e-3, critic_learning_rate=1e-4, beta=0.0, kl_kind="k3",
+        clip_eps=0.2, epochs=1, mini_batch_size=16, micro_batch_size=8, logprob_chunk=256,
         warmup_steps=0, max_grad_norm=1.0, lora_rank=16, lora_alpha=32.0, lora_top_layers=8, entropy_coef=0.0,
         old_logprobs_from_sampler=True))
     return c
@@ -185,8 +187,9 @@ def rl_config(c: ConfigDict, num_layers: int = 0) -> RLConfig:
 
 def answer_config(c: ConfigDict) -> AnswerConfig:
     a = c.answer
+    template = answer_template(a.get("prompt", "full")) if a.distill else None
     return AnswerConfig(k_per_speaker=a.k_per_speaker, distill=a.distill, max_new_tokens=a.max_new_tokens,
-                        f1_weight=a.f1_weight, format_penalty=a.format_penalty)
+                        f1_weight=a.f1_weight, format_penalty=a.format_penalty, template=template)
 
 
 def manager_configs(c: ConfigDict) -> tuple[ManagerConfig, AnswerConfig]:
@@ -285,7 +288,9 @@ def _build_context(c: ConfigDict, log) -> Context:
 
 def rollouts(ctx: Context, params, items, rng, group: int, temperature: float):
     c = ctx.cfg
-    sampling = SamplingConfig(temperature=temperature)
+    # scaled_logprobs: the sampler reports log softmax(logits / T), i.e. the behaviour policy's
+    # log-probs, so the update can use them as old log-probs at any temperature.
+    sampling = SamplingConfig(temperature=temperature, scaled_logprobs=temperature > 0)
     if c.agent == "answer":
         return answer_rollouts(ctx.llm, params, items, ctx.banks, ctx.encoder, ctx.retriever, answer_config(c),
                                group, sampling, rng)
@@ -334,6 +339,7 @@ def final_evaluation(ctx: Context, params, run_dir: pathlib.Path, log) -> dict:
         ecfg = EvalConfig(data=c.data, split="test", model=c.model, system="base", limit=c.test_limit,
                           k_per_speaker=k, manager=manager, manager_k=c.manager.retrieve_k,
                           manager_max_new_tokens=c.manager.max_new_tokens, answer_max_new_tokens=new_tok,
+                          answer_prompt=c.answer.get("prompt", "full") if c.agent == "answer" else "full",
                           batch_size=c.gen_batch_size, run_dir=str(run_dir / f"eval_{tag}"))
         llm = dataclasses.replace(ctx.llm, params=p)
         if c.agent == "answer":
@@ -384,6 +390,10 @@ def train(c: ConfigDict, progress: bool = False) -> dict:
     val_f = open(run_dir / "validation.jsonl", "a")
     order = list(range(len(ctx.train_items)))
     random.Random(c.seed).shuffle(order)
+    if c.get("train_pool", 0):
+        # A small fixed pool: every question comes back every few steps, so on a CPU budget the
+        # reward curve measures learning rather than which questions a step happened to draw.
+        order = order[: c.train_pool]
     cursor = 0
     rng = jax.random.PRNGKey(c.seed + 1)
     history, val_hist = [], []
@@ -423,15 +433,12 @@ def train(c: ConfigDict, progress: bool = False) -> dict:
         max_new = c.answer.max_new_tokens if c.agent == "answer" else c.manager.max_new_tokens
         batch = pack_episodes(eps, ctx.llm.tokenizer.pad_id if ctx.llm.tokenizer.pad_id is not None else 0,
                               response_len=max_new)
-        if c.rl.old_logprobs_from_sampler and c.temperature == 1.0:
-            # At temperature 1 the sampler's log-probs are the behaviour policy's (the
-            # update checks the gap when it scores them itself); skipping the re-scoring
-            # pass saves a forward over the whole batch on CPU.
+        if c.rl.old_logprobs_from_sampler:
+            # The sampler's log-probs are the behaviour policy's (softmax(logits / T), see
+            # rollouts); using them skips a re-scoring forward over the whole batch, which is
+            # a third of the update on CPU. With the option off the update re-scores them
+            # and reports the sampler-vs-trainer gap.
             batch = batch.replace(old_logprobs=batch.sampler_logprobs, sampler_logprobs=None)
-        elif c.temperature != 1.0:
-            # The sampler reports log-probs of the unscaled model; the policy is softmax(logits / T),
-            # so they are not comparable (the update re-scores the old log-probs itself).
-            batch = batch.replace(sampler_logprobs=None)
         if rl.beta and rl.lora is None:
             batch = batch.replace(ref_logprobs=compute_logprobs(
                 ctx.base_params, batch, rl.micro_batch_size or batch.tokens.shape[0], model_cfg=mcfg,

@@ -25,8 +25,11 @@ class Generation:
     text: str
     prompt_ids: list[int]
     completion_ids: list[int]       # includes the stop token when the row stopped
-    logprobs: np.ndarray            # float32 [len(completion_ids)]
+    logprobs: np.ndarray            # float32 [len(completion_ids)], under the unscaled model
     stopped: bool
+    # Under the distribution actually sampled, softmax(logits / T), when the sampling config
+    # asks for them (SamplingConfig.scaled_logprobs): the behaviour policy's log-probs for RL.
+    scaled_logprobs: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -84,7 +87,9 @@ class ChatLLM:
                     out[i * num_samples + g] = Generation(
                         text=self.tokenizer.decode(body, skip_special=True),
                         prompt_ids=prompts[i], completion_ids=ids,
-                        logprobs=np.asarray(res.logprobs[r, :n]), stopped=bool(res.stopped[r]))
+                        logprobs=np.asarray(res.logprobs[r, :n]), stopped=bool(res.stopped[r]),
+                        scaled_logprobs=(None if res.scaled_logprobs is None
+                                         else np.asarray(res.scaled_logprobs[r, :n])))
             if progress:
                 progress(len(idx))
         return out  # type: ignore[return-value]

@@ -45,6 +45,14 @@ def _constrain(x, axes):
     return nn.with_logical_constraint(x, axes)
 
 
+def _dense(x, w):
+    """x [..., D] @ w [D, F] as one 2-D matmul. XLA:CPU runs the weight gradient of a
+    3-D [B, T, D] contraction (over both B and T) ~1.6x slower than the same product on
+    the flattened [B*T, D] rows; the reshapes are free (row-major bitcasts)."""
+    lead = x.shape[:-1]
+    return (x.reshape(-1, x.shape[-1]) @ w).reshape(lead + (w.shape[-1],))
+
+
 # --------------------------------------------------------------------------- RoPE
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> np.ndarray:
     """HF-convention inverse frequencies, with optional llama3 / linear scaling."""
@@ -117,9 +125,10 @@ class Attention(nn.Module):
         wv = self.param("v_proj", _lp(init, ("embed", "kv_heads", "head_dim")), (d, k, hd), pdt)
         wo = self.param("o_proj", _lp(nn.initializers.normal(stddev=(h * hd) ** -0.5),
                                       ("heads", "head_dim", "embed")), (h, hd, d), pdt)
-        q = jnp.einsum("btd,dhk->bthk", x, wq.astype(dt))
-        kk = jnp.einsum("btd,dhk->bthk", x, wk.astype(dt))
-        v = jnp.einsum("btd,dhk->bthk", x, wv.astype(dt))
+        b, t = x.shape[:2]
+        q = _dense(x, wq.astype(dt).reshape(d, h * hd)).reshape(b, t, h, hd)
+        kk = _dense(x, wk.astype(dt).reshape(d, k * hd)).reshape(b, t, k, hd)
+        v = _dense(x, wv.astype(dt).reshape(d, k * hd)).reshape(b, t, k, hd)
         if cfg.qkv_bias:
             zeros = nn.initializers.zeros
             q = q + self.param("q_bias", _lp(zeros, ("heads", "head_dim")), (h, hd), pdt).astype(dt)
@@ -145,19 +154,23 @@ class Attention(nn.Module):
         else:
             keys, values = kk.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
-        t, s = x.shape[1], keys.shape[2]
+        s = keys.shape[2]
         if cfg.is_local_layer(self.layer):
             # Slots are contiguous per row, so slot distance equals position distance.
             q_slot = index + jnp.arange(t)
             window = (q_slot[:, None] - jnp.arange(s)[None, :]) < cfg.sliding_window
             mask = mask & window[None]
-        b = x.shape[0]
-        q = q.reshape(b, t, k, h // k, hd)
-        logits = jnp.einsum("btkgd,bksd->bkgts", q, keys).astype(jnp.float32) * cfg.attn_scale
-        logits = jnp.where(mask[:, None, None, :, :], logits, _NEG_INF)
-        probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-        out = jnp.einsum("bkgts,bksd->btkgd", probs, values).reshape(b, t, h, hd)
-        y = jnp.einsum("bthk,hkd->btd", out, wo.astype(dt))
+        g = h // k
+        # Queries as [B, kv_heads, G*T, D]: both attention products are then plain batched
+        # matmuls with leading batch dims, which XLA:CPU runs ~2x faster (forward and
+        # backward) than the 5-D einsum with interleaved batch axes.
+        q = q.reshape(b, t, k, g, hd).transpose(0, 2, 3, 1, 4).reshape(b, k, g * t, hd)
+        logits = jnp.einsum("bkqd,bksd->bkqs", q, keys).astype(jnp.float32) * cfg.attn_scale
+        logits = jnp.where(mask[:, None, None, :, :], logits.reshape(b, k, g, t, s), _NEG_INF)
+        probs = jax.nn.softmax(logits, axis=-1).astype(dt).reshape(b, k, g * t, s)
+        out = jnp.einsum("bkqs,bksd->bkqd", probs, values).reshape(b, k, g, t, hd)
+        out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * hd)
+        y = _dense(out, wo.astype(dt).reshape(h * hd, d))
         return y, new_cache
 
 
@@ -172,10 +185,10 @@ class MLP(nn.Module):
         w_gate = self.param("gate_proj", _lp(nn.initializers.normal(d ** -0.5), ("embed", "mlp")), (d, f), pdt)
         w_up = self.param("up_proj", _lp(nn.initializers.normal(d ** -0.5), ("embed", "mlp")), (d, f), pdt)
         w_down = self.param("down_proj", _lp(nn.initializers.normal(f ** -0.5), ("mlp", "embed")), (f, d), pdt)
-        gate = x @ w_gate.astype(dt)
+        gate = _dense(x, w_gate.astype(dt))
         act = jax.nn.silu(gate) if cfg.activation == "silu" else jax.nn.gelu(gate, approximate=True)
-        hidden = _constrain(act * (x @ w_up.astype(dt)), ("batch", "length", "mlp"))
-        return hidden @ w_down.astype(dt)
+        hidden = _constrain(act * _dense(x, w_up.astype(dt)), ("batch", "length", "mlp"))
+        return _dense(hidden, w_down.astype(dt))
 
 
 class Block(nn.Module):
@@ -227,7 +240,7 @@ class Decoder(nn.Module):
         """Hidden states [..., D] -> float32 logits [..., V]."""
         dt = self.cfg.compute_dtype
         w = self.embedding.T if self.cfg.tie_embeddings else self.lm_head
-        return (hidden.astype(dt) @ w.astype(dt)).astype(jnp.float32)
+        return _dense(hidden.astype(dt), w.astype(dt)).astype(jnp.float32)
 
     def __call__(self, tokens, positions, mask, cache: Cache | None = None, return_hidden: bool = False):
         x = _constrain(self.embed(tokens), ("batch", "length", "act_embed"))
