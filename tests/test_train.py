@@ -159,6 +159,44 @@ def test_answer_batch_from_real_sampler(train_conv, tiny_llm):
     np.testing.assert_allclose(np.asarray(lp)[resp], np.asarray(b.sampler_logprobs)[resp], atol=2e-4)
 
 
+def test_tempered_sampler_logprobs_are_the_policy_logprobs(train_conv, tiny_llm):
+    """At temperature T the episodes carry log softmax(logits / T) (what the train loop uses
+    as old log-probs): re-scoring the packed batch at T reproduces them, and they differ from
+    the unscaled model's log-probs."""
+    banks, _ = build_banks([train_conv], ENC, ManagerConfig(kind="add-all"), retriever=Retriever())
+    cfg = AnswerConfig(k_per_speaker=2, max_new_tokens=6)
+    items = [AnswerItem(train_conv, q) for q in train_conv.questions[:2]]
+    eps = answer_rollouts(tiny_llm, tiny_llm.params, items, banks, ENC, Retriever(), cfg, 4,
+                          SamplingConfig(temperature=0.7, scaled_logprobs=True), jax.random.PRNGKey(5))
+    b = pack_episodes(eps, tiny_llm.tokenizer.pad_id)
+    resp = np.asarray(b.response_mask)
+    from memr1_jax.rl.update import compute_logprobs
+    tempered = compute_logprobs(tiny_llm.params, b, 8, model_cfg=tiny_llm.cfg, chunk_size=32, temperature=0.7)
+    np.testing.assert_allclose(np.asarray(tempered)[resp], np.asarray(b.sampler_logprobs)[resp], atol=2e-4)
+    raw = compute_logprobs(tiny_llm.params, b, 8, model_cfg=tiny_llm.cfg, chunk_size=32)
+    assert np.max(np.abs(np.asarray(raw)[resp] - np.asarray(b.sampler_logprobs)[resp])) > 1e-2
+
+
+def test_answer_prompt_variants():
+    from memr1_jax.agents.prompts import answer_template, render_answer_prompt
+    from memr1_jax.evaluate import EvalConfig
+    from memr1_jax.train import answer_config, default_config
+    c = default_config()
+    acfg = answer_config(c)
+    assert c.answer.prompt == "compact" and acfg.template == answer_template("compact")
+    text = render_answer_prompt("Where does Nora live now?", "Nora", ["- 1 May: Nora lives in Dublin"], "Felix",
+                                [], template=acfg.template)
+    assert "Nora lives in Dublin" in text and "(none)" in text and "**Answer:**" in text
+    assert text.rstrip().endswith("Question: Where does Nora live now?")
+    c.answer.distill = False             # the no-distillation ablation uses Mem0's prompt
+    assert answer_config(c).template is None
+    with pytest.raises(ValueError, match="answer prompt 'short'"):
+        EvalConfig(answer_prompt="short")
+    with pytest.raises(ValueError, match="answer prompt"):
+        c.answer.distill, c.answer.prompt = True, "nosuch"
+        answer_config(c)
+
+
 # ------------------------------------------------------------------ memory manager
 def test_manager_spec_uses_temporal_snapshot():
     conv = _two_session_conv()
