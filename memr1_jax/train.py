@@ -37,12 +37,12 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from memr1_jax.agents.answer_agent import AnswerConfig, answer_prompts
+from memr1_jax.agents.answer_agent import AnswerConfig
 from memr1_jax.agents.llm import ChatLLM
 from memr1_jax.agents.memory_manager import ManagerConfig, build_banks
 from memr1_jax.agents.prompts import answer_template
-from memr1_jax.agents.rollout import (AnswerItem, answer_rollouts, greedy_answers, manager_episode_specs,
-                                      manager_rollouts, pack_episodes)
+from memr1_jax.agents.rollout import (AnswerItem, answer_rollouts, greedy_answers, item_answer_prompts,
+                                      manager_episode_specs, manager_rollouts, pack_episodes)
 from memr1_jax.data import default_split, load_conversations
 from memr1_jax.eval.metrics import exact_match, token_f1
 from memr1_jax.memory import Retriever
@@ -308,10 +308,7 @@ def validate(ctx: Context, params) -> dict:
         return {"score": 0.0, "em": 0.0, "f1": 0.0, "n": 0}
     if c.agent == "answer":
         acfg = answer_config(c)
-        preds = []
-        for it in ctx.val_items:
-            (p,) = answer_prompts(it.conv, ctx.banks[it.conv.id], [it.qa.question], ctx.encoder, ctx.retriever, acfg)
-            preds.append(p)
+        preds = item_answer_prompts(ctx.val_items, ctx.banks, ctx.encoder, ctx.retriever, acfg)
         answers = greedy_answers(ctx.llm, params, preds, acfg.max_new_tokens)
         golds = [it.qa.answer for it in ctx.val_items]
         ems = [float(exact_match(a, g)) for a, g in zip(answers, golds)]

@@ -177,6 +177,20 @@ def test_tempered_sampler_logprobs_are_the_policy_logprobs(train_conv, tiny_llm)
     assert np.max(np.abs(np.asarray(raw)[resp] - np.asarray(b.sampler_logprobs)[resp])) > 1e-2
 
 
+def test_item_answer_prompts_match_per_question_prompts():
+    """Batched retrieval per conversation gives exactly the per-question prompts, in item order."""
+    from memr1_jax.agents.answer_agent import answer_prompts
+    from memr1_jax.agents.rollout import item_answer_prompts
+    split = default_split(load_conversations("embedded"))
+    convs = [split.train[0], split.validation[0]]
+    banks, _ = build_banks(convs, ENC, ManagerConfig(kind="add-all"), retriever=Retriever())
+    cfg = AnswerConfig(k_per_speaker=3)
+    items = [AnswerItem(convs[i % 2], convs[i % 2].questions[i]) for i in range(6)]   # interleaved
+    got = item_answer_prompts(items, banks, ENC, Retriever(), cfg)
+    want = [answer_prompts(it.conv, banks[it.conv.id], [it.qa.question], ENC, Retriever(), cfg)[0] for it in items]
+    assert got == want and len(set(got)) == 6
+
+
 def test_answer_prompt_variants():
     from memr1_jax.agents.prompts import answer_template, render_answer_prompt
     from memr1_jax.evaluate import EvalConfig

@@ -93,14 +93,26 @@ class AnswerItem:
     qa: QA
 
 
+def item_answer_prompts(items: Sequence[AnswerItem], banks: dict[str, MemoryBank], encoder: Encoder,
+                        retriever: Retriever, cfg: AnswerConfig) -> list[str]:
+    """Answer prompts in item order, retrieved with one encoder call per conversation."""
+    prompts: list[str | None] = [None] * len(items)
+    by_conv: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_conv.setdefault(it.conv.id, []).append(i)
+    for idx in by_conv.values():
+        conv = items[idx[0]].conv
+        texts = answer_prompts(conv, banks[conv.id], [items[i].qa.question for i in idx], encoder, retriever, cfg)
+        for i, t in zip(idx, texts):
+            prompts[i] = t
+    return prompts  # type: ignore[return-value]
+
+
 def answer_rollouts(llm: ChatLLM, params: Any, items: Sequence[AnswerItem], banks: dict[str, MemoryBank],
                     encoder: Encoder, retriever: Retriever, cfg: AnswerConfig, group: int,
                     sampling: SamplingConfig, rng) -> list[Episode]:
     """``group`` sampled completions per question; episodes are group-major."""
-    prompts = []
-    for it in items:
-        (text,) = answer_prompts(it.conv, banks[it.conv.id], [it.qa.question], encoder, retriever, cfg)
-        prompts.append(text)
+    prompts = item_answer_prompts(items, banks, encoder, retriever, cfg)
     ids = [llm.chat_ids(p) for p in prompts]
     gens = llm.generate_ids(ids, max_new_tokens=cfg.max_new_tokens, sampling=sampling, rng=rng,
                             num_samples=group, params=params)
