@@ -18,9 +18,9 @@ def get_config():
     c.name = "answer_agent_grpo_locomo_cpu"
     c.data = "locomo"              # override with the LoCoMo path
     c.train_pool = 0               # all 152 training questions
-    c.steps = 12
-    c.eval_every = 4
-    c.val_limit = 32
+    c.steps = 10
+    c.eval_every = 5
+    c.val_limit = 24
     c.test_limit = 300
     c.answer.k_per_speaker = 5
     return c
