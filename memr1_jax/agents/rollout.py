@@ -81,7 +81,7 @@ def pack_episodes(episodes: Sequence[Episode], pad_id: int, min_bucket: int = 16
 
 def _episode(gen, reward: float, info: dict) -> Episode:
     # The behaviour policy is the tempered distribution; prefer its log-probs when reported.
-    lp = gen.logprobs if getattr(gen, "scaled_logprobs", None) is None else gen.scaled_logprobs
+    lp = gen.logprobs if gen.scaled_logprobs is None else gen.scaled_logprobs
     return Episode(tuple(gen.prompt_ids), tuple(gen.completion_ids),
                    tuple(float(x) for x in np.asarray(lp)), float(reward), info)
 
