@@ -53,6 +53,8 @@ class EvalConfig:
     manager: str = "llm"             # base / mem0 memory construction: "llm" or "add-all"
     manager_k: int = 5
     manager_max_new_tokens: int = 160
+    manager_model: str | None = None  # base / mem0: weights of the memory manager (registry name or
+                                      # model folder, e.g. a trained manager's hf/); None: the answer model
     answer_max_new_tokens: int = 64
     answer_prompt: str = "full"      # base / checkpoint answer prompt: "full" (the paper's) or "compact"
     rag_chunk_tokens: int = 256
@@ -77,17 +79,21 @@ class EvalConfig:
     def bank_dir(self, run_dir: pathlib.Path) -> pathlib.Path:
         """Banks depend only on data, model and manager settings, so base and mem0
         runs share them (a sibling folder of the run's, keyed by those settings)."""
-        key = json.dumps([self.data, self.system if self.system.startswith("checkpoint:") else self.model,
-                          self.manager, self.manager_k, self.manager_max_new_tokens], sort_keys=True)
+        builder = self.manager_model or (self.system if self.system.startswith("checkpoint:") else self.model)
+        key = json.dumps([self.data, builder, self.manager, self.manager_k, self.manager_max_new_tokens],
+                         sort_keys=True)
         return run_dir.parent / "banks" / hashlib.sha1(key.encode()).hexdigest()[:12]
 
     def default_run_dir(self) -> pathlib.Path:
         # Same config -> same folder, which is what makes resuming automatic.
-        key = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "run_dir"},
-                         sort_keys=True)
+        # Fields added later enter the key only when set, so older run folders keep their names.
+        key = json.dumps({k: v for k, v in dataclasses.asdict(self).items()
+                          if k != "run_dir" and not (k == "manager_model" and v is None)}, sort_keys=True)
         tag = hashlib.sha1(key.encode()).hexdigest()[:8]
         data = "embedded" if self.data == "embedded" else pathlib.Path(self.data).name
         system = self.system.replace(":", "-").replace("/", "_")[:40]
+        if self.manager_model:
+            system += "-trained_manager" if "/" in self.manager_model else f"-{self.manager_model}-manager"
         return pathlib.Path("runs") / "evaluate" / f"{data}-{self.split}-{system}-{self.model}-{tag}"
 
 
@@ -191,8 +197,11 @@ def evaluate(cfg: EvalConfig, progress: bool = True, *, llm=None, encoder=None,
         from memr1_jax.memory.encoder import load_minilm
 
         model_name = cfg.system.split(":", 1)[1] if cfg.system.startswith("checkpoint:") else cfg.model
+        # Weights passed in are not identified by any name: their banks stay inside the run folder.
         own_llm = llm is not None or manager_llm is not None
         llm = llm if llm is not None else ChatLLM.from_registry(model_name, batch_size=cfg.batch_size)
+        if manager_llm is None and cfg.manager_model and cfg.pipeline in ("base", "mem0") and cfg.manager == "llm":
+            manager_llm = ChatLLM.from_registry(cfg.manager_model, batch_size=cfg.batch_size)
         encoder = encoder if encoder is not None else load_minilm()
         retriever = Retriever()
         count = lambda s: len(llm.tokenizer.encode(s))  # noqa: E731
@@ -304,6 +313,9 @@ def parse_args(argv=None) -> EvalConfig:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--answer-max-new-tokens", type=int, default=d.answer_max_new_tokens)
     p.add_argument("--manager-max-new-tokens", type=int, default=d.manager_max_new_tokens)
+    p.add_argument("--manager-model", default=None,
+                   help="base / mem0: the model that builds the banks (registry preset or model folder, e.g. "
+                   "runs/train/<run>/hf of a trained manager); default: --model. --model stays the Answer Agent")
     p.add_argument("--fullctx-tokens", type=int, default=d.fullctx_tokens)
     p.add_argument("--answer-prompt", default=d.answer_prompt, choices=("full", "compact"),
                    help="Answer Agent prompt of base / checkpoint runs (default full: the paper's)")
@@ -313,7 +325,8 @@ def parse_args(argv=None) -> EvalConfig:
                       limit=a.limit or None, judge=a.judge, k_per_speaker=a.k_per_speaker,
                       manager=a.manager, batch_size=a.batch_size,
                       answer_max_new_tokens=a.answer_max_new_tokens,
-                      manager_max_new_tokens=a.manager_max_new_tokens, fullctx_tokens=a.fullctx_tokens,
+                      manager_max_new_tokens=a.manager_max_new_tokens, manager_model=a.manager_model,
+                      fullctx_tokens=a.fullctx_tokens,
                       answer_prompt=a.answer_prompt,
                       run_dir=a.run_dir)
 

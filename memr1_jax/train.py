@@ -2,6 +2,7 @@
 
     python -m memr1_jax.train                                   # embedded default (CPU, ~10 min on 2 cores)
     python -m memr1_jax.train --config configs/memory_manager_grpo_cpu.py --config.steps=4
+    python -m memr1_jax.train --export runs/train/<run> [--step N]  # checkpoint -> <run>/hf
 
 ``--config PATH`` names a Python file with ``get_config() -> ml_collections.ConfigDict``;
 ``--config.a.b=value`` overrides a field (the value is parsed to the field's type).
@@ -71,6 +72,7 @@ def default_config() -> ConfigDict:
     c.temperature = 0.7                # rollout temperature (the policy is softmax(logits / T))
     c.gen_batch_size = 8               # prompts per sampler call
     c.max_prompt_tokens = 1024
+    c.remat = False                    # rematerialise each decoder layer in the update (memory for time)
     c.bank = "add-all"                 # answer-agent training banks: "add-all" | "llm" (base manager)
     c.eval_every = 5
     c.val_limit = 16                   # validation questions (greedy) per evaluation
@@ -252,7 +254,8 @@ class Context:
 def _build_context(c: ConfigDict, log) -> Context:
     from memr1_jax.models.registry import load_model
     m = load_model(c.model)
-    llm = ChatLLM(cfg=m.cfg, params=m.params, tokenizer=m.tokenizer, batch_size=c.gen_batch_size,
+    model_cfg = dataclasses.replace(m.cfg, remat=bool(c.remat))
+    llm = ChatLLM(cfg=model_cfg, params=m.params, tokenizer=m.tokenizer, batch_size=c.gen_batch_size,
                   max_prompt_tokens=c.max_prompt_tokens)
     encoder = make_encoder(c.encoder)
     retriever = Retriever()
@@ -477,7 +480,8 @@ def train(c: ConfigDict, progress: bool = False) -> dict:
         save_hf_checkpoint(mcfg, best_params, hf)
         ctx.llm.tokenizer.save(hf)
         summary["hf"] = str(hf)
-        log(f"exported best weights to {hf} (evaluate with --system checkpoint:{hf})")
+        how = f"--system checkpoint:{hf}" if c.agent == "answer" else f"--manager-model {hf}"
+        log(f"exported best weights to {hf} (evaluate with {how})")
     if c.test_limit:
         tables = final_evaluation(ctx, jax.tree.map(np.asarray, best_params), run_dir, log)
         summary["final_eval"] = {tag: {k: {m: v.get(m) for m in ("count", "f1", "em", "b1")} for k, v in t.items()}
@@ -489,7 +493,54 @@ def train(c: ConfigDict, progress: bool = False) -> dict:
     return summary
 
 
+def export_checkpoint(run_dir: str | pathlib.Path, step: int | None = None) -> pathlib.Path:
+    """Write the weights of one saved checkpoint of a run as an HF folder ``<run>/hf``.
+
+    For runs stopped before their end (the export at the end never happened). ``step``
+    defaults to the best validated step on disk (validation.jsonl), else the latest."""
+    from memr1_jax.models.registry import load_model
+    from memr1_jax.rl.checkpoint import RLCheckpointer
+    from memr1_jax.weights.safetensors_loader import save_hf_checkpoint
+    run = pathlib.Path(run_dir)
+    cfg_path = run / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{cfg_path}: not a training run folder (no config.json)")
+    c = ConfigDict(json.loads(cfg_path.read_text()))
+    ckpt = RLCheckpointer(run / "checkpoints", async_save=False)
+    on_disk = ckpt.all_steps()
+    if not on_disk:
+        raise FileNotFoundError(f"{run / 'checkpoints'}: no checkpoint saved")
+    if step is None:
+        val = run / "validation.jsonl"
+        scored = [json.loads(x) for x in val.read_text().splitlines() if x.strip()] if val.exists() else []
+        scored = [v for v in scored if v["step"] in on_disk]
+        step = max(scored, key=lambda v: v["score"])["step"] if scored else max(on_disk)
+    if step not in on_disk:
+        raise ValueError(f"--step {step}: no checkpoint of that step in {run / 'checkpoints'} (have {on_disk})")
+    m = load_model(c.model)
+    model_cfg = dataclasses.replace(m.cfg, remat=bool(c.get("remat", False)))
+    rl = rl_config(c, model_cfg.num_layers)
+    target = init_train_state(model_cfg, rl, m.params, jax.random.PRNGKey(c.seed))
+    restored = ckpt.restore(target, step)
+    ckpt.close()
+    hf = run / "hf"
+    save_hf_checkpoint(model_cfg, _host(effective_params(rl, restored.state)), hf)
+    m.tokenizer.save(hf)
+    print(f"exported step {step} of {run} to {hf}")
+    return hf
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--export":
+        try:
+            if len(argv) not in (2, 4) or (len(argv) == 4 and argv[2] != "--step"):
+                raise ValueError("usage: python -m memr1_jax.train --export RUN_DIR [--step N]")
+            export_checkpoint(argv[1], int(argv[3]) if len(argv) == 4 else None)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     try:
         cfg = parse_args(argv)
     except (ValueError, FileNotFoundError) as e:

@@ -55,3 +55,30 @@ def test_cli_argument_errors(capsys):
     assert "--system 'nope'" in capsys.readouterr().err
     cfg = parse_args(["--limit", "0", "--system", "checkpoint:/x/y"])
     assert cfg.limit is None and cfg.pipeline == "base"
+
+
+def test_manager_model_builds_the_banks_and_keys_their_cache(tmp_path, monkeypatch):
+    """--manager-model: that model builds the banks (logged per step in its own cache folder),
+    --model still answers; without it the run folder name and bank key are unchanged."""
+    from memr1_jax.agents.llm import ChatLLM
+    loaded = []
+    real = ChatLLM.from_registry.__func__
+
+    def spy(cls, name, **kw):
+        loaded.append(name)
+        return real(cls, name, **kw)
+
+    monkeypatch.setattr(ChatLLM, "from_registry", classmethod(spy))
+    plain = _cfg(tmp_path, "base", manager="llm", manager_max_new_tokens=8, limit=2)
+    other = _cfg(tmp_path, "base", manager="llm", manager_max_new_tokens=8, limit=2, manager_model="tiny-qwen2",
+                 run_dir=str(tmp_path / "base_mm"))
+    assert "manager_model" not in json.dumps(str(plain.default_run_dir()))
+    assert other.default_run_dir() != plain.default_run_dir()
+    assert "tiny-qwen2-manager" in other.default_run_dir().name
+    assert other.bank_dir(tmp_path / "x") != plain.bank_dir(tmp_path / "x")
+    agg = evaluate(other, progress=False)
+    assert agg["overall"]["count"] == 2
+    assert loaded == ["tiny-llama", "tiny-qwen2"]
+    steps = (other.bank_dir(tmp_path / "base_mm") / "manager_steps.jsonl").read_text().splitlines()
+    assert steps and all("completion" in json.loads(s) for s in steps)
+    assert parse_args(["--manager-model", "runs/x/hf"]).manager_model == "runs/x/hf"

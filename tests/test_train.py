@@ -272,6 +272,11 @@ def test_config_overrides_and_errors(tmp_path):
         parse_args(["--config.steps=abc"])
     with pytest.raises(FileNotFoundError):
         parse_args(["--config", str(tmp_path / "missing.py")])
+    for p in sorted(pathlib.Path("configs").glob("[!_]*.py")):   # every shipped config loads
+        c = parse_args(["--config", str(p)])
+        assert c.agent in ("answer", "manager") and c.steps > 0, p
+    c = parse_args(["--config", "configs/memory_manager_grpo_qwen_locomo_cpu.py"])
+    assert (c.model, c.remat, c.agent) == ("qwen2.5-coder-0.5b-instruct", True, "manager")
     for p in pathlib.Path("configs").glob("*_paper.py"):
         c = parse_args(["--config", str(p)])
         assert c.rl.learning_rate == 1e-6 and c.rl.critic_learning_rate == 1e-5
@@ -320,6 +325,19 @@ def test_train_answer_grpo_end_to_end(tmp_path):
     assert (pathlib.Path(summary["hf"]) / "memr1_tokenizer.json").exists()
     assert (run / "final_eval.md").read_text().count("| trained |") >= 1
     assert (run / "eval_trained" / "predictions.jsonl").exists()
+
+    # --export: a saved checkpoint -> hf/ (for runs stopped early). Default step: the best
+    # validated one on disk (step 0 is never saved, so here step 2).
+    from memr1_jax.train import main
+    end_hf = pathlib.Path(summary["hf"]).rename(run / "hf_end")
+    assert main(["--export", str(run)]) == 0
+    _, exported = load_hf_checkpoint(run / "hf")
+    q = lambda p: np.asarray(p["layers_1"]["attn"]["q_proj"])  # noqa: E731
+    assert not np.allclose(q(exported), base, atol=1e-6)          # LoRA of step 2 merged in
+    if summary["best"]["step"] == 2:
+        np.testing.assert_allclose(q(exported), q(load_hf_checkpoint(end_hf)[1]), atol=1e-6)
+    assert main(["--export", str(run), "--step", "7"]) == 2       # names the steps on disk
+    assert main(["--export", str(tmp_path / "nope")]) == 2
 
 
 @pytest.mark.slow  # ~50 s; the default suite keeps answer/GRPO and manager/PPO end to end

@@ -1,0 +1,49 @@
+"""Memory Manager, GRPO, on LoCoMo with Qwen2.5-Coder-0.5B-Instruct on CPU (the #6 manager
+measurement). SmolLM2-135M cannot act as manager: it emits no usable operation list with any
+prompt tried (README), so the smallest model that writes the JSON operations is used.
+
+Episodes come from conversation 26 (the evidence session of each training question over an
+add-all snapshot of the sessions before it); the frozen Answer Agent is the untrained
+backbone with the paper's distillation prompt, exactly as ``python -m memr1_jax.evaluate``
+runs it. Training steps hold 2 facts (the chunk with the evidence fact) and 96 new tokens:
+the prompt stays near 800 tokens, which halves the update against the evaluation's 8-fact
+steps (an 8 x 1696-token update took 490 s here, 8 steps would not fit a session). The
+validation conversation 30 selects the checkpoint, exported to ``hf/``; compare it with the
+untrained (Mem0-style) manager by building the test banks with each:
+
+    python -m memr1_jax.train --config configs/memory_manager_grpo_qwen_locomo_cpu.py \\
+        --config.data=../shared/data/locomo10
+    python -m memr1_jax.evaluate --data ../shared/data/locomo10 --split test --limit 200 \\
+        --model qwen2.5-coder-0.5b-instruct --manager-model runs/train/<run>/hf
+"""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import memory_manager_grpo_cpu  # noqa: E402
+
+
+def get_config():
+    c = memory_manager_grpo_cpu.get_config()
+    c.name = "memory_manager_grpo_qwen_locomo_cpu"
+    c.data = "locomo"              # override with the LoCoMo path
+    c.model = "qwen2.5-coder-0.5b-instruct"
+    c.questions_per_step = 2
+    c.group = 4
+    c.temperature = 0.9
+    c.steps = 8
+    c.eval_every = 4
+    c.val_limit = 8
+    c.test_limit = 0               # the test comparison runs through memr1_jax.evaluate (above)
+    c.max_prompt_tokens = 1024
+    c.remat = True                 # without it the update of 8 x 1440 tokens needs > 21 GiB (OOM-killed)
+    c.rl.micro_batch_size = 2
+    c.rl.learning_rate = 1e-3
+    c.rl.lora_top_layers = 8
+    c.manager.max_facts_per_step = 2
+    c.manager.max_new_tokens = 96
+    c.manager.answer_k_per_speaker = 10
+    c.manager.answer_max_new_tokens = 64
+    c.manager.format_penalty = 0.1
+    return c
