@@ -1,13 +1,13 @@
-"""Memory Manager, GRPO, on LoCoMo with Qwen2.5-Coder-0.5B-Instruct on CPU (the #6 manager
-measurement). SmolLM2-135M cannot act as manager: it emits no usable operation list with any
-prompt tried (README), so the smallest model that writes the JSON operations is used.
+"""Memory Manager, GRPO, on LoCoMo with Qwen2.5-Coder-0.5B-Instruct on CPU. SmolLM2-135M
+cannot act as manager: it emits no usable operation list with any prompt tried (README), so
+the smallest model that writes the JSON operations is used. Measured so far (README): the
+untrained policy sampled no ADD in the logged rollouts, so groups got equal rewards; no gain yet.
 
 Episodes come from conversation 26 (the evidence session of each training question over an
 add-all snapshot of the sessions before it); the frozen Answer Agent is the untrained
 backbone with the paper's distillation prompt, exactly as ``python -m memr1_jax.evaluate``
 runs it. Training steps hold 2 facts (the chunk with the evidence fact) and 96 new tokens:
-the prompt stays near 800 tokens, which halves the update against the evaluation's 8-fact
-steps (an 8 x 1696-token update took 490 s here, 8 steps would not fit a session). The
+rows of 1,120 tokens instead of 1,696 with the evaluation's 8-fact steps (an 8 x 1696-token update took 490 s here). The
 validation conversation 30 selects the checkpoint, exported to ``hf/``; compare it with the
 untrained (Mem0-style) manager by building the test banks with each:
 

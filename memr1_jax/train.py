@@ -43,7 +43,8 @@ from memr1_jax.agents.llm import ChatLLM
 from memr1_jax.agents.memory_manager import ManagerConfig, build_banks
 from memr1_jax.agents.prompts import answer_template
 from memr1_jax.agents.rollout import (AnswerItem, answer_rollouts, greedy_answers, item_answer_prompts,
-                                      manager_episode_specs, manager_rollouts, pack_episodes)
+                                      manager_episode_specs, manager_rollouts, manager_sensitive_specs,
+                                      pack_episodes)
 from memr1_jax.data import default_split, load_conversations
 from memr1_jax.eval.metrics import exact_match, token_f1
 from memr1_jax.memory import Retriever
@@ -86,7 +87,10 @@ def default_config() -> ConfigDict:
     c.answer = ConfigDict(dict(k_per_speaker=4, max_new_tokens=24, f1_weight=1.0, format_penalty=0.0,
                                distill=True, prompt="compact"))
     c.manager = ConfigDict(dict(retrieve_k=5, max_facts_per_step=4, max_new_tokens=64, format_penalty=0.0,
-                                f1_weight=1.0, answer_k_per_speaker=3, answer_max_new_tokens=24))
+                                f1_weight=1.0, answer_k_per_speaker=3, answer_max_new_tokens=24,
+                                # train only on episodes whose frozen-agent reward differs between
+                                # "ADD every new fact" and "change nothing" (rollout.manager_sensitive_specs)
+                                sensitive_only=False))
     c.rl = ConfigDict(dict(
         algorithm="grpo", learning_rate=1e-3, critic_learning_rate=1e-4, beta=0.0, kl_kind="k3",
         clip_eps=0.2, epochs=1, mini_batch_size=16, micro_batch_size=8, logprob_chunk=256,
@@ -284,6 +288,13 @@ def _build_context(c: ConfigDict, log) -> Context:
                                                  encoder, retriever, mcfg, cache))
         log(f"manager episodes: {len(train_items)} train, {len(val_items)} validation "
             f"({len(cache)} snapshot banks)")
+        if c.manager.get("sensitive_only", False):
+            _, acfg = manager_configs(c)
+            train_items, stats = manager_sensitive_specs(llm, m.params, train_items, encoder, retriever, mcfg, acfg,
+                                                         c.manager.f1_weight)
+            log(f"manager episodes whose reward depends on the bank: {len(train_items)} of {len(stats)} "
+                f"(mean reward ADD-all {np.mean([x['reward_add_all'] for x in stats]):.3f}, "
+                f"unchanged {np.mean([x['reward_unchanged'] for x in stats]):.3f})")
     if not train_items:
         raise ValueError(f"config.data={c.data!r}: no usable training questions for agent {c.agent!r}")
     return Context(c, llm, m.params, encoder, retriever, train_items, val_items, banks)

@@ -14,7 +14,8 @@ from memr1_jax.agents.answer_agent import AnswerConfig, answer_reward
 from memr1_jax.agents.llm import ChatLLM, Generation
 from memr1_jax.agents.memory_manager import ManagerConfig, build_banks
 from memr1_jax.agents.rollout import (AnswerItem, Episode, answer_rollouts, evidence_session,
-                                      manager_episode_specs, manager_rollouts, pack_episodes)
+                                      manager_episode_specs, manager_rollouts, manager_sensitive_specs,
+                                      pack_episodes)
 from memr1_jax.data import QA, Conversation, Session, Turn, default_split, load_conversations
 from memr1_jax.memory import Retriever
 from memr1_jax.memory.encoder import HashingTestEncoder
@@ -257,6 +258,28 @@ def test_manager_rollout_reward_follows_the_bank():
     assert llm.calls[1][0] == 4 and llm.calls[1][2].greedy and llm.calls[1][3] == "FROZEN"
     # the snapshot bank itself is untouched by the episodes
     assert spec.bank.size == 2
+
+
+def test_manager_sensitive_specs_keep_episodes_the_bank_decides():
+    conv = _two_session_conv()
+    pet = QA("Which pet does Ann have?", "cat", ("D2:2",), 1)
+    conv = dataclasses.replace(conv, questions=conv.questions + (pet,))
+    cfg = ManagerConfig(max_facts_per_step=4)
+    specs = manager_episode_specs(conv, conv.questions, ENC, Retriever(), cfg)
+    assert len(specs) == 2
+
+    def respond(prompt, g):
+        if "Which pet" in prompt:        # this frozen agent gets the pet wrong whatever the bank holds
+            return "**Answer:** a dog"
+        return "**Answer:** Oslo" if "Oslo" in prompt else "**Answer:** Paris"
+
+    llm = ScriptedLLM(respond)
+    kept, stats = manager_sensitive_specs(llm, "FROZEN", specs, ENC, Retriever(), cfg,
+                                          AnswerConfig(k_per_speaker=5, max_new_tokens=8), f1_weight=1.0)
+    assert [k.qa.question for k in kept] == ["Where does Ann live now?"]
+    assert [(x["reward_add_all"], x["reward_unchanged"]) for x in stats] == [(2.0, 0.0), (0.0, 0.0)]
+    assert llm.calls == [(4, 1, SamplingConfig(temperature=0.0), "FROZEN")]   # one greedy batch
+    assert all(sp.bank.size == 2 for sp in specs)                              # snapshots untouched
 
 
 # ------------------------------------------------------------------ config parsing

@@ -235,3 +235,28 @@ def manager_rollouts(llm: ChatLLM, params: Any, frozen_params: Any, specs: Seque
             "prediction": ans, "em": em, "f1": f1, "parsed": not no_json, "stopped": gen.stopped}))
     return out
 
+
+
+def manager_sensitive_specs(llm: ChatLLM, frozen_params: Any, specs: Sequence[ManagerEpisodeSpec],
+                            encoder: Encoder, retriever: Retriever, cfg: ManagerConfig, answer_cfg: AnswerConfig,
+                            f1_weight: float = 0.0) -> tuple[list[ManagerEpisodeSpec], list[dict]]:
+    """The specs whose outcome depends on the manager: the frozen Answer Agent's reward differs
+    between the snapshot bank with every new fact ADDed and the bank left unchanged.
+
+    On the others every completion earns the same reward (bar the format penalty), so a GRPO
+    group carries no signal; filtering costs two greedy answers per spec. Returns the kept
+    specs and, per input spec, the two rewards."""
+    prompts = []
+    for spec in specs:
+        added, _, _ = apply_step(spec.bank, spec.state, None, encoder, cfg)   # None: ADD every fact
+        for bank in (added, spec.bank):
+            prompts.extend(answer_prompts(spec.conv, bank, [spec.qa.question], encoder, retriever, answer_cfg))
+    answers = greedy_answers(llm, frozen_params, prompts, answer_cfg.max_new_tokens)
+    kept, stats = [], []
+    for i, spec in enumerate(specs):
+        r = [float(exact_match(a, spec.qa.answer)) + f1_weight * float(token_f1(a, spec.qa.answer))
+             for a in answers[2 * i: 2 * i + 2]]
+        stats.append({"question": spec.qa.question, "reward_add_all": r[0], "reward_unchanged": r[1]})
+        if r[0] != r[1]:
+            kept.append(spec)
+    return kept, stats
