@@ -1,7 +1,8 @@
 """Memory Manager, GRPO, on LoCoMo with Qwen2.5-Coder-0.5B-Instruct on CPU. SmolLM2-135M
 cannot act as manager: it emits no usable operation list with any prompt tried (README), so
-the smallest model that writes the JSON operations is used. Measured so far (README): the
-untrained policy sampled no ADD in the logged rollouts, so groups got equal rewards; no gain yet.
+the smallest model that writes the JSON operations is used. Training keeps the 72 of 149
+episodes whose frozen-agent reward depends on the bank (``manager.sensitive_only``): on the
+others every completion earns the same reward. This is the measured run of the README.
 
 Episodes come from conversation 26 (the evidence session of each training question over an
 add-all snapshot of the sessions before it); the frozen Answer Agent is the untrained
@@ -31,9 +32,9 @@ def get_config():
     c.model = "qwen2.5-coder-0.5b-instruct"
     c.questions_per_step = 2
     c.group = 4
-    c.temperature = 0.9
-    c.steps = 8
-    c.eval_every = 4
+    c.temperature = 1.0
+    c.steps = 6
+    c.eval_every = 3
     c.val_limit = 8
     c.test_limit = 0               # the test comparison runs through memr1_jax.evaluate (above)
     c.max_prompt_tokens = 1024
@@ -46,4 +47,5 @@ def get_config():
     c.manager.answer_k_per_speaker = 10
     c.manager.answer_max_new_tokens = 64
     c.manager.format_penalty = 0.1
+    c.manager.sensitive_only = True
     return c
