@@ -8,8 +8,8 @@ Episodes come from conversation 26 (the evidence session of each training questi
 add-all snapshot of the sessions before it); the frozen Answer Agent is the untrained
 backbone with the paper's distillation prompt, exactly as ``python -m memr1_jax.evaluate``
 runs it. Training steps hold 2 facts (the chunk with the evidence fact) and 96 new tokens:
-rows of 1,120 tokens instead of 1,696 with the evaluation's 8-fact steps (an 8 x 1696-token update took 490 s here). The
-validation conversation 30 selects the checkpoint, exported to ``hf/``; compare it with the
+rows of 1,120 tokens instead of 1,696 with the evaluation's 8-fact steps (an 8 x 1696-token
+update took 490 s here). The validation conversation 30 selects the checkpoint, exported to ``hf/``; compare it with the
 untrained (Mem0-style) manager by building the test banks with each:
 
     python -m memr1_jax.train --config configs/memory_manager_grpo_qwen_locomo_cpu.py \\

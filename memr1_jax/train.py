@@ -279,7 +279,7 @@ def _build_context(c: ConfigDict, log) -> Context:
         train_items = [AnswerItem(conv_of[r.conversation_id], r.qa) for r in train_recs]
         val_items = [AnswerItem(conv_of[r.conversation_id], r.qa) for r in val_recs]
     else:
-        mcfg, _ = manager_configs(c)
+        mcfg, acfg = manager_configs(c)
         cache: dict = {}
         train_items, val_items = [], []
         for recs, out in ((train_recs, train_items), (val_recs, val_items)):
@@ -289,7 +289,6 @@ def _build_context(c: ConfigDict, log) -> Context:
         log(f"manager episodes: {len(train_items)} train, {len(val_items)} validation "
             f"({len(cache)} snapshot banks)")
         if c.manager.get("sensitive_only", False):
-            _, acfg = manager_configs(c)
             train_items, stats = manager_sensitive_specs(llm, m.params, train_items, encoder, retriever, mcfg, acfg,
                                                          c.manager.f1_weight)
             log(f"manager episodes whose reward depends on the bank: {len(train_items)} of {len(stats)} "

@@ -205,6 +205,12 @@ def manager_episode_specs(conv: Conversation, qas: Sequence[QA], encoder: Encode
     return out
 
 
+def _frozen_answer_reward(answer: str, gold, f1_weight: float) -> tuple[float, float, float]:
+    """(EM, F1, EM + f1_weight * F1): the manager's reward from the frozen agent's answer."""
+    em, f1 = float(exact_match(answer, gold)), float(token_f1(answer, gold))
+    return em, f1, em + f1_weight * f1
+
+
 def manager_rollouts(llm: ChatLLM, params: Any, frozen_params: Any, specs: Sequence[ManagerEpisodeSpec],
                      encoder: Encoder, retriever: Retriever, cfg: ManagerConfig, answer_cfg: AnswerConfig,
                      group: int, sampling: SamplingConfig, rng, format_penalty: float = 0.0,
@@ -223,10 +229,9 @@ def manager_rollouts(llm: ChatLLM, params: Any, frozen_params: Any, specs: Seque
     answers = greedy_answers(llm, frozen_params, [r[4] for r in rows], answer_cfg.max_new_tokens)
     out = []
     for (spec, gen, report, problems, _), ans in zip(rows, answers):
-        em = float(exact_match(ans, spec.qa.answer))
-        f1 = float(token_f1(ans, spec.qa.answer))
+        em, f1, reward = _frozen_answer_reward(ans, spec.qa.answer, f1_weight)
         no_json = any("no JSON" in p for p in problems)
-        reward = em + f1_weight * f1 - (format_penalty if no_json else 0.0)
+        reward -= format_penalty if no_json else 0.0
         out.append(_episode(gen, reward, {
             "agent": "manager", "conversation_id": spec.conv.id, "question": spec.qa.question,
             "gold": spec.qa.answer, "session": spec.state.session, "speaker": spec.state.speaker,
@@ -234,7 +239,6 @@ def manager_rollouts(llm: ChatLLM, params: Any, frozen_params: Any, specs: Seque
             "applied": [r.op.event.value for r in report.results if r.applied],
             "prediction": ans, "em": em, "f1": f1, "parsed": not no_json, "stopped": gen.stopped}))
     return out
-
 
 
 def manager_sensitive_specs(llm: ChatLLM, frozen_params: Any, specs: Sequence[ManagerEpisodeSpec],
@@ -254,8 +258,7 @@ def manager_sensitive_specs(llm: ChatLLM, frozen_params: Any, specs: Sequence[Ma
     answers = greedy_answers(llm, frozen_params, prompts, answer_cfg.max_new_tokens)
     kept, stats = [], []
     for i, spec in enumerate(specs):
-        r = [float(exact_match(a, spec.qa.answer)) + f1_weight * float(token_f1(a, spec.qa.answer))
-             for a in answers[2 * i: 2 * i + 2]]
+        r = [_frozen_answer_reward(a, spec.qa.answer, f1_weight)[2] for a in answers[2 * i: 2 * i + 2]]
         stats.append({"question": spec.qa.question, "reward_add_all": r[0], "reward_unchanged": r[1]})
         if r[0] != r[1]:
             kept.append(spec)
