@@ -74,7 +74,9 @@ def default_config() -> ConfigDict:
     c.gen_batch_size = 8               # prompts per sampler call
     c.max_prompt_tokens = 1024
     c.remat = False                    # rematerialise each decoder layer in the update (memory for time)
-    c.bank = "add-all"                 # answer-agent training banks: "add-all" | "llm" (base manager)
+    c.bank = "add-all"                 # answer-agent training banks: "add-all" | "llm" (a manager model)
+    c.bank_manager_model = ""          # bank="llm": registry name or hf/ folder of the manager that builds
+                                       # them (stage 2 of the paper: the trained manager); "": the backbone
     c.eval_every = 5
     c.val_limit = 16                   # validation questions (greedy) per evaluation
     c.test_limit = 16                  # final evaluation on the test split (0: skip)
@@ -90,7 +92,10 @@ def default_config() -> ConfigDict:
                                 f1_weight=1.0, answer_k_per_speaker=3, answer_max_new_tokens=24,
                                 # train only on episodes whose frozen-agent reward differs between
                                 # "ADD every new fact" and "change nothing" (rollout.manager_sensitive_specs)
-                                sensitive_only=False))
+                                sensitive_only=False,
+                                # > 0: the filter examines a random subset of this many training
+                                # episodes (it costs two greedy answers per episode)
+                                sensitive_pool=0))
     c.rl = ConfigDict(dict(
         algorithm="grpo", learning_rate=1e-3, critic_learning_rate=1e-4, beta=0.0, kl_kind="k3",
         clip_eps=0.2, epochs=1, mini_batch_size=16, micro_batch_size=8, logprob_chunk=256,
@@ -255,7 +260,7 @@ class Context:
     banks: dict
 
 
-def _build_context(c: ConfigDict, log) -> Context:
+def _build_context(c: ConfigDict, log, run_dir: pathlib.Path | None = None) -> Context:
     from memr1_jax.models.registry import load_model
     m = load_model(c.model)
     model_cfg = dataclasses.replace(m.cfg, remat=bool(c.remat))
@@ -273,9 +278,16 @@ def _build_context(c: ConfigDict, log) -> Context:
     banks: dict = {}
     if c.agent == "answer":
         mcfg = ManagerConfig(kind=c.bank, max_new_tokens=c.manager.max_new_tokens)
+        builder = None
+        if c.bank == "llm":
+            builder = (ChatLLM.from_registry(c.bank_manager_model, batch_size=c.gen_batch_size,
+                                             max_prompt_tokens=c.max_prompt_tokens)
+                       if c.bank_manager_model else llm)
         banks, stats = build_banks(list(split.train + split.validation), encoder, mcfg,
-                                   llm=llm if c.bank == "llm" else None, retriever=retriever)
-        log(f"answer-agent banks ({c.bank}): " + ", ".join(f"{k}: {b.size}" for k, b in banks.items()))
+                                   llm=builder, retriever=retriever)
+        del builder   # a separate manager's weights are not needed past this point
+        log(f"answer-agent banks ({c.bank}{', ' + c.bank_manager_model if c.bank_manager_model else ''}): "
+            + ", ".join(f"{k}: {b.size}" for k, b in banks.items()))
         train_items = [AnswerItem(conv_of[r.conversation_id], r.qa) for r in train_recs]
         val_items = [AnswerItem(conv_of[r.conversation_id], r.qa) for r in val_recs]
     else:
@@ -289,8 +301,19 @@ def _build_context(c: ConfigDict, log) -> Context:
         log(f"manager episodes: {len(train_items)} train, {len(val_items)} validation "
             f"({len(cache)} snapshot banks)")
         if c.manager.get("sensitive_only", False):
+            pool = int(c.manager.get("sensitive_pool", 0))
+            if 0 < pool < len(train_items):
+                pick = np.sort(np.random.default_rng(c.seed).choice(len(train_items), pool, replace=False))
+                train_items = [train_items[i] for i in pick]
             train_items, stats = manager_sensitive_specs(llm, m.params, train_items, encoder, retriever, mcfg, acfg,
                                                          c.manager.f1_weight)
+            if run_dir is not None:   # which episodes were kept and why, for the record
+                with open(run_dir / "sensitive_episodes.jsonl", "w") as f:
+                    f.writelines(json.dumps(x) + "\n" for x in stats)
+            if not train_items:
+                raise ValueError(f"manager.sensitive_only: none of the {len(stats)} training episodes examined "
+                                 "changes the frozen agent's reward between ADD-all and unchanged banks; "
+                                 "raise manager.sensitive_pool or turn the filter off")
             log(f"manager episodes whose reward depends on the bank: {len(train_items)} of {len(stats)} "
                 f"(mean reward ADD-all {np.mean([x['reward_add_all'] for x in stats]):.3f}, "
                 f"unchanged {np.mean([x['reward_unchanged'] for x in stats]):.3f})")
@@ -331,7 +354,12 @@ def validate(ctx: Context, params) -> dict:
         eps = rollouts(ctx, params, ctx.val_items, jax.random.PRNGKey(0), 1, 0.0)
         ems = [e.info["em"] for e in eps]
         f1s = [e.info["f1"] for e in eps]
-        extra = {"parsed": float(np.mean([e.info["parsed"] for e in eps]))}
+        # Operations applied per episode: a manager that collapses to NONE shows here
+        # long before a few answers' F1 moves.
+        extra = {"parsed": float(np.mean([e.info["parsed"] for e in eps])),
+                 "applied": float(np.mean([len(e.info["applied"]) - e.info["applied"].count("NONE")
+                                           for e in eps])),
+                 "adds": float(np.mean([e.info["applied"].count("ADD") for e in eps]))}
     em, f1 = float(np.mean(ems)), float(np.mean(f1s))
     return {"score": f1, "em": em, "f1": f1, "n": len(ems), **extra}
 
@@ -350,7 +378,8 @@ def final_evaluation(ctx: Context, params, run_dir: pathlib.Path, log) -> dict:
                           k_per_speaker=k, manager=manager, manager_k=c.manager.retrieve_k,
                           manager_max_new_tokens=c.manager.max_new_tokens, answer_max_new_tokens=new_tok,
                           answer_prompt=c.answer.get("prompt", "full") if c.agent == "answer" else "full",
-                          batch_size=c.gen_batch_size, run_dir=str(run_dir / f"eval_{tag}"))
+                          batch_size=c.gen_batch_size, run_dir=str(run_dir / f"eval_{tag}"),
+                          manager_model=(c.bank_manager_model or None) if c.agent == "answer" else None)
         llm = dataclasses.replace(ctx.llm, params=p)
         if c.agent == "answer":
             tables[tag] = evaluate(ecfg, progress=False, llm=llm, encoder=ctx.encoder)
@@ -387,7 +416,7 @@ def train(c: ConfigDict, progress: bool = False) -> dict:
         log_f.write(line + "\n")
         log_f.flush()
 
-    ctx = _build_context(c, log)
+    ctx = _build_context(c, log, run_dir)
     rl = rl_config(c, ctx.llm.cfg.num_layers)
     mcfg = ctx.llm.cfg
     log(f"model {c.model} loaded; agent {c.agent}, {rl.algorithm}, "
@@ -426,7 +455,8 @@ def train(c: ConfigDict, progress: bool = False) -> dict:
             if step > 0 and step not in ckpt.all_steps():
                 ckpt.save_now(step, state, data_cursor=cursor, model_cfg=mcfg, rl_cfg=rl,
                               extra={"validation": v, "best": True})
-        log(f"validation @ step {step}: F1 {100 * v['f1']:.1f} EM {100 * v['em']:.1f} (n={v['n']})"
+        ops = f", {v['applied']:.2f} ops ({v['adds']:.2f} ADD) per step" if "applied" in v else ""
+        log(f"validation @ step {step}: F1 {100 * v['f1']:.1f} EM {100 * v['em']:.1f} (n={v['n']}){ops}"
             f"{' *best*' if improved else ''} [{v['seconds']:.0f}s]")
 
     run_validation(0, ctx.base_params)

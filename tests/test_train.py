@@ -383,3 +383,45 @@ def test_train_manager_ppo_end_to_end(tmp_path):
     # final evaluation: the trained manager built the banks, its steps are logged
     assert (run / "eval_trained" / "banks" / "manager_steps.jsonl").exists()
     assert (run / "eval_base" / "predictions.jsonl").exists()
+    # validation counts the operations the greedy manager applied (collapse to NONE shows there)
+    val = [json.loads(x) for x in (run / "validation.jsonl").read_text().splitlines()]
+    assert all(0 <= v["adds"] <= v["applied"] for v in val)
+
+
+def test_answer_agent_banks_built_by_a_separate_manager_model(monkeypatch):
+    """Stage 2 of the paper: the Answer Agent trains on banks a (trained) manager built;
+    ``bank_manager_model`` names that manager, the backbone builds them otherwise."""
+    from memr1_jax.agents.llm import ChatLLM
+    from memr1_jax.train import _build_context, parse_args
+    loaded = []
+    real = ChatLLM.from_registry.__func__
+
+    def spy(cls, name, **kw):
+        loaded.append(name)
+        return real(cls, name, **kw)
+    monkeypatch.setattr(ChatLLM, "from_registry", classmethod(spy))
+    base = ["--config", "configs/answer_agent_grpo_cpu.py", "--config.model=tiny-llama",
+            "--config.encoder=hashing", "--config.bank=llm", "--config.manager.max_new_tokens=8",
+            "--config.max_prompt_tokens=96"]
+    logs = []
+    ctx = _build_context(parse_args(base + ["--config.bank_manager_model=tiny-llama"]), logs.append)
+    assert loaded == ["tiny-llama"] and "llm, tiny-llama" in logs[0]
+    convs = {it.conv.id for it in ctx.train_items + ctx.val_items}
+    assert convs <= set(ctx.banks)
+    loaded.clear()
+    _build_context(parse_args(base), logs.append)
+    assert loaded == []          # the backbone itself built them
+
+
+def test_train_manager_sensitive_pool_examines_a_random_subset(tmp_path):
+    """The filter looks at ``sensitive_pool`` episodes, records both rewards of each, and a
+    filter that keeps nothing is an error naming the option (not an empty training run)."""
+    try:
+        _tiny_run(tmp_path, "memory_manager_grpo_cpu", **{"manager.sensitive_only": True,
+                                                          "manager.sensitive_pool": 3})
+    except ValueError as e:
+        assert "manager.sensitive_pool" in str(e)
+    stats = [json.loads(x) for x in
+             (tmp_path / "memory_manager_grpo_cpu" / "sensitive_episodes.jsonl").read_text().splitlines()]
+    assert len(stats) == 3 and len({s["question"] for s in stats}) == 3
+    assert all({"reward_add_all", "reward_unchanged"} <= set(s) for s in stats)
