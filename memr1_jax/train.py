@@ -285,7 +285,6 @@ def _build_context(c: ConfigDict, log, run_dir: pathlib.Path | None = None) -> C
                        if c.bank_manager_model else llm)
         banks, stats = build_banks(list(split.train + split.validation), encoder, mcfg,
                                    llm=builder, retriever=retriever)
-        del builder   # a separate manager's weights are not needed past this point
         log(f"answer-agent banks ({c.bank}{', ' + c.bank_manager_model if c.bank_manager_model else ''}): "
             + ", ".join(f"{k}: {b.size}" for k, b in banks.items()))
         train_items = [AnswerItem(conv_of[r.conversation_id], r.qa) for r in train_recs]

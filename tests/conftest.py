@@ -15,3 +15,18 @@ def locomo_dir():
     if not LOCOMO_DIR.is_dir():
         pytest.skip(f"LoCoMo data not found at {LOCOMO_DIR} (shared folder absent)")
     return LOCOMO_DIR
+
+
+@pytest.fixture
+def registry_loads(monkeypatch):
+    """Names passed to ``ChatLLM.from_registry`` during the test (the models still load)."""
+    from memr1_jax.agents.llm import ChatLLM
+    loaded = []
+    real = ChatLLM.from_registry.__func__
+
+    def spy(cls, name, **kw):
+        loaded.append(name)
+        return real(cls, name, **kw)
+
+    monkeypatch.setattr(ChatLLM, "from_registry", classmethod(spy))
+    return loaded

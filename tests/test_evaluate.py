@@ -57,18 +57,10 @@ def test_cli_argument_errors(capsys):
     assert cfg.limit is None and cfg.pipeline == "base"
 
 
-def test_manager_model_builds_the_banks_and_keys_their_cache(tmp_path, monkeypatch):
+def test_manager_model_builds_the_banks_and_keys_their_cache(tmp_path, registry_loads):
     """--manager-model: that model builds the banks (logged per step in its own cache folder),
     --model still answers; without it the run folder name and bank key are unchanged."""
-    from memr1_jax.agents.llm import ChatLLM
-    loaded = []
-    real = ChatLLM.from_registry.__func__
-
-    def spy(cls, name, **kw):
-        loaded.append(name)
-        return real(cls, name, **kw)
-
-    monkeypatch.setattr(ChatLLM, "from_registry", classmethod(spy))
+    loaded = registry_loads
     plain = _cfg(tmp_path, "base", manager="llm", manager_max_new_tokens=8, limit=2)
     other = _cfg(tmp_path, "base", manager="llm", manager_max_new_tokens=8, limit=2, manager_model="tiny-qwen2",
                  run_dir=str(tmp_path / "base_mm"))

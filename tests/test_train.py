@@ -388,18 +388,11 @@ def test_train_manager_ppo_end_to_end(tmp_path):
     assert all(0 <= v["adds"] <= v["applied"] for v in val)
 
 
-def test_answer_agent_banks_built_by_a_separate_manager_model(monkeypatch):
+def test_answer_agent_banks_built_by_a_separate_manager_model(registry_loads):
     """Stage 2 of the paper: the Answer Agent trains on banks a (trained) manager built;
     ``bank_manager_model`` names that manager, the backbone builds them otherwise."""
-    from memr1_jax.agents.llm import ChatLLM
     from memr1_jax.train import _build_context, parse_args
-    loaded = []
-    real = ChatLLM.from_registry.__func__
-
-    def spy(cls, name, **kw):
-        loaded.append(name)
-        return real(cls, name, **kw)
-    monkeypatch.setattr(ChatLLM, "from_registry", classmethod(spy))
+    loaded = registry_loads
     base = ["--config", "configs/answer_agent_grpo_cpu.py", "--config.model=tiny-llama",
             "--config.encoder=hashing", "--config.bank=llm", "--config.manager.max_new_tokens=8",
             "--config.max_prompt_tokens=96"]
