@@ -7,14 +7,14 @@ the compact distillation prompt with 4 memories per speaker (~350 prompt tokens)
 tokens, rollouts at temperature 0.7 (at 1.0 the 135M model's samples are mostly gibberish
 and every reward in a group is 0, so GRPO gets no signal). The sampler's tempered
 log-probs serve as the old log-probs, so the update is one forward + backward.
-Training draws from a fixed pool of 8 training questions (``train_pool``): each comes back
-every other step, so within the CPU budget the reward curve shows learning rather than
-which questions a step happened to draw (``--config.train_pool=0`` uses all of them).
+Training draws from a fixed pool of 8 training questions (``data.train_pool``): each comes
+back every other step, so within the CPU budget the reward curve shows learning rather than
+which questions a step happened to draw (``--config.data.train_pool=0`` uses all of them).
 Reward = EM + 1.0 * token-F1 (pure EM is almost always 0 for a 135M model; F1 shaping
-gives a signal that can rise within the CPU budget). KL is off (beta=0) to skip the
+gives a signal that can rise within the CPU budget). KL is off (rl.beta=0) to skip the
 reference pass on CPU (the paper-scale configs keep it)."""
 
-from memr1_jax.train import default_config
+from memr1_jax.config import default_config
 
 
 def get_config():

@@ -1,25 +1,26 @@
 """Memory Manager, GRPO, CPU-small. Episodes: the evidence session of a training question
 (the snapshot bank built add-all from the preceding sessions, that session's facts of the
 evidence speaker); reward = EM (+ 1.0 * F1 shaping) of the frozen base Answer Agent
-answering from the bank the sampled operations produce."""
+(``task.answer``: the full distillation prompt, 3 memories per speaker) answering from the
+bank the sampled operations produce."""
 
-from memr1_jax.train import default_config
+from memr1_jax.agents.answer_agent import AnswerConfig
+from memr1_jax.config import default_config, override
 
 
 def get_config():
-    c = default_config()
-    c.name = "memory_manager_grpo_cpu"
-    c.agent = "manager"
-    c.questions_per_step = 2     # manager rollouts also run the frozen Answer Agent per sample
-    c.group = 4
-    c.train_pool = 0
-    c.val_limit = 8
-    c.rl.mini_batch_size = 0
-    c.rl.micro_batch_size = 4
-    c.rl.learning_rate = 3e-4
-    c.steps = 6
-    c.eval_every = 3
-    c.test_limit = 8
-    c.manager.max_new_tokens = 64
-    c.manager.format_penalty = 0.0
-    return c
+    return override(default_config(), {
+        "name": "memory_manager_grpo_cpu",
+        "task.agent": "manager",
+        "task.answer": AnswerConfig(k_per_speaker=3, max_new_tokens=24, prompt="full"),
+        "task.manager.max_new_tokens": 64,
+        "rollout.questions_per_step": 2,   # manager rollouts also run the frozen Answer Agent per sample
+        "rl.group_size": 4,
+        "rl.mini_batch_size": None,        # one optimiser step per update
+        "rl.micro_batch_size": 4,
+        "rl.learning_rate": 3e-4,
+        "data.train_pool": 0,
+        "data.val_limit": 8,
+        "steps": 6,
+        "eval_every": 3,
+        "eval.limit": 8})

@@ -2,15 +2,10 @@
 backbone with a zero value head) and GAE instead of group-relative advantages."""
 
 import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import memory_manager_grpo_cpu  # noqa: E402
+from memr1_jax.config import load_config_file, override
 
 
 def get_config():
-    c = memory_manager_grpo_cpu.get_config()
-    c.name = "memory_manager_ppo_cpu"
-    c.rl.algorithm = "ppo"
-    c.rl.critic_learning_rate = 1e-4
-    return c
+    base = load_config_file(pathlib.Path(__file__).with_name("memory_manager_grpo_cpu.py"))
+    return override(base, {"name": "memory_manager_ppo_cpu", "rl.algorithm": "ppo", "rl.critic_learning_rate": 1e-4})

@@ -1,10 +1,6 @@
-"""Paper-scale: memory manager trained with PPO on llama3.1-8b-instruct (see configs/_paper_common.py)."""
+"""Paper-scale: memory manager trained with PPO on llama3.1-8b-instruct (see memr1_jax.config.paper_config)."""
 
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _paper_common import paper_config  # noqa: E402
+from memr1_jax.config import paper_config
 
 
 def get_config():

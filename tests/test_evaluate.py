@@ -5,15 +5,17 @@ import json
 
 import pytest
 
+from memr1_jax.config import evaluation_defaults, override
 from memr1_jax.eval.metrics import score_answer
-from memr1_jax.evaluate import EvalConfig, evaluate, main, parse_args
+from memr1_jax.eval.run import bank_dir, default_run_dir, evaluate, pipeline
+from memr1_jax.evaluate import main, parse_args
 
 
 def _cfg(tmp_path, system, **kw):
-    base = dict(model="tiny-llama", system=system, limit=4, batch_size=4, manager="add-all",
-                answer_max_new_tokens=8, k_per_speaker=2, rag_chunk_tokens=64,
-                fullctx_tokens=300, run_dir=str(tmp_path / system))
-    return EvalConfig(**{**base, **kw})
+    base = {"model.name": "tiny-llama", "eval.system": system, "eval.limit": 4, "rollout.gen_batch_size": 4,
+            "eval.manager": "add-all", "task.answer.max_new_tokens": 8, "task.answer.k_per_speaker": 2,
+            "eval.rag_chunk_tokens": 64, "eval.fullctx_tokens": 300, "eval.run_dir": str(tmp_path / system)}
+    return override(evaluation_defaults(), {**base, **kw})
 
 
 @pytest.mark.parametrize("system", ["base", "rag"])
@@ -47,30 +49,38 @@ def test_evaluate_writes_outputs_and_resumes(tmp_path, system):
 def test_evaluate_refuses_a_different_config_in_the_same_run_dir(tmp_path):
     evaluate(_cfg(tmp_path, "fullctx"), progress=False)
     with pytest.raises(ValueError, match="different config"):
-        evaluate(_cfg(tmp_path, "fullctx", k_per_speaker=3), progress=False)
+        evaluate(_cfg(tmp_path, "fullctx", **{"task.answer.k_per_speaker": 3}), progress=False)
 
 
 def test_cli_argument_errors(capsys):
     assert main(["--system", "nope"]) == 2
-    assert "--system 'nope'" in capsys.readouterr().err
-    cfg = parse_args(["--limit", "0", "--system", "checkpoint:/x/y"])
-    assert cfg.limit is None and cfg.pipeline == "base"
+    assert "eval.system='nope'" in capsys.readouterr().err
+    assert main(["--config.eval.limt=3"]) == 2
+    assert "did you mean 'eval.limit'" in capsys.readouterr().err
+    cfg, _ = parse_args(["--limit", "0", "--system", "checkpoint:/x/y"])
+    assert cfg.eval.limit == 0 and pipeline(cfg) == "base"
+    # flags are shorthands for run-config keys; dotted keys reach the rest, and win
+    cfg, show = parse_args(["--k-per-speaker", "7", "--config.task.answer.k_per_speaker=9",
+                            "--config.eval.rag_num_chunks=3", "--print_config"])
+    assert (cfg.task.answer.k_per_speaker, cfg.eval.rag_num_chunks, show) == (9, 3, True)
+    assert parse_args([])[0] == evaluation_defaults()
 
 
 def test_manager_model_builds_the_banks_and_keys_their_cache(tmp_path, registry_loads):
     """--manager-model: that model builds the banks (logged per step in its own cache folder),
     --model still answers; without it the run folder name and bank key are unchanged."""
     loaded = registry_loads
-    plain = _cfg(tmp_path, "base", manager="llm", manager_max_new_tokens=8, limit=2)
-    other = _cfg(tmp_path, "base", manager="llm", manager_max_new_tokens=8, limit=2, manager_model="tiny-qwen2",
-                 run_dir=str(tmp_path / "base_mm"))
-    assert "manager_model" not in json.dumps(str(plain.default_run_dir()))
-    assert other.default_run_dir() != plain.default_run_dir()
-    assert "tiny-qwen2-manager" in other.default_run_dir().name
-    assert other.bank_dir(tmp_path / "x") != plain.bank_dir(tmp_path / "x")
+    keys = {"eval.manager": "llm", "task.manager.max_new_tokens": 8, "eval.limit": 2}
+    plain = _cfg(tmp_path, "base", **keys)
+    other = _cfg(tmp_path, "base", **keys, **{"eval.manager_model": "tiny-qwen2",
+                                              "eval.run_dir": str(tmp_path / "base_mm")})
+    assert "manager" not in default_run_dir(plain).name
+    assert default_run_dir(other) != default_run_dir(plain)
+    assert "tiny-qwen2-manager" in default_run_dir(other).name
+    assert bank_dir(other, tmp_path / "x") != bank_dir(plain, tmp_path / "x")
     agg = evaluate(other, progress=False)
     assert agg["overall"]["count"] == 2
     assert loaded == ["tiny-llama", "tiny-qwen2"]
-    steps = (other.bank_dir(tmp_path / "base_mm") / "manager_steps.jsonl").read_text().splitlines()
+    steps = (bank_dir(other, tmp_path / "base_mm") / "manager_steps.jsonl").read_text().splitlines()
     assert steps and all("completion" in json.loads(s) for s in steps)
-    assert parse_args(["--manager-model", "runs/x/hf"]).manager_model == "runs/x/hf"
+    assert parse_args(["--manager-model", "runs/x/hf"])[0].eval.manager_model == "runs/x/hf"

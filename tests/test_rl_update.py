@@ -91,3 +91,30 @@ def test_batch_validation_errors():
     with pytest.raises(ValueError, match="ref_logprobs"):
         state = init_train_state(cfg, RLConfig(), fresh_params(cfg), jax.random.PRNGKey(0))
         make_update_fn(cfg, RLConfig())(state, synthetic_batch(cfg, b=4, t=8, with_ref=False))
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_base_params_survive_donated_updates(lora):
+    """The update donates its state (honoured on CPU in this JAX version: the old state's
+    trainable arrays are deleted), yet the caller's pretrained params, which are also the LoRA
+    base, the reference policy and the frozen Answer Agent, stay valid and unchanged."""
+    cfg = tiny(num_layers=2)
+    batch = synthetic_batch(cfg, b=4, t=10, seed=2)
+    params = fresh_params(cfg)
+    before = jax.tree.map(np.array, params)
+    rl = RLConfig(learning_rate=1e-2, group_size=4, beta=0.05 if lora else 0.0,
+                  lora=LoraConfig(rank=2, alpha=4.0) if lora else None)
+    state = init_train_state(cfg, rl, params, jax.random.PRNGKey(0))
+    up = make_update_fn(cfg, rl)
+    for _ in range(3):
+        old = state
+        state, _ = up(state, batch)
+        assert all(x.is_deleted() for x in jax.tree.leaves(old.params))       # donation happened
+    assert not any(x.is_deleted() for x in jax.tree.leaves(params))
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(before)):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    if lora:
+        assert state.base_params is params
+    # the pretrained params still run (as the frozen agent / reference does)
+    lp = compute_logprobs(params, batch, 4, model_cfg=cfg, chunk_size=4)
+    assert np.all(np.isfinite(np.asarray(lp)))

@@ -194,22 +194,20 @@ def test_item_answer_prompts_match_per_question_prompts():
 
 def test_answer_prompt_variants():
     from memr1_jax.agents.prompts import answer_template, render_answer_prompt
-    from memr1_jax.evaluate import EvalConfig
-    from memr1_jax.train import answer_config, default_config
-    c = default_config()
-    acfg = answer_config(c)
-    assert c.answer.prompt == "compact" and acfg.template == answer_template("compact")
+    from memr1_jax.config import ConfigError, default_config, evaluation_defaults, override
+    acfg = default_config().task.answer
+    assert acfg.prompt == "compact" and acfg.template == answer_template("compact")
+    assert evaluation_defaults().task.answer.template == answer_template("full")
     text = render_answer_prompt("Where does Nora live now?", "Nora", ["- 1 May: Nora lives in Dublin"], "Felix",
                                 [], template=acfg.template)
     assert "Nora lives in Dublin" in text and "(none)" in text and "**Answer:**" in text
     assert text.rstrip().endswith("Question: Where does Nora live now?")
-    c.answer.distill = False             # the no-distillation ablation uses Mem0's prompt
-    assert answer_config(c).template is None
+    # the no-distillation ablation uses Mem0's prompt
+    assert dataclasses.replace(acfg, distill=False).template is None
     with pytest.raises(ValueError, match="answer prompt 'short'"):
-        EvalConfig(answer_prompt="short")
-    with pytest.raises(ValueError, match="answer prompt"):
-        c.answer.distill, c.answer.prompt = True, "nosuch"
-        answer_config(c)
+        AnswerConfig(prompt="short")
+    with pytest.raises(ConfigError, match="task.answer.prompt.*answer prompt 'nosuch'"):
+        override(default_config(), {"task.answer.prompt": "nosuch"}, from_strings=True)
 
 
 # ------------------------------------------------------------------ memory manager
@@ -228,7 +226,7 @@ def test_manager_spec_uses_temporal_snapshot():
 
 def test_manager_rollout_reward_follows_the_bank():
     conv = _two_session_conv()
-    cfg = ManagerConfig(max_facts_per_step=4, max_new_tokens=16)
+    cfg = ManagerConfig(max_facts_per_step=4, max_new_tokens=16, format_penalty=0.5)
     (spec,) = manager_episode_specs(conv, conv.questions, ENC, Retriever(), cfg)
     paris_id = next(k for k, v in spec.state.id_map.items())
     outputs = [
@@ -247,15 +245,17 @@ def test_manager_rollout_reward_follows_the_bank():
         return "**Answer:** Oslo" if "Oslo" in prompt else "**Answer:** Paris"
 
     llm = ScriptedLLM(respond)
-    eps = manager_rollouts(llm, "POLICY", "FROZEN", [spec], ENC, Retriever(), cfg,
+    frozen = ScriptedLLM(respond)      # a separate frozen Answer Agent model
+    eps = manager_rollouts(llm, "POLICY", frozen, "FROZEN", [spec], ENC, Retriever(), cfg,
                            AnswerConfig(k_per_speaker=5, max_new_tokens=8), 4, SamplingConfig(1.0),
-                           jax.random.PRNGKey(0), format_penalty=0.5)
+                           jax.random.PRNGKey(0))
     assert [e.reward for e in eps] == [1.0, 1.0, 0.0, -0.5]
     assert eps[0].info["applied"] == ["UPDATE"] and eps[1].info["applied"] == ["ADD"]
     assert not eps[3].info["parsed"] and eps[0].info["parsed"]
     # the manager samples with the policy params; the answer agent runs greedy on the frozen ones
-    assert llm.calls[0][1:] == (4, SamplingConfig(1.0), "POLICY")
-    assert llm.calls[1][0] == 4 and llm.calls[1][2].greedy and llm.calls[1][3] == "FROZEN"
+    assert llm.calls == [(1, 4, SamplingConfig(1.0), "POLICY")]
+    assert len(frozen.calls) == 1
+    assert frozen.calls[0][0] == 4 and frozen.calls[0][2].greedy and frozen.calls[0][3] == "FROZEN"
     # the snapshot bank itself is untouched by the episodes
     assert spec.bank.size == 2
 
@@ -264,7 +264,7 @@ def test_manager_sensitive_specs_keep_episodes_the_bank_decides():
     conv = _two_session_conv()
     pet = QA("Which pet does Ann have?", "cat", ("D2:2",), 1)
     conv = dataclasses.replace(conv, questions=conv.questions + (pet,))
-    cfg = ManagerConfig(max_facts_per_step=4)
+    cfg = ManagerConfig(max_facts_per_step=4, f1_weight=1.0)
     specs = manager_episode_specs(conv, conv.questions, ENC, Retriever(), cfg)
     assert len(specs) == 2
 
@@ -275,48 +275,26 @@ def test_manager_sensitive_specs_keep_episodes_the_bank_decides():
 
     llm = ScriptedLLM(respond)
     kept, stats = manager_sensitive_specs(llm, "FROZEN", specs, ENC, Retriever(), cfg,
-                                          AnswerConfig(k_per_speaker=5, max_new_tokens=8), f1_weight=1.0)
+                                          AnswerConfig(k_per_speaker=5, max_new_tokens=8))
     assert [k.qa.question for k in kept] == ["Where does Ann live now?"]
     assert [(x["reward_add_all"], x["reward_unchanged"]) for x in stats] == [(2.0, 0.0), (0.0, 0.0)]
     assert llm.calls == [(4, 1, SamplingConfig(temperature=0.0), "FROZEN")]   # one greedy batch
     assert all(sp.bank.size == 2 for sp in specs)                              # snapshots untouched
 
 
-# ------------------------------------------------------------------ config parsing
-def test_config_overrides_and_errors(tmp_path):
-    from memr1_jax.train import parse_args
-    c = parse_args(["--config", "configs/memory_manager_ppo_cpu.py", "--config.steps=3",
-                    "--config.rl.learning_rate=1e-3", "--config.answer.distill=false", "--config.model=tiny-llama"])
-    assert (c.agent, c.rl.algorithm, c.steps, c.rl.learning_rate, c.answer.distill, c.model) == \
-        ("manager", "ppo", 3, 1e-3, False, "tiny-llama")
-    with pytest.raises(ValueError, match="nosuch"):
-        parse_args(["--config.nosuch=1"])
-    with pytest.raises(ValueError, match="steps"):
-        parse_args(["--config.steps=abc"])
-    with pytest.raises(FileNotFoundError):
-        parse_args(["--config", str(tmp_path / "missing.py")])
-    for p in sorted(pathlib.Path("configs").glob("[!_]*.py")):   # every shipped config loads
-        c = parse_args(["--config", str(p)])
-        assert c.agent in ("answer", "manager") and c.steps > 0, p
-    c = parse_args(["--config", "configs/memory_manager_grpo_qwen_locomo_cpu.py"])
-    assert (c.model, c.remat, c.agent) == ("qwen2.5-coder-0.5b-instruct", True, "manager")
-    for p in pathlib.Path("configs").glob("*_paper.py"):
-        c = parse_args(["--config", str(p)])
-        assert c.rl.learning_rate == 1e-6 and c.rl.critic_learning_rate == 1e-5
-        assert c.max_prompt_tokens == 4096 and c.temperature == 1.0 and c.rl.lora_rank == 0
-        assert c.questions_per_step * c.group == 128
-
-
 # ------------------------------------------------------------------ end to end
+TINY = {"model.name": "tiny-llama", "model.encoder": "hashing", "data.val_limit": 2,
+        "rollout.max_prompt_tokens": 96, "task.answer.max_new_tokens": 6, "task.manager.max_new_tokens": 8,
+        "eval.after_training": False, "rl.learning_rate": 1e-3}
+
+
 def _tiny_run(tmp_path, config, **over):
     from memr1_jax.train import parse_args, train
-    args = ["--config", f"configs/{config}.py", "--config.model=tiny-llama", "--config.encoder=hashing",
-            "--config.steps=2", "--config.eval_every=2", "--config.val_limit=2", "--config.test_limit=0",
-            "--config.max_prompt_tokens=96", "--config.answer.max_new_tokens=6",
-            "--config.manager.max_new_tokens=8", "--config.manager.answer_max_new_tokens=6",
-            "--config.rl.learning_rate=1e-3", f"--config.run_dir={tmp_path / config}"]
-    args += [f"--config.{k}={v}" for k, v in over.items()]
-    summary = train(parse_args(args))
+    args = ["--config", f"configs/{config}.py", "--config.steps=2", "--config.eval_every=2",
+            f"--config.run_dir={tmp_path / config}"]
+    args += [f"--config.{k}={v}" for k, v in {**TINY, **over}.items()]
+    cfg, _ = parse_args(args)
+    summary = train(cfg)
     run = pathlib.Path(summary["run_dir"])
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2]
@@ -333,8 +311,8 @@ def _tiny_run(tmp_path, config, **over):
 
 
 def test_train_answer_grpo_end_to_end(tmp_path):
-    summary, run, lines = _tiny_run(tmp_path, "answer_agent_grpo_cpu", test_limit=2, final_eval_base=False,
-                                    **{"rl.beta": 0.05})
+    summary, run, lines = _tiny_run(tmp_path, "answer_agent_grpo_cpu", **{
+        "eval.after_training": True, "eval.limit": 2, "eval.base_too": False, "rl.beta": 0.05})
     assert "kl_old_ref" in lines[0]
     # exported weights load back (the tiny byte tokenizer has no reloadable file format, so
     # the weights are read directly): they are the validation-selected ones
@@ -350,7 +328,7 @@ def test_train_answer_grpo_end_to_end(tmp_path):
     assert (run / "eval_trained" / "predictions.jsonl").exists()
 
     # --export: a saved checkpoint -> hf/ (for runs stopped early). Default step: the best
-    # validated one on disk (step 0 is never saved, so here step 2).
+    # validated one saved (step 0 is never saved), else the latest: here step 2 either way.
     from memr1_jax.train import main
     end_hf = pathlib.Path(summary["hf"]).rename(run / "hf_end")
     assert main(["--export", str(run)]) == 0
@@ -365,7 +343,7 @@ def test_train_answer_grpo_end_to_end(tmp_path):
 
 @pytest.mark.slow  # ~50 s; the default suite keeps answer/GRPO and manager/PPO end to end
 def test_train_answer_ppo_end_to_end(tmp_path):
-    _, _, lines = _tiny_run(tmp_path, "answer_agent_ppo_cpu", **{"rl.lora_rank": 0})
+    _, _, lines = _tiny_run(tmp_path, "answer_agent_ppo_cpu", **{"lora.rank": 0})
     assert "vf_loss" in lines[0] and "explained_variance" in lines[0]
 
 
@@ -378,7 +356,7 @@ def test_train_manager_grpo_end_to_end(tmp_path):
 
 
 def test_train_manager_ppo_end_to_end(tmp_path):
-    _, run, lines = _tiny_run(tmp_path, "memory_manager_ppo_cpu", test_limit=2)
+    _, run, lines = _tiny_run(tmp_path, "memory_manager_ppo_cpu", **{"eval.after_training": True, "eval.limit": 2})
     assert "vf_loss" in lines[0]
     # final evaluation: the trained manager built the banks, its steps are logged
     assert (run / "eval_trained" / "banks" / "manager_steps.jsonl").exists()
@@ -391,18 +369,19 @@ def test_train_manager_ppo_end_to_end(tmp_path):
 def test_answer_agent_banks_built_by_a_separate_manager_model(registry_loads):
     """Stage 2 of the paper: the Answer Agent trains on banks a (trained) manager built;
     ``bank_manager_model`` names that manager, the backbone builds them otherwise."""
-    from memr1_jax.train import _build_context, parse_args
+    from memr1_jax.config import default_config, override
+    from memr1_jax.tasks import AnswerTask, load_backbone
     loaded = registry_loads
-    base = ["--config", "configs/answer_agent_grpo_cpu.py", "--config.model=tiny-llama",
-            "--config.encoder=hashing", "--config.bank=llm", "--config.manager.max_new_tokens=8",
-            "--config.max_prompt_tokens=96"]
+    cfg = override(default_config(), {**TINY, "task.bank": "llm"})
+    backbone = load_backbone(cfg)
     logs = []
-    ctx = _build_context(parse_args(base + ["--config.bank_manager_model=tiny-llama"]), logs.append)
-    assert loaded == ["tiny-llama"] and "llm, tiny-llama" in logs[0]
-    convs = {it.conv.id for it in ctx.train_items + ctx.val_items}
-    assert convs <= set(ctx.banks)
+    named = dataclasses.replace(backbone, cfg=override(cfg, {"task.bank_manager_model": "tiny-qwen2"}))
+    task = AnswerTask(named, logs.append)
+    assert loaded == ["tiny-qwen2"] and "llm, tiny-qwen2" in logs[0]
+    convs = {it.conv.id for it in task.train_items + task.val_items}
+    assert convs <= set(task.banks)
     loaded.clear()
-    _build_context(parse_args(base), logs.append)
+    AnswerTask(backbone, logs.append)
     assert loaded == []          # the backbone itself built them
 
 
@@ -410,10 +389,10 @@ def test_train_manager_sensitive_pool_examines_a_random_subset(tmp_path):
     """The filter looks at ``sensitive_pool`` episodes, records both rewards of each, and a
     filter that keeps nothing is an error naming the option (not an empty training run)."""
     try:
-        _tiny_run(tmp_path, "memory_manager_grpo_cpu", **{"manager.sensitive_only": True,
-                                                          "manager.sensitive_pool": 3})
+        _tiny_run(tmp_path, "memory_manager_grpo_cpu", **{"task.sensitive_only": True,
+                                                          "task.sensitive_pool": 3})
     except ValueError as e:
-        assert "manager.sensitive_pool" in str(e)
+        assert "task.sensitive_pool" in str(e)
     stats = [json.loads(x) for x in
              (tmp_path / "memory_manager_grpo_cpu" / "sensitive_episodes.jsonl").read_text().splitlines()]
     assert len(stats) == 3 and len({s["question"] for s in stats}) == 3

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from memr1_jax.agents.prompts import extract_answer, format_memory_line, render_answer_prompt
+from memr1_jax.agents.prompts import answer_template, extract_answer, format_memory_line, render_answer_prompt
 from memr1_jax.data.locomo import Conversation
 from memr1_jax.eval.metrics import exact_match, token_f1
 from memr1_jax.memory import MemoryBank, Retriever
@@ -28,7 +28,18 @@ class AnswerConfig:
     max_new_tokens: int = 96
     f1_weight: float = 0.0         # reward = EM + f1_weight * F1 (0: the paper's pure EM)
     format_penalty: float = 0.0    # subtracted when **Answer:** is missing
-    template: str | None = None
+    prompt: str = "full"           # distillation prompt: "full" (the paper's) or "compact"
+
+    def __post_init__(self):
+        answer_template(self.prompt)   # an unknown name fails here, not at the first render
+        if self.k_per_speaker < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"AnswerConfig: k_per_speaker={self.k_per_speaker} and "
+                             f"max_new_tokens={self.max_new_tokens} must be >= 1")
+
+    @property
+    def template(self) -> str | None:
+        """The prompt text; None without distillation (Mem0's answer prompt)."""
+        return answer_template(self.prompt) if self.distill else None
 
 
 def retrieve_memory_lines(bank: MemoryBank, query_embs: np.ndarray, k: int,

@@ -29,10 +29,17 @@ class ManagerConfig:
     max_facts_per_step: int = 8   # longer fact lists are split over several steps
     max_new_tokens: int = 256
     template: str | None = None
+    # Reward of manager training: EM + f1_weight * F1 of the frozen Answer Agent's answer,
+    # minus format_penalty when the completion holds no JSON operation list.
+    f1_weight: float = 0.0
+    format_penalty: float = 0.0
 
     def __post_init__(self):
         if self.kind not in ("llm", "add-all"):
             raise ValueError(f"ManagerConfig.kind={self.kind!r}: expected 'llm' or 'add-all'")
+        if self.retrieve_k < 1 or self.max_facts_per_step < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"ManagerConfig: retrieve_k={self.retrieve_k}, max_facts_per_step="
+                             f"{self.max_facts_per_step} and max_new_tokens={self.max_new_tokens} must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)

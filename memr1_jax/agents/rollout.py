@@ -211,11 +211,13 @@ def _frozen_answer_reward(answer: str, gold, f1_weight: float) -> tuple[float, f
     return em, f1, em + f1_weight * f1
 
 
-def manager_rollouts(llm: ChatLLM, params: Any, frozen_params: Any, specs: Sequence[ManagerEpisodeSpec],
-                     encoder: Encoder, retriever: Retriever, cfg: ManagerConfig, answer_cfg: AnswerConfig,
-                     group: int, sampling: SamplingConfig, rng, format_penalty: float = 0.0,
-                     f1_weight: float = 0.0) -> list[Episode]:
-    """``group`` manager completions per spec, each applied and scored by the frozen Answer Agent."""
+def manager_rollouts(llm: ChatLLM, params: Any, answer_llm: ChatLLM, answer_params: Any,
+                     specs: Sequence[ManagerEpisodeSpec], encoder: Encoder, retriever: Retriever,
+                     cfg: ManagerConfig, answer_cfg: AnswerConfig, group: int, sampling: SamplingConfig,
+                     rng) -> list[Episode]:
+    """``group`` manager completions per spec (``llm`` with ``params``), each applied and scored
+    by the frozen Answer Agent (``answer_llm`` with ``answer_params``, greedy). Reward: EM +
+    cfg.f1_weight * F1 of its answer, minus cfg.format_penalty without a JSON operation list."""
     ids = [llm.chat_ids(s.state.prompt) for s in specs]
     gens = llm.generate_ids(ids, max_new_tokens=cfg.max_new_tokens, sampling=sampling, rng=rng,
                             num_samples=group, params=params)
@@ -226,12 +228,12 @@ def manager_rollouts(llm: ChatLLM, params: Any, frozen_params: Any, specs: Seque
             bank, report, problems = apply_step(spec.bank, spec.state, gen.text, encoder, cfg)
             (prompt,) = answer_prompts(spec.conv, bank, [spec.qa.question], encoder, retriever, answer_cfg)
             rows.append((spec, gen, report, problems, prompt))
-    answers = greedy_answers(llm, frozen_params, [r[4] for r in rows], answer_cfg.max_new_tokens)
+    answers = greedy_answers(answer_llm, answer_params, [r[4] for r in rows], answer_cfg.max_new_tokens)
     out = []
     for (spec, gen, report, problems, _), ans in zip(rows, answers):
-        em, f1, reward = _frozen_answer_reward(ans, spec.qa.answer, f1_weight)
+        em, f1, reward = _frozen_answer_reward(ans, spec.qa.answer, cfg.f1_weight)
         no_json = any("no JSON" in p for p in problems)
-        reward -= format_penalty if no_json else 0.0
+        reward -= cfg.format_penalty if no_json else 0.0
         out.append(_episode(gen, reward, {
             "agent": "manager", "conversation_id": spec.conv.id, "question": spec.qa.question,
             "gold": spec.qa.answer, "session": spec.state.session, "speaker": spec.state.speaker,
@@ -241,9 +243,9 @@ def manager_rollouts(llm: ChatLLM, params: Any, frozen_params: Any, specs: Seque
     return out
 
 
-def manager_sensitive_specs(llm: ChatLLM, frozen_params: Any, specs: Sequence[ManagerEpisodeSpec],
-                            encoder: Encoder, retriever: Retriever, cfg: ManagerConfig, answer_cfg: AnswerConfig,
-                            f1_weight: float = 0.0) -> tuple[list[ManagerEpisodeSpec], list[dict]]:
+def manager_sensitive_specs(answer_llm: ChatLLM, answer_params: Any, specs: Sequence[ManagerEpisodeSpec],
+                            encoder: Encoder, retriever: Retriever, cfg: ManagerConfig,
+                            answer_cfg: AnswerConfig) -> tuple[list[ManagerEpisodeSpec], list[dict]]:
     """The specs whose outcome depends on the manager: the frozen Answer Agent's reward differs
     between the snapshot bank with every new fact ADDed and the bank left unchanged.
 
@@ -255,10 +257,10 @@ def manager_sensitive_specs(llm: ChatLLM, frozen_params: Any, specs: Sequence[Ma
         added, _, _ = apply_step(spec.bank, spec.state, None, encoder, cfg)   # None: ADD every fact
         for bank in (added, spec.bank):
             prompts.extend(answer_prompts(spec.conv, bank, [spec.qa.question], encoder, retriever, answer_cfg))
-    answers = greedy_answers(llm, frozen_params, prompts, answer_cfg.max_new_tokens)
+    answers = greedy_answers(answer_llm, answer_params, prompts, answer_cfg.max_new_tokens)
     kept, stats = [], []
     for i, spec in enumerate(specs):
-        r = [_frozen_answer_reward(a, spec.qa.answer, f1_weight)[2] for a in answers[2 * i: 2 * i + 2]]
+        r = [_frozen_answer_reward(a, spec.qa.answer, cfg.f1_weight)[2] for a in answers[2 * i: 2 * i + 2]]
         stats.append({"question": spec.qa.question, "reward_add_all": r[0], "reward_unchanged": r[1]})
         if r[0] != r[1]:
             kept.append(spec)

@@ -226,3 +226,13 @@ class HashingTestEncoder:
                 out[i, h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
             out[i, 0] += 1e-3  # never an all-zero row
         return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def make_encoder(name: str):
+    """The retrieval encoder named in a run config: "minilm" (all-MiniLM-L6-v2) or
+    "hashing" (HashingTestEncoder, tests only)."""
+    if name == "hashing":
+        return HashingTestEncoder()
+    if name == "minilm":
+        return load_minilm()
+    raise ValueError(f"model.encoder={name!r}: expected 'minilm' or 'hashing'")

@@ -205,7 +205,8 @@ class MetricsWriter:
     def write(self, step: int, metrics: Mapping[str, Any]) -> dict:
         scalars = {k: float(np.asarray(v)) for k, v in metrics.items() if _is_number(np.asarray(v))}
         self.events.scalars(step, scalars)
-        self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **scalars}) + "\n")
+        # No wall time here: a resumed run must write the same rows as an uninterrupted one.
+        self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
         self._jsonl.flush()
         if self.bar is not None:
             self.bar.set_postfix({k: f"{scalars[k]:.3g}" for k in self.BAR_KEYS if k in scalars}, refresh=False)

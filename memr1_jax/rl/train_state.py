@@ -150,7 +150,9 @@ def init_train_state(model_cfg: ModelConfig, cfg: RLConfig, params: Any, rng: ja
     rng = jnp.asarray(rng, jnp.uint32)
     rng, lora_rng = jax.random.split(rng)
     base = None
-    trainable = params
+    # Full fine-tuning trains a copy: the update donates the state, and the caller's params
+    # stay the reference policy / untrained baseline.
+    trainable = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
     if cfg.lora is not None:
         base, trainable = params, lora_lib.init_adapters(params, cfg.lora, lora_rng)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=trainable,

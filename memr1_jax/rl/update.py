@@ -298,10 +298,18 @@ def _update(model_cfg: ModelConfig, cfg: RLConfig, state: TrainState, batch: RLB
     return new_state, out
 
 
+def _update_frozen_apart(model_cfg: ModelConfig, cfg: RLConfig, state: TrainState, base: Any, batch: RLBatch):
+    """``_update`` with the frozen base passed as its own, undonated argument: the donated
+    state holds no base, so the caller's base arrays (also the reference policy, the frozen
+    Answer Agent and the untrained baseline) are never invalidated by donation."""
+    new_state, metrics = _update(model_cfg, cfg, state.replace(base_params=base), batch)
+    return new_state.replace(base_params=None), metrics
+
+
 @functools.lru_cache(maxsize=32)
 def _single_device_update(model_cfg: ModelConfig, cfg: RLConfig):
     # Shared by every Updater with the same configs, so jax's compile cache is reused.
-    return jax.jit(functools.partial(_update, model_cfg, cfg), donate_argnums=0)
+    return jax.jit(functools.partial(_update_frozen_apart, model_cfg, cfg), donate_argnums=0)
 
 
 class Updater:
@@ -324,7 +332,7 @@ class Updater:
     def _fn(self, state):
         key = jax.tree.structure(state)
         if key not in self._jitted:
-            fn = functools.partial(_update, self.model_cfg, self.cfg)
+            fn = functools.partial(_update_frozen_apart, self.model_cfg, self.cfg)
             if self.mesh is None:
                 self._jitted[key] = _single_device_update(self.model_cfg, self.cfg)
             else:
@@ -334,13 +342,16 @@ class Updater:
         return self._jitted[key]
 
     def __call__(self, state: TrainState, batch: RLBatch):
-        fn = self._fn(state)
+        base, trainable = state.base_params, state.replace(base_params=None)
+        fn = self._fn(trainable)
         with mesh_lib.mesh_context(self.mesh, self.rules):
-            return fn(state, self.shard_batch(batch))
+            new_state, metrics = fn(trainable, base, self.shard_batch(batch))
+        return new_state.replace(base_params=base), metrics
 
     def lower(self, state, batch):
+        base, trainable = state.base_params, state.replace(base_params=None)
         with mesh_lib.mesh_context(self.mesh, self.rules):
-            return self._fn(state).lower(state, self.shard_batch(batch))
+            return self._fn(trainable).lower(trainable, base, self.shard_batch(batch))
 
 
 def make_update_fn(model_cfg: ModelConfig, cfg: RLConfig, mesh=None,

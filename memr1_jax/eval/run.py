@@ -1,0 +1,270 @@
+"""One LoCoMo-style evaluation of a memory system, as a library function.
+
+``evaluate(cfg)`` builds memory for each conversation of ``cfg.eval.split`` (systems base /
+mem0: the Memory Manager ``cfg.task.manager`` over the facts), or retrieves raw dialogue
+(rag), or reads the whole dialogue (fullctx), answers every question with the Answer Agent
+``cfg.task.answer``, and reports F1 / BLEU-1 / EM / LoCoMo-F1 / J per question type. Both
+``python -m memr1_jax.evaluate`` and the trainer's final evaluation call it; the trainer
+passes its trained weights as ``answer_llm`` / ``manager_llm``.
+
+Everything lands in a run folder: the config, per-question predictions (appended as they
+are made, so an interrupted run resumes where it stopped), the banks built, and the table
+as JSON, Markdown and a PNG chart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any
+
+from memr1_jax.agents.answer_agent import answer_prompts
+from memr1_jax.agents.memory_manager import build_banks, count_steps
+from memr1_jax.agents.prompts import extract_answer
+from memr1_jax.config import RunConfig, to_dict
+from memr1_jax.data import default_split, load_conversations, question_records
+from memr1_jax.data.locomo import category_label
+from memr1_jax.eval.baselines import RagConfig, fullctx_prompts, rag_prompts
+from memr1_jax.eval.metrics import aggregate, format_table, score_answer
+
+
+def pipeline(cfg: RunConfig) -> str:
+    """base | mem0 | rag | fullctx (checkpoint:PATH is the base pipeline with other weights)."""
+    return "base" if cfg.eval.system.startswith("checkpoint:") else cfg.eval.system
+
+
+def answer_model(cfg: RunConfig) -> str:
+    system = cfg.eval.system
+    return system.split(":", 1)[1] if system.startswith("checkpoint:") else cfg.model.name
+
+
+def _spec(cfg: RunConfig) -> dict:
+    """What an evaluation's results depend on: the key of its run folder and config.json."""
+    e = cfg.eval
+    spec = {"data": cfg.data.path, "model": cfg.model.name, "answer": to_dict(cfg.task.answer),
+            "batch_size": cfg.rollout.gen_batch_size,
+            "eval": {k: v for k, v in to_dict(e).items() if k not in ("run_dir", "after_training", "base_too")}}
+    if pipeline(cfg) in ("base", "mem0"):
+        spec["manager"] = to_dict(cfg.task.manager)
+    return spec
+
+
+def bank_dir(cfg: RunConfig, run_dir: pathlib.Path) -> pathlib.Path:
+    """Banks depend only on data, manager model and manager settings, so base and mem0 runs
+    share them (a sibling folder of the run's, keyed by those settings)."""
+    m = cfg.task.manager
+    builder = cfg.eval.manager_model or answer_model(cfg)
+    key = json.dumps([cfg.data.path, builder, cfg.eval.manager, m.retrieve_k, m.max_facts_per_step,
+                      m.max_new_tokens, m.template], sort_keys=True)
+    return run_dir.parent / "banks" / hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def default_run_dir(cfg: RunConfig) -> pathlib.Path:
+    # Same config -> same folder, which is what makes resuming automatic.
+    tag = hashlib.sha1(json.dumps(_spec(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    data = "embedded" if cfg.data.path == "embedded" else pathlib.Path(cfg.data.path).name
+    system = cfg.eval.system.replace(":", "-").replace("/", "_")[:40]
+    if cfg.eval.manager_model:
+        mm = cfg.eval.manager_model
+        system += "-trained_manager" if "/" in mm else f"-{mm}-manager"
+    return pathlib.Path("runs") / "evaluate" / f"{data}-{cfg.eval.split}-{system}-{cfg.model.name}-{tag}"
+
+
+def _load_done(path: pathlib.Path) -> dict[str, dict]:
+    """Predictions already made. A run killed mid-write leaves a torn last line:
+    the file is rewritten (atomically) without it and that question is redone."""
+    done, bad = {}, 0
+    if path.exists():
+        with open(path) as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    done[rec["key"]] = rec
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    bad += 1
+                    print(f"warning: {path}:{n}: unreadable prediction line, will redo it", file=sys.stderr)
+        if bad:
+            tmp = path.with_suffix(".jsonl.tmp")
+            with open(tmp, "w") as f:
+                for rec in done.values():
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    return done
+
+
+def _save_outputs(run_dir: pathlib.Path, agg: dict, cfg: RunConfig, extra: dict) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps({"config": _spec(cfg), **extra, "results": agg}, indent=2))
+    fmt = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
+    md = [f"# {cfg.eval.system} on {cfg.data.path} ({cfg.eval.split}), model {cfg.model.name}", "",
+          "| type | n | F1 | B1 | EM | LoCoMo-F1 | J |", "|---|---|---|---|---|---|---|"]
+    for label, row in agg.items():
+        name = label if row.get("category") is None else f"{row['category']} {label}"
+        md.append(f"| {name} | {row['count']} | {fmt(row['f1'])} | {fmt(row['b1'])} | {fmt(row['em'])} | "
+                  f"{fmt(row.get('locomo_f1'))} | {fmt(row.get('j'))} |")
+    (run_dir / "results.md").write_text("\n".join(md) + "\n")
+    _plot(run_dir / "results.png", agg, cfg)
+
+
+def _plot(path: pathlib.Path, agg: dict, cfg: RunConfig) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = list(agg)
+    metrics = [("f1", "F1"), ("b1", "BLEU-1"), ("em", "EM")] + (
+        [("j", "J")] if any(agg[lab].get("j") is not None for lab in labels) else [])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(metrics)
+    for m, (key, name) in enumerate(metrics):
+        vals = [100 * (agg[lab].get(key) or 0.0) for lab in labels]
+        ax.bar([i + m * width for i in range(len(labels))], vals, width, label=name)
+    ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(labels))])
+    ax.set_xticklabels([f"{lab}\n(n={agg[lab]['count']})" for lab in labels])
+    ax.set_ylabel("score")
+    ax.set_title(f"{cfg.eval.system} / {cfg.model.name} / {cfg.data.path}:{cfg.eval.split}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _build_missing_banks(cfg: RunConfig, convs, encoder, retriever, llm, bank_path: pathlib.Path,
+                         progress: bool) -> dict:
+    from tqdm import tqdm
+
+    from memr1_jax.memory import save_bank
+    mcfg = dataclasses.replace(cfg.task.manager, kind=cfg.eval.manager)
+    log = open(bank_path / "manager_steps.jsonl", "a")
+
+    def on_step(cid, state, completion, report, problems):
+        # Every manager rollout is kept for inspection.
+        log.write(json.dumps({
+            "conversation_id": cid, "session": state.session, "speaker": state.speaker,
+            "facts": list(state.facts), "shown_memories": len(state.id_map),
+            "completion": completion, "problems": list(problems),
+            "applied": [r.op.event.value for r in report.results if r.applied]}, ensure_ascii=False) + "\n")
+
+    with log, tqdm(total=count_steps(convs, mcfg), desc="memory construction", disable=not progress) as bar:
+        built, stats = build_banks(convs, encoder, mcfg, llm=llm if mcfg.kind == "llm" else None,
+                                   retriever=retriever, progress=bar.update, on_step=on_step)
+    print(f"memory construction: {stats.steps} manager steps, ops {stats.ops}, "
+          f"{stats.parse_failures} steps with format problems, {stats.skipped_ops} ops skipped")
+    for cid, bank in built.items():
+        save_bank(bank, bank_path / f"{cid}.bank")
+    return built
+
+
+def evaluate(cfg: RunConfig, progress: bool = True, *, answer_llm=None, manager_llm=None,
+             encoder=None) -> dict[str, Any]:
+    """Run (or resume) one evaluation; returns the aggregated table.
+
+    ``answer_llm`` (a ChatLLM, e.g. with freshly trained params) replaces the model named by
+    the config, ``manager_llm`` the model that builds the banks; weights passed in are not
+    identified by any name, so their banks are kept inside the run folder. ``encoder``
+    replaces the one named by ``cfg.model.encoder``."""
+    from tqdm import tqdm
+
+    t0 = time.time()
+    run_dir = pathlib.Path(cfg.eval.run_dir) if cfg.eval.run_dir else default_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / "config.json"
+    cfg_json = json.dumps(_spec(cfg), indent=2, sort_keys=True)
+    if cfg_path.exists() and json.loads(cfg_path.read_text()) != json.loads(cfg_json):
+        raise ValueError(f"{run_dir} holds a run with a different config ({cfg_path}); "
+                         f"choose another eval.run_dir (--run-dir)")
+    cfg_path.write_text(cfg_json)
+
+    split_convs = getattr(default_split(load_conversations(cfg.data.path)), cfg.eval.split)
+    records = question_records(split_convs)
+    if cfg.eval.limit:
+        records = records[:cfg.eval.limit]
+    pred_path = run_dir / "predictions.jsonl"
+    done = _load_done(pred_path)
+    todo = [r for r in records if f"{r.conversation_id}:{r.qa_index}" not in done]
+    conv_by_id = {c.id: c for c in split_convs}
+    print(f"{len(records)} questions from {len({r.conversation_id for r in records})} conversations "
+          f"({cfg.data.path}, {cfg.eval.split}); {len(records) - len(todo)} already answered in {run_dir}")
+
+    if todo:
+        from memr1_jax.agents.llm import ChatLLM
+        from memr1_jax.memory import Retriever, load_bank
+        from memr1_jax.memory.encoder import make_encoder
+
+        batch = cfg.rollout.gen_batch_size
+        kind = pipeline(cfg)
+        own_weights = answer_llm is not None or manager_llm is not None
+        llm = answer_llm if answer_llm is not None else ChatLLM.from_registry(answer_model(cfg), batch_size=batch)
+        if manager_llm is None and cfg.eval.manager_model and kind in ("base", "mem0") and cfg.eval.manager == "llm":
+            manager_llm = ChatLLM.from_registry(cfg.eval.manager_model, batch_size=batch)
+        encoder = encoder if encoder is not None else make_encoder(cfg.model.encoder)
+        retriever = Retriever()
+        count = lambda s: len(llm.tokenizer.encode(s))  # noqa: E731
+        judge = None
+        if cfg.eval.judge:
+            from memr1_jax.eval.judge import make_judge
+            judge = make_judge(cfg.eval.judge, lambda name: llm if name == answer_model(cfg) else
+                               ChatLLM.from_registry(name, batch_size=batch))
+
+        needed = sorted({r.conversation_id for r in todo})
+        banks = {}
+        if kind in ("base", "mem0"):
+            bank_path = run_dir / "banks" if own_weights else bank_dir(cfg, run_dir)
+            bank_path.mkdir(parents=True, exist_ok=True)
+            missing = []
+            for cid in needed:
+                p = bank_path / f"{cid}.bank"
+                if p.exists():
+                    banks[cid] = load_bank(p)
+                else:
+                    missing.append(conv_by_id[cid])
+            if missing:
+                banks.update(_build_missing_banks(cfg, missing, encoder, retriever, manager_llm or llm,
+                                                  bank_path, progress))
+
+        # mem0: Mem0's answer prompt (no distillation); base: the configured distillation prompt.
+        acfg = dataclasses.replace(cfg.task.answer, distill=cfg.task.answer.distill and kind != "mem0")
+        chunk = max(batch * 4, 1)
+        with open(pred_path, "a") as out, tqdm(total=len(todo), desc="answering", disable=not progress) as bar:
+            for cid in needed:
+                conv = conv_by_id[cid]
+                recs = [r for r in todo if r.conversation_id == cid]
+                for i in range(0, len(recs), chunk):
+                    part = recs[i:i + chunk]
+                    qs = [r.qa.question for r in part]
+                    if kind in ("base", "mem0"):
+                        prompts = answer_prompts(conv, banks[cid], qs, encoder, retriever, acfg)
+                    elif kind == "rag":
+                        prompts = rag_prompts(conv, qs, encoder, count,
+                                              RagConfig(cfg.eval.rag_chunk_tokens, cfg.eval.rag_num_chunks))
+                    else:
+                        prompts = fullctx_prompts(conv, qs, count, cfg.eval.fullctx_tokens)
+                    completions = llm.complete(prompts, max_new_tokens=acfg.max_new_tokens)
+                    answers = [extract_answer(text) for text in completions]
+                    js = judge(qs, [r.qa.answer for r in part], [a for a, _ in answers]) if judge else [None] * len(part)
+                    for r, text, (ans, marked), j in zip(part, completions, answers, js):
+                        rec = {"key": f"{r.conversation_id}:{r.qa_index}", "conversation_id": r.conversation_id,
+                               "qa_index": r.qa_index, "category": r.qa.category,
+                               "label": category_label(r.qa.category), "question": r.qa.question,
+                               "gold": r.qa.answer, "prediction": ans, "answer_marker": marked,
+                               "completion": text, **score_answer(ans, r.qa.answer, r.qa.category), "j": j}
+                        out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                        done[rec["key"]] = rec
+                    out.flush()
+                    os.fsync(out.fileno())
+                    bar.update(len(part))
+
+    final = [done[f"{r.conversation_id}:{r.qa_index}"] for r in records]
+    agg = aggregate(final)
+    wall = time.time() - t0
+    _save_outputs(run_dir, agg, cfg, {"wall_seconds": wall, "num_questions": len(final)})
+    print(format_table(agg))
+    print(f"wall time {wall:.0f} s; results in {run_dir} (metrics.json, results.md, results.png, predictions.jsonl)")
+    return agg

@@ -1,0 +1,148 @@
+"""The run folder: config.json, train.log, metrics.jsonl (one row per step, no timings, so a
+resumed run writes the same rows as an uninterrupted one), timings.jsonl, validation.jsonl,
+samples.jsonl, TensorBoard events, curves.png.
+
+Resuming from the checkpoint of step s first drops every row after s (a killed run may have
+logged steps it never checkpointed), so the rerun appends exactly the missing rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+
+import numpy as np
+
+from memr1_jax.config import RunConfig, to_dict
+from memr1_jax.rl.metrics_writer import MetricsWriter
+
+# Keys a rerun may change without starting a new run.
+RESUMABLE_CHANGES = ("steps",)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_same_run(path: pathlib.Path, cfg: RunConfig) -> None:
+    """A rerun into an existing run folder must use that run's config (bar ``steps``)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable run config ({e}); use another run_dir") from None
+    a, b = _flat(old), _flat(json.loads(json.dumps(to_dict(cfg))))
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+    if diff:
+        shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:5])
+        raise ValueError(f"{path.parent} holds a run with another config ({shown}{', ...' if len(diff) > 5 else ''}); "
+                         "rerun with the same config to resume, or choose another run_dir")
+
+
+def truncate_jsonl(path: pathlib.Path, max_step: int) -> int:
+    """Keeps the rows with step <= max_step (and drops a torn last line); returns rows kept."""
+    if not path.exists():
+        return 0
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("step", 0) <= max_step:
+            kept.append(line)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(x + "\n" for x in kept))
+    os.replace(tmp, path)
+    return len(kept)
+
+
+class RunRecords:
+    LOGS = ("metrics.jsonl", "timings.jsonl", "validation.jsonl", "samples.jsonl")
+
+    def __init__(self, run_dir: pathlib.Path, cfg: RunConfig, progress: bool = False):
+        self.dir = run_dir
+        self.t0 = time.time()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path = run_dir / "config.json"
+        if cfg_path.exists():
+            check_same_run(cfg_path, cfg)
+        cfg_path.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
+        self._log = open(run_dir / "train.log", "a")
+        self.cfg, self.progress = cfg, progress
+        self.writer = None
+        self.history: list[dict] = []
+        self.validation: list[dict] = []
+
+    def log(self, msg: str) -> None:
+        line = f"[{time.time() - self.t0:7.1f}s] {msg}"
+        print(line, flush=True)
+        self._log.write(line + "\n")
+        self._log.flush()
+
+    def start(self, resume_step: int) -> None:
+        """Drops rows after ``resume_step`` (all rows when starting afresh) and opens the logs."""
+        for name in self.LOGS:
+            truncate_jsonl(self.dir / name, resume_step if resume_step > 0 else -1)
+        read = lambda name: [json.loads(x) for x in (self.dir / name).read_text().splitlines()]  # noqa: E731
+        self.history = read("metrics.jsonl") if (self.dir / "metrics.jsonl").exists() else []
+        self.validation = read("validation.jsonl") if (self.dir / "validation.jsonl").exists() else []
+        self.writer = MetricsWriter(self.dir, total_steps=self.cfg.steps, progress=self.progress,
+                                    initial_step=resume_step)
+        self._files = {name: open(self.dir / name, "a") for name in self.LOGS[1:]}
+
+    def _append(self, name: str, rec: dict) -> None:
+        f = self._files[name]
+        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        f.flush()
+
+    def step(self, step: int, metrics: dict, timings: dict, samples: list[dict]) -> None:
+        scalars = self.writer.write(step, metrics)
+        self.writer.events.scalars(step, {f"time/{k}": v for k, v in timings.items()})
+        self.history.append({"step": step, **scalars})
+        self._append("timings.jsonl", {"step": step, "time": time.time(), **timings})
+        for s in samples:
+            self._append("samples.jsonl", {"step": step, **s})
+
+    def validated(self, step: int, result: dict, seconds: float) -> None:
+        row = {"step": step, **result}
+        self.validation.append(row)
+        self._append("validation.jsonl", row)
+        self._append("timings.jsonl", {"step": step, "time": time.time(), "validation_s": seconds})
+        self.writer.events.scalars(step, {f"val/{k}": v for k, v in result.items()})
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            for f in self._files.values():
+                f.close()
+        self._log.close()
+
+    def plot_curves(self) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        metrics, val = self.history, self.validation
+        steps = [m["step"] for m in metrics]
+        kl_key = next((k for k in ("kl_old_ref", "kl", "ppo_kl") if metrics and k in metrics[-1]), None)
+        panels = [("reward_mean", "train reward (mean)"), (kl_key, f"KL ({kl_key})"),
+                  ("response_length", "response length (tokens)")]
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+        for ax, (key, title) in zip(axes, panels):
+            if key:
+                ax.plot(steps, [m.get(key, np.nan) for m in metrics], marker="o")
+            ax.set_title(title)
+            ax.set_xlabel("step")
+        axes[3].plot([v["step"] for v in val], [v["score"] for v in val], marker="o", color="C2")
+        axes[3].set_title("validation score")
+        axes[3].set_xlabel("step")
+        fig.tight_layout()
+        fig.savefig(self.dir / "curves.png", dpi=90)
+        plt.close(fig)

@@ -1,0 +1,97 @@
+"""The Memory Manager task: one manager step per training question (its evidence session
+over a temporal snapshot bank), each sampled operation list applied to its own copy of the
+bank, reward from a frozen Answer Agent answering from it (``agents.rollout.manager_rollouts``)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from memr1_jax.agents.rollout import (ManagerEpisodeSpec, manager_episode_specs, manager_rollouts,
+                                      manager_sensitive_specs)
+from memr1_jax.data import question_records
+from memr1_jax.tasks.base import Backbone, Log, final_eval_config, load_chat_model, mean_em_f1
+
+
+class ManagerTask:
+    def __init__(self, backbone: Backbone, log: Log, run_dir: pathlib.Path | None = None):
+        self.backbone = b = backbone
+        cfg = b.cfg
+        t = cfg.task
+        if t.manager.kind != "llm":
+            raise ValueError(f"task.manager.kind={t.manager.kind!r}: the trained manager must be 'llm'")
+        self.cfg, self.answer_cfg = t.manager, t.answer
+        self.response_len = t.manager.max_new_tokens
+        # The frozen Answer Agent whose answers are the reward: a named model, or the
+        # backbone's untrained weights (never donated, see Backbone).
+        self.answer_llm = load_chat_model(t.frozen_answer_model, cfg) if t.frozen_answer_model else b.llm
+        conv_of = {c.id: c for c in b.split.train + b.split.validation}
+        cache: dict = {}
+        train_recs = question_records(b.split.train)
+        val_recs = question_records(b.split.validation)[: cfg.data.val_limit]
+        self.train_items, self.val_items = [], []
+        for recs, out in ((train_recs, self.train_items), (val_recs, self.val_items)):
+            for cid in dict.fromkeys(r.conversation_id for r in recs):
+                out.extend(manager_episode_specs(conv_of[cid], [r.qa for r in recs if r.conversation_id == cid],
+                                                 b.encoder, b.retriever, t.manager, cache))
+        log(f"manager episodes: {len(self.train_items)} train, {len(self.val_items)} validation "
+            f"({len(cache)} snapshot banks); frozen Answer Agent: {t.frozen_answer_model or cfg.model.name}")
+        if t.sensitive_only:
+            self.train_items = self._sensitive(self.train_items, log, run_dir)
+        if not self.train_items:
+            raise ValueError(f"data.path={cfg.data.path!r}: no usable training questions for the manager task")
+
+    def _sensitive(self, specs: list[ManagerEpisodeSpec], log: Log, run_dir: pathlib.Path | None):
+        b, t = self.backbone, self.backbone.cfg.task
+        if 0 < t.sensitive_pool < len(specs):
+            pick = np.sort(np.random.default_rng(b.cfg.seed).choice(len(specs), t.sensitive_pool, replace=False))
+            specs = [specs[i] for i in pick]
+        kept, stats = manager_sensitive_specs(self.answer_llm, self.answer_llm.params, specs, b.encoder,
+                                              b.retriever, self.cfg, self.answer_cfg)
+        if run_dir is not None:   # which episodes were kept and why, for the record
+            with open(run_dir / "sensitive_episodes.jsonl", "w") as f:
+                f.writelines(json.dumps(x) + "\n" for x in stats)
+        if not kept:
+            raise ValueError(f"task.sensitive_only: none of the {len(stats)} training episodes examined changes "
+                             "the frozen agent's reward between ADD-all and unchanged banks; raise "
+                             "task.sensitive_pool or turn the filter off")
+        log(f"manager episodes whose reward depends on the bank: {len(kept)} of {len(stats)} "
+            f"(mean reward ADD-all {np.mean([x['reward_add_all'] for x in stats]):.3f}, "
+            f"unchanged {np.mean([x['reward_unchanged'] for x in stats]):.3f})")
+        return kept
+
+    def rollouts(self, params: Any, items: Sequence[ManagerEpisodeSpec], rng, group: int, temperature: float):
+        b = self.backbone
+        return manager_rollouts(b.llm, params, self.answer_llm, self.answer_llm.params, items, b.encoder,
+                                b.retriever, self.cfg, self.answer_cfg, group, b.sampling(temperature), rng)
+
+    def step_metrics(self, episodes) -> dict[str, float]:
+        infos = [e.info for e in episodes]
+        return {**mean_em_f1(infos), "parse_rate": float(np.mean([i["parsed"] for i in infos]))}
+
+    def validate(self, params: Any) -> dict:
+        """The greedy manager on the validation episodes: the frozen agent's mean EM / F1 (F1 is
+        the score) and the operations applied per step (a collapse to NONE shows there long
+        before a few answers' F1 moves)."""
+        if not self.val_items:
+            return {"score": 0.0, "em": 0.0, "f1": 0.0, "n": 0}
+        import jax
+        eps = self.rollouts(params, self.val_items, jax.random.PRNGKey(0), 1, 0.0)
+        m = mean_em_f1([e.info for e in eps])
+        applied = [e.info["applied"] for e in eps]
+        return {"score": m["f1_mean"], "em": m["em_mean"], "f1": m["f1_mean"], "n": len(eps),
+                "parsed": float(np.mean([e.info["parsed"] for e in eps])),
+                "applied": float(np.mean([len(a) - a.count("NONE") for a in applied])),
+                "adds": float(np.mean([a.count("ADD") for a in applied]))}
+
+    def final_evaluation(self, params: Any, run_dir: pathlib.Path) -> dict[str, dict]:
+        """Banks built by the trained manager (and the untrained one), answered by the frozen agent."""
+        from memr1_jax.eval.run import evaluate
+        b = self.backbone
+        systems = [("trained", params)] + ([("base", b.llm.params)] if b.cfg.eval.base_too else [])
+        return {tag: evaluate(final_eval_config(b.cfg, run_dir, tag, {"eval.manager": "llm"}), progress=False,
+                              answer_llm=self.answer_llm, manager_llm=b.with_params(p), encoder=b.encoder)
+                for tag, p in systems}

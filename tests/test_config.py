@@ -1,0 +1,131 @@
+"""The run-config schema (memr1_jax.config): every field reachable from the command line,
+round trips through the run folder's JSON, clear errors, shipped config files."""
+
+import dataclasses
+import json
+import pathlib
+
+import pytest
+
+from memr1_jax import config as C
+from memr1_jax.rl.train_state import RLConfig
+
+CONFIGS = sorted(pathlib.Path("configs").glob("*.py"))
+
+
+def _leaves(cfg, prefix=""):
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            yield from _leaves(v, f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name, v
+
+
+def _other_value(key, value):
+    """A different valid value of the same type, as a command-line string and as parsed."""
+    choices = {"model.encoder": "hashing", "task.agent": "manager", "task.bank": "llm", "eval.split": "validation",
+               "eval.manager": "add-all", "eval.system": "rag", "task.answer.prompt": "full", "task.manager.kind":
+               "add-all", "rl.algorithm": "ppo", "rl.schedule": "cosine", "rl.kl_kind": "k1", "rl.agg_mode":
+               "sequence-mean-token-sum", "rl.adv_estimator": "rloo", "task.manager.template": "Facts: {facts}"}
+    if key in choices:
+        return choices[key], choices[key]
+    if isinstance(value, bool):
+        return str(not value).lower(), not value
+    if isinstance(value, int):
+        return str(value + 1), value + 1
+    if isinstance(value, float):
+        return repr(value + 0.5), value + 0.5
+    if isinstance(value, str):
+        return "some/other", "some/other"
+    if value is None:   # optional ints / floats of RLConfig
+        return "2", 2
+    raise AssertionError(f"{key}: no test value for {value!r}")
+
+
+def test_every_field_is_settable_from_the_command_line():
+    base = C.override(C.default_config(), {"rl.mini_batch_size": None, "rl.micro_batch_size": None,
+                                           "task.answer.prompt": "compact"})
+    keys = dict(_leaves(base))
+    # the whole RLConfig is there (LoRA has its own section)
+    assert {f"rl.{f.name}" for f in dataclasses.fields(RLConfig)} - {"rl.lora"} <= set(keys)
+    for key, value in keys.items():
+        if key == "rl.lora":
+            continue
+        raw, want = _other_value(key, value)
+        if key in ("rl.mini_batch_size", "rl.micro_batch_size", "rollout.questions_per_step", "rl.group_size"):
+            raw, want = "4", 4     # keep the batch divisible
+        if key == "eval.system":
+            raw = want = "rag"
+        got = C.override(base, {key: raw}, from_strings=True)
+        node = got
+        for part in key.split("."):
+            node = getattr(node, part)
+        assert node == want, key
+        # and nothing else changed
+        assert {k: v for k, v in _leaves(got) if k != key} == {k: v for k, v in _leaves(base) if k != key}, key
+
+
+def test_optional_fields_take_none_and_types_are_checked():
+    cfg = C.override(C.default_config(), {"rl.clip_eps_high": "0.28", "rl.max_grad_norm": "none"}, from_strings=True)
+    assert cfg.rl.clip_eps_high == 0.28 and cfg.rl.max_grad_norm is None
+    with pytest.raises(C.ConfigError, match="steps='abc'.*expected int"):
+        C.override(C.default_config(), {"steps": "abc"}, from_strings=True)
+    with pytest.raises(C.ConfigError, match="expected true or false"):
+        C.override(C.default_config(), {"export_hf": "maybe"}, from_strings=True)
+    with pytest.raises(C.ConfigError, match="expected int, got str"):
+        C.override(C.default_config(), {"steps": "3"})          # Python values are not parsed
+    with pytest.raises(C.ConfigError, match="section.*model.name"):
+        C.override(C.default_config(), {"model": "tiny-llama"}, from_strings=True)
+    with pytest.raises(C.ConfigError, match="rl.algorithm.*expected one of"):
+        C.override(C.default_config(), {"rl.algorithm": "dpo"}, from_strings=True)
+
+
+@pytest.mark.parametrize("key,closest", [("rl.learning_rat", "rl.learning_rate"), ("stepz", "steps"),
+                                         ("task.answer.k_per_speakers", "task.answer.k_per_speaker"),
+                                         ("data.val_limt", "data.val_limit")])
+def test_unknown_key_names_the_closest(key, closest):
+    with pytest.raises(C.ConfigError, match=f"unknown config key '{key}'; did you mean '{closest}'"):
+        C.override(C.default_config(), {key: "1"}, from_strings=True)
+
+
+def test_cross_field_errors_name_the_keys():
+    with pytest.raises(C.ConfigError, match="rl.mini_batch_size=5 does not divide the 32 rows"):
+        C.override(C.default_config(), {"rl.mini_batch_size": 5})
+    with pytest.raises(C.ConfigError, match="rl.lora"):
+        C.override(C.default_config(), {"rl": RLConfig(lora={"rank": 4})})
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_config_round_trips_through_json(path):
+    cfg = C.load_config_file(path)
+    assert C.from_dict(json.loads(C.to_json(cfg))) == cfg
+    assert cfg.name == path.stem
+    # config files import the package normally
+    assert "sys.path" not in path.read_text()
+
+
+def test_from_dict_rejects_unknown_keys_and_fills_defaults():
+    assert C.from_dict({"steps": 3}) == C.override(C.RunConfig(), {"steps": 3})
+    with pytest.raises(C.ConfigError, match="unknown config key 'rl.gama'; did you mean 'rl.gamma'"):
+        C.from_dict({"rl": {"gama": 1.0}})
+
+
+def test_print_config_prints_the_resolved_config(capsys):
+    from memr1_jax.train import main
+    assert main(["--config", "configs/tiny_cpu.py", "--config.rl.beta=0.04", "--print_config"]) == 0
+    printed = C.from_dict(json.loads(capsys.readouterr().out))
+    assert printed == C.override(C.load_config_file("configs/tiny_cpu.py"), {"rl.beta": 0.04})
+    assert main(["--config.nosuch=1"]) == 2
+    assert "unknown config key 'nosuch'" in capsys.readouterr().err
+    assert main(["--config", "configs/missing.py"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_paper_configs_are_paper_scale():
+    for path in pathlib.Path("configs").glob("*_paper.py"):
+        c = C.load_config_file(path)
+        assert c.rl.learning_rate == 1e-6 and c.rl.critic_learning_rate == 1e-5, path
+        assert c.rollout.max_prompt_tokens == 4096 and c.rl.temperature == 1.0 and c.lora.rank == 0, path
+        assert c.rollout.questions_per_step * c.rl.group_size == 128, path
+        assert c.task.answer.k_per_speaker == 30, path
