@@ -397,3 +397,50 @@ def test_train_manager_sensitive_pool_examines_a_random_subset(tmp_path):
              (tmp_path / "memory_manager_grpo_cpu" / "sensitive_episodes.jsonl").read_text().splitlines()]
     assert len(stats) == 3 and len({s["question"] for s in stats}) == 3
     assert all({"reward_add_all", "reward_unchanged"} <= set(s) for s in stats)
+
+
+@pytest.mark.parametrize("path", sorted(pathlib.Path("configs").glob("*.py")), ids=lambda p: p.stem)
+def test_every_shipped_config_runs_one_step_on_the_tiny_model(tmp_path, path):
+    """Each config file's own settings (algorithm, LoRA or full fine-tuning, KL, remat, re-scored
+    old log-probs, task) through one training step; only sizes and the model are shrunk."""
+    from memr1_jax.config import load_config_file, override
+    from memr1_jax.train import train
+    cfg = load_config_file(path)
+    cfg = override(cfg, {**TINY, "data.path": "embedded", "data.val_limit": 1, "steps": 1, "export_hf": False,
+                         "rollout.questions_per_step": 1, "rollout.gen_batch_size": 4, "rl.group_size": 2,
+                         "rl.mini_batch_size": None, "rl.micro_batch_size": None, "task.answer.k_per_speaker": 2,
+                         "task.sensitive_only": False, "run_dir": str(tmp_path / path.stem)})
+    summary = train(cfg)
+    (row,) = [json.loads(x) for x in (tmp_path / path.stem / "metrics.jsonl").read_text().splitlines()]
+    assert row["step"] == 1 and np.isfinite(row["pg_loss"]) and row["response_tokens"] > 0
+    assert ("vf_loss" in row) == (cfg.rl.algorithm == "ppo")
+    assert ("kl_old_ref" in row) == (cfg.rl.beta != 0)
+    assert [v["step"] for v in summary["validation"]] == [0, 1]
+
+
+def test_manager_task_frozen_answer_model(registry_loads, monkeypatch):
+    """``task.frozen_answer_model`` names the model whose greedy answers reward the manager;
+    by default it is the backbone's untrained weights, never the policy's."""
+    from memr1_jax.config import load_config_file, override
+    from memr1_jax.tasks import ManagerTask, load_backbone
+    cfg = override(load_config_file("configs/memory_manager_grpo_cpu.py"), TINY)
+    backbone = load_backbone(cfg)
+    default = ManagerTask(backbone, lambda m: None)
+    assert default.answer_llm.params is backbone.llm.params and registry_loads == []
+    named = ManagerTask(dataclasses.replace(backbone, cfg=override(cfg, {"task.frozen_answer_model": "tiny-qwen2"})),
+                        lambda m: None)
+    assert registry_loads == ["tiny-qwen2"] and named.answer_llm.cfg != backbone.llm.cfg
+    calls = []
+    for who, llm in (("policy", backbone.llm), ("frozen", named.answer_llm)):
+        real = llm.generate_ids
+
+        def spy(ids, *a, _who=who, _real=real, **kw):
+            calls.append((_who, kw.get("params"), kw["sampling"].greedy))
+            return _real(ids, *a, **kw)
+        monkeypatch.setattr(llm, "generate_ids", spy)
+    policy = jax.tree.map(lambda x: x * 1.0, backbone.llm.params)
+    eps = named.rollouts(policy, named.train_items[:1], jax.random.PRNGKey(0), 2, 1.0)
+    assert len(eps) == 2
+    assert [c[0] for c in calls] == ["policy", "frozen"]
+    assert calls[0][1] is policy and not calls[0][2]
+    assert calls[1][1] is named.answer_llm.params and calls[1][2]

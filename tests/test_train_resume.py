@@ -1,0 +1,102 @@
+"""Resume and pre-emption of ``python -m memr1_jax.train`` (configs/tiny_cpu.py, in
+subprocesses as a user runs it): a run killed with SIGKILL at a random step, or stopped by
+SIGTERM, and then rerun with the same command ends with exactly the logs of an
+uninterrupted run."""
+
+import json
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+STEPS = 6
+LOGS = ("metrics.jsonl", "validation.jsonl", "samples.jsonl")
+
+
+def _cmd(run_dir, *extra):
+    return [sys.executable, "-m", "memr1_jax.train", "--config", "configs/tiny_cpu.py",
+            f"--config.steps={STEPS}", f"--config.run_dir={run_dir}", *extra]
+
+
+def _run(run_dir, *extra, check=True):
+    p = subprocess.run(_cmd(run_dir, *extra), cwd=REPO, capture_output=True, text=True, timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(f"rc {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def _rows(run_dir, name):
+    return (pathlib.Path(run_dir) / name).read_text().splitlines()
+
+
+def _start_and_signal(run_dir, sig, after_step):
+    """Starts a run, sends ``sig`` once metrics.jsonl holds ``after_step`` rows; returns (rc, output)."""
+    p = subprocess.Popen(_cmd(run_dir), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = pathlib.Path(run_dir) / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and p.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= after_step:
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "the run ended before the signal"
+    p.send_signal(sig)
+    out, _ = p.communicate(timeout=240)
+    return p.returncode, out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    _run(run)
+    rows = {name: _rows(run, name) for name in LOGS}
+    metrics = [json.loads(x) for x in rows["metrics.jsonl"]]
+    assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
+    # the weights move at every step (else identical logs would prove nothing)
+    assert all(m["grad_norm"] > 0 for m in metrics)
+    assert len({m["entropy"] for m in metrics}) == STEPS
+    return rows
+
+
+def test_kill9_at_a_random_step_then_rerun_gives_identical_logs(tmp_path, reference):
+    run = tmp_path / "run"
+    after = random.Random(os.getpid()).randint(1, STEPS - 1)
+    rc, _ = _start_and_signal(run, signal.SIGKILL, after)
+    assert rc == -signal.SIGKILL
+    logged = len(_rows(run, "metrics.jsonl"))
+    out = _run(run).stdout
+    assert "resumed from the checkpoint of step" in out, out[-2000:]
+    for name in LOGS:
+        assert _rows(run, name) == reference[name], (name, after, logged)
+
+
+def test_sigterm_saves_and_exits_then_rerun_gives_identical_logs(tmp_path, reference):
+    run = tmp_path / "run"
+    rc, out = _start_and_signal(run, signal.SIGTERM, 2)
+    assert rc == 143, out[-2000:]
+    stopped = len(_rows(run, "metrics.jsonl"))
+    assert 2 <= stopped < STEPS
+    assert f"SIGTERM: stopped after step {stopped}, checkpoint saved" in out
+    assert (run / "checkpoints" / str(stopped)).is_dir()
+    assert json.loads((run / "summary.json").read_text())["preempted"] is True
+    assert not (run / "hf").exists()             # nothing exported from an unfinished run
+    out = _run(run).stdout
+    assert f"resumed from the checkpoint of step {stopped}" in out
+    for name in LOGS:
+        assert _rows(run, name) == reference[name], name
+    assert (run / "hf").is_dir()
+
+
+def test_rerun_with_another_config_is_refused_and_loses_nothing(tmp_path):
+    run = tmp_path / "run"
+    _run(run, "--config.steps=2")
+    before = _rows(run, "metrics.jsonl")
+    p = _run(run, "--config.steps=2", "--config.rl.learning_rate=0.5", check=False)
+    assert p.returncode == 2
+    assert "rl.learning_rate: 0.001 -> 0.5" in p.stderr
+    assert _rows(run, "metrics.jsonl") == before
