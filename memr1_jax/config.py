@@ -27,10 +27,12 @@ from typing import Any, Mapping
 
 from memr1_jax.agents.answer_agent import AnswerConfig
 from memr1_jax.agents.memory_manager import ManagerConfig
+from memr1_jax.parallel.mesh import MeshConfig
 from memr1_jax.rl.lora import DEFAULT_TARGETS, LoraConfig
 from memr1_jax.rl.train_state import RLConfig
 
 AGENTS = ("answer", "manager")
+DTYPES = ("float32", "bfloat16")
 SYSTEMS = ("base", "mem0", "rag", "fullctx")
 
 
@@ -43,10 +45,18 @@ class ModelSection:
     name: str = "smollm2-135m-instruct"   # registry preset or model folder (e.g. a run's hf/)
     encoder: str = "minilm"               # retrieval encoder: "minilm" | "hashing" (tests only)
     remat: bool = False                   # rematerialise each decoder layer in the update
+    # Mixed precision: activations and the KV cache in `dtype`, weights stored in `param_dtype`
+    # (float32 master weights keep the optimiser state float32); log-softmax, losses and the
+    # optimiser always run in float32.
+    dtype: str = "float32"
+    param_dtype: str = "float32"
 
     def __post_init__(self):
         if self.encoder not in ("minilm", "hashing"):
             raise ConfigError(f"model.encoder={self.encoder!r}: expected 'minilm' or 'hashing'")
+        for key in ("dtype", "param_dtype"):
+            if getattr(self, key) not in DTYPES:
+                raise ConfigError(f"model.{key}={getattr(self, key)!r}: expected one of {DTYPES}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +70,7 @@ class DataSection:
 class RolloutSection:
     questions_per_step: int = 4        # GRPO groups (prompts) per update; G is rl.group_size
     gen_batch_size: int = 8            # prompts per sampler call (also evaluation's batch)
-    max_prompt_tokens: int = 1024
+    max_prompt_tokens: int = 1024      # longer prompts keep their tail (0: max_seq_len - max_new_tokens)
     # The sampler's tempered log-probs are the behaviour policy's, so the update can use them
     # as old log-probs and skip a re-scoring forward (a third of the update on CPU).
     old_logprobs_from_sampler: bool = True
@@ -149,6 +159,9 @@ class RunConfig:
     lora: LoraSection = LoraSection()
     task: TaskSection = TaskSection()
     eval: EvalSection = EvalSection()
+    # (data, fsdp, tensor) device mesh, -1 = the remaining devices; 1 x 1 x 1 runs on one device.
+    # rules: the logical-axis rule table (parallel.rules.DEFAULT_RULES), set in config files.
+    mesh: MeshConfig = MeshConfig(data=1, fsdp=1, tensor=1)
 
     def validate(self) -> "RunConfig":
         """Checks across fields (``override`` and ``from_dict`` call it once all keys are set,
@@ -204,6 +217,7 @@ def evaluation_defaults() -> RunConfig:
     return override(RunConfig(name="evaluate"), {
         "task.answer": AnswerConfig(k_per_speaker=10, max_new_tokens=64, prompt="full"),
         "task.manager": ManagerConfig(retrieve_k=5, max_facts_per_step=8, max_new_tokens=160),
+        "rollout.max_prompt_tokens": 0,
         "eval.limit": 40})
 
 

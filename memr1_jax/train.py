@@ -37,7 +37,8 @@ import numpy as np
 from memr1_jax.agents.rollout import pack_episodes
 from memr1_jax.config import ConfigError, RunConfig, default_config, from_dict, resolve, split_config_args, to_json
 from memr1_jax.rl.checkpoint import RLCheckpointer
-from memr1_jax.rl.train_state import init_train_state
+from memr1_jax.parallel.mesh import mesh_context
+from memr1_jax.rl.train_state import init_sharded_train_state, init_train_state
 from memr1_jax.rl.update import compute_logprobs, effective_params, make_update_fn
 from memr1_jax.run.hooks import Hooks, StepInfo
 from memr1_jax.run.preemption import EXIT_CODE as PREEMPTED_EXIT_CODE
@@ -74,9 +75,9 @@ def train(cfg: RunConfig, progress: bool = False) -> dict:
     log = rec.log
     backbone = load_backbone(cfg)
     task = make_task(backbone, log, run_dir)
-    model_cfg, base_params = backbone.llm.cfg, backbone.llm.params
+    model_cfg, base_params, mesh = backbone.llm.cfg, backbone.llm.params, backbone.llm.mesh
     rl = cfg.update_config(model_cfg.num_layers)
-    state = init_train_state(model_cfg, rl, base_params, jax.random.PRNGKey(cfg.seed))
+    state = _init_state(cfg, model_cfg, rl, base_params, mesh)
     ckpt = RLCheckpointer(run_dir / "checkpoints", save_every=cfg.save_every, max_to_keep=2, async_save=False)
     best_ckpt = RLCheckpointer(run_dir / "best", save_every=1, max_to_keep=1, async_save=False)
     start, best = 0, {"score": -1.0, "step": 0}
@@ -92,7 +93,7 @@ def train(cfg: RunConfig, progress: bool = False) -> dict:
         f"{'LoRA r=%d' % rl.lora.rank if rl.lora else 'full fine-tuning'}; {len(task.train_items)} training items"
         + (f"; resumed from the checkpoint of step {start}" if start else ""))
     order = data_order(cfg, len(task.train_items))
-    updater = make_update_fn(model_cfg, rl)
+    updater = make_update_fn(model_cfg, rl, mesh, cfg.mesh.rules)
     pad_id = backbone.llm.tokenizer.pad_id if backbone.llm.tokenizer.pad_id is not None else 0
     rollout_key = jax.random.PRNGKey(cfg.seed + 1)
 
@@ -141,9 +142,10 @@ def train(cfg: RunConfig, progress: bool = False) -> dict:
             if cfg.rollout.old_logprobs_from_sampler:
                 batch = batch.replace(old_logprobs=batch.sampler_logprobs, sampler_logprobs=None)
             if rl.beta and rl.lora is None:   # with LoRA the update scores the reference from the base
-                batch = batch.replace(ref_logprobs=compute_logprobs(
-                    base_params, batch, rl.micro_batch_size or batch.tokens.shape[0], model_cfg=model_cfg,
-                    chunk_size=rl.logprob_chunk, temperature=rl.temperature))
+                with mesh_context(mesh, cfg.mesh.rules):
+                    batch = batch.replace(ref_logprobs=compute_logprobs(
+                        base_params, updater.shard_batch(batch), rl.micro_batch_size or batch.tokens.shape[0],
+                        model_cfg=model_cfg, chunk_size=rl.logprob_chunk, temperature=rl.temperature))
             state, metrics = updater(state, batch)
             live["state"] = state
             metrics = {k: float(np.asarray(v)) for k, v in metrics.items() if np.ndim(v) == 0}
@@ -168,6 +170,14 @@ def train(cfg: RunConfig, progress: bool = False) -> dict:
     log(f"{'stopped' if preempted else 'done'} in {summary['wall_s']:.0f}s; run dir {run_dir}")
     rec.close()
     return summary
+
+
+def _init_state(cfg: RunConfig, model_cfg, rl, params, mesh):
+    key = jax.random.PRNGKey(cfg.seed)
+    if mesh is None:
+        return init_train_state(model_cfg, rl, params, key)
+    # Every leaf created with its target sharding (no replicated copy of the optimiser state).
+    return init_sharded_train_state(model_cfg, rl, params, key, mesh, cfg.mesh.rules)
 
 
 def _finish(cfg: RunConfig, task, rec: RunRecords, best: dict, best_ckpt: RLCheckpointer, state, rl) -> dict:
@@ -222,8 +232,8 @@ def export_checkpoint(run_dir: str | pathlib.Path, step: int | None = None) -> p
     step = step if step is not None else (max(ckpts["best"].all_steps(), default=None) or max(on_disk))
     if step not in on_disk:
         raise ValueError(f"--step {step}: no checkpoint of that step in {run} (have {sorted(on_disk)})")
-    m = load_model(cfg.model.name)
-    model_cfg = dataclasses.replace(m.cfg, remat=cfg.model.remat)
+    m = load_model(cfg.model.name, dtype=cfg.model.param_dtype)
+    model_cfg = m.cfg.replace(remat=cfg.model.remat, dtype=cfg.model.dtype)
     rl = cfg.update_config(model_cfg.num_layers)
     restored = on_disk[step].restore(init_train_state(model_cfg, rl, m.params, jax.random.PRNGKey(cfg.seed)), step)
     for c in ckpts.values():

@@ -374,6 +374,7 @@ def test_answer_agent_banks_built_by_a_separate_manager_model(registry_loads):
     loaded = registry_loads
     cfg = override(default_config(), {**TINY, "task.bank": "llm"})
     backbone = load_backbone(cfg)
+    loaded.clear()
     logs = []
     named = dataclasses.replace(backbone, cfg=override(cfg, {"task.bank_manager_model": "tiny-qwen2"}))
     task = AnswerTask(named, logs.append)
@@ -425,6 +426,7 @@ def test_manager_task_frozen_answer_model(registry_loads, monkeypatch):
     from memr1_jax.tasks import ManagerTask, load_backbone
     cfg = override(load_config_file("configs/memory_manager_grpo_cpu.py"), TINY)
     backbone = load_backbone(cfg)
+    registry_loads.clear()
     default = ManagerTask(backbone, lambda m: None)
     assert default.answer_llm.params is backbone.llm.params and registry_loads == []
     named = ManagerTask(dataclasses.replace(backbone, cfg=override(cfg, {"task.frozen_answer_model": "tiny-qwen2"})),

@@ -40,12 +40,24 @@ class ChatLLM:
     batch_size: int = 8
     max_prompt_tokens: int | None = None   # None: cfg.max_seq_len - max_new_tokens
     cache_dtype: str | None = None
+    mesh: Any = None                       # a jax Mesh: params placed by ``rules``, batches split
+    rules: Any = None
 
     @classmethod
-    def from_registry(cls, name: str, **kw) -> "ChatLLM":
+    def from_registry(cls, name: str, mesh=None, rules=None, dtype: str | None = None, **kw) -> "ChatLLM":
+        """Loads a registry preset or model folder; with a mesh its params are sharded by ``rules``;
+        ``dtype`` sets the compute and parameter dtype (e.g. "bfloat16")."""
         from memr1_jax.models.registry import load_model
-        m = load_model(name)
-        return cls(cfg=m.cfg, params=m.params, tokenizer=m.tokenizer, **kw)
+        m = load_model(name, dtype=dtype)
+        cfg, params = m.cfg, m.params
+        if dtype is not None:
+            cfg = cfg.replace(dtype=dtype, param_dtype=dtype)
+        if mesh is not None:
+            from memr1_jax.parallel.mesh import shard_params
+            from memr1_jax.parallel.rules import DEFAULT_RULES
+            rules = DEFAULT_RULES if rules is None else rules
+            params = shard_params(cfg, params, mesh, rules)
+        return cls(cfg=cfg, params=params, tokenizer=m.tokenizer, mesh=mesh, rules=rules, **kw)
 
     # ------------------------------------------------------------------ prompts
     def chat_ids(self, user: str, system: str | None = None, raw: bool = False) -> list[int]:
@@ -77,7 +89,7 @@ class ChatLLM:
             res: SampleOutput = generate(
                 self.cfg, params, [prompts[i] for i in idx], sampling, key, stop_ids=stop,
                 max_new_tokens=max_new_tokens, num_samples=num_samples, pad_id=pad,
-                cache_dtype=self.cache_dtype)
+                cache_dtype=self.cache_dtype, mesh=self.mesh, rules=self.rules)
             for j, i in enumerate(idx):
                 for g in range(num_samples):
                     r = j * num_samples + g

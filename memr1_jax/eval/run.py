@@ -194,16 +194,18 @@ def evaluate(cfg: RunConfig, progress: bool = True, *, answer_llm=None, manager_
           f"({cfg.data.path}, {cfg.eval.split}); {len(records) - len(todo)} already answered in {run_dir}")
 
     if todo:
-        from memr1_jax.agents.llm import ChatLLM
         from memr1_jax.memory import Retriever, load_bank
         from memr1_jax.memory.encoder import make_encoder
+
+        from memr1_jax.run.models import build_mesh, load_chat_model
 
         batch = cfg.rollout.gen_batch_size
         kind = pipeline(cfg)
         own_weights = answer_llm is not None or manager_llm is not None
-        llm = answer_llm if answer_llm is not None else ChatLLM.from_registry(answer_model(cfg), batch_size=batch)
+        mesh = answer_llm.mesh if answer_llm is not None else build_mesh(cfg)
+        llm = answer_llm if answer_llm is not None else load_chat_model(answer_model(cfg), cfg, mesh)
         if manager_llm is None and cfg.eval.manager_model and kind in ("base", "mem0") and cfg.eval.manager == "llm":
-            manager_llm = ChatLLM.from_registry(cfg.eval.manager_model, batch_size=batch)
+            manager_llm = load_chat_model(cfg.eval.manager_model, cfg, mesh)
         encoder = encoder if encoder is not None else make_encoder(cfg.model.encoder)
         retriever = Retriever()
         count = lambda s: len(llm.tokenizer.encode(s))  # noqa: E731
@@ -211,7 +213,7 @@ def evaluate(cfg: RunConfig, progress: bool = True, *, answer_llm=None, manager_
         if cfg.eval.judge:
             from memr1_jax.eval.judge import make_judge
             judge = make_judge(cfg.eval.judge, lambda name: llm if name == answer_model(cfg) else
-                               ChatLLM.from_registry(name, batch_size=batch))
+                               load_chat_model(name, cfg, mesh))
 
         needed = sorted({r.conversation_id for r in todo})
         banks = {}

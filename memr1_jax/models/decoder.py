@@ -299,7 +299,9 @@ def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> Cache:
     """Zeroed KV cache. Each leaf is its own buffer so the cache can be donated."""
     dtype = jnp.dtype(dtype or cfg.compute_dtype)
     shape = (batch, cfg.num_kv_heads, length, cfg.head_dim)
-    layers = tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(cfg.num_layers))
+    # Sharded by batch and kv-head under a mesh (a no-op without one), like the activations.
+    zeros = lambda: _constrain(jnp.zeros(shape, dtype), ("batch", "kv_heads", "length", "head_dim"))  # noqa: E731
+    layers = tuple({"k": zeros(), "v": zeros()} for _ in range(cfg.num_layers))
     return {"index": jnp.zeros((), jnp.int32), "layers": layers}
 
 

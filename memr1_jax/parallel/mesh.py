@@ -62,6 +62,28 @@ def make_mesh(cfg: MeshConfig = MeshConfig(), devices: Sequence | None = None) -
     return Mesh(dev, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
 
+def shard_params(model_cfg, params, mesh: Mesh, rules: Rules = DEFAULT_RULES):
+    """Places model parameters on ``mesh`` by their logical axes (a dimension the mesh axes do
+    not divide is replicated on them)."""
+    from memr1_jax.models.decoder import abstract_params
+    from memr1_jax.parallel.rules import boxed_shardings
+    return jax.device_put(params, boxed_shardings(abstract_params(model_cfg), mesh, rules))
+
+
+def mesh_devices(cfg: MeshConfig, devices: Sequence | None = None) -> list:
+    """The devices a mesh of ``cfg`` spans: all of them when an axis is -1, else the first
+    data x fsdp x tensor (so a 1x1x1 mesh runs on one device of many)."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = (cfg.data, cfg.fsdp, cfg.tensor)
+    if -1 in sizes:
+        return devices
+    n = int(np.prod(sizes))
+    if n > len(devices):
+        raise ValueError(f"mesh data={cfg.data} x fsdp={cfg.fsdp} x tensor={cfg.tensor} needs {n} devices, "
+                         f"have {len(devices)}")
+    return devices[:n]
+
+
 @contextlib.contextmanager
 def mesh_context(mesh: Mesh | None, rules: Rules | None = None):
     """Activates ``mesh`` and the logical rules so ``nn.with_logical_constraint`` in the

@@ -1,2 +1,2 @@
-"""A training run's folder and its side jobs: logs and resume truncation (``records``),
-hooks on the step loop (``hooks``), SIGTERM handling (``preemption``)."""
+"""A run's folder and its side jobs: logs and resume truncation (``records``), hooks on the
+step loop (``hooks``), SIGTERM handling (``preemption``), the run's mesh and models (``models``)."""

@@ -1,6 +1,6 @@
 """Jit-compiled batched sampler: one prefill, then a `lax.while_loop` decode.
 
-Layout (the tunix vanilla-sampler shape, see docs/jax-anchors.md A1):
+Layout (the shape of tunix's vanilla sampler):
 
 * Prompts of different lengths are LEFT-padded to a common bucket length T
   (powers of two and their 1.5x midpoints, so at most a few shapes compile).
@@ -43,6 +43,7 @@ import numpy as np
 
 from memr1_jax.models.config import ModelConfig
 from memr1_jax.models.decoder import Decoder, cache_mask, init_cache, positions_from_valid
+from memr1_jax.parallel.mesh import mesh_context
 
 Array = jax.Array
 
@@ -276,8 +277,11 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
              sampling: SamplingConfig = SamplingConfig(), rng=None, stop_ids=None,
              max_new_tokens: int | Sequence[int] = 64, num_samples: int = 1, pad_id: int = 0,
              cache_dtype: str | None = None, min_prompt_bucket: int = 16,
-             bucket_batch: bool = True) -> SampleOutput:
+             bucket_batch: bool = True, mesh=None, rules=None) -> SampleOutput:
     """Sample `num_samples` continuations of each prompt (token id lists).
+
+    With a ``mesh`` (params already placed by the logical-axis ``rules``), prompts and the
+    per-row arrays are split over the batch axes and the KV cache by batch and kv-head.
 
     stop_ids: ids shared by all prompts, or one collection per prompt.
     max_new_tokens: an int, or one budget per prompt.
@@ -321,10 +325,16 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
         stop_arr[i * g:(i + 1) * g, :len(stops[i])] = stops[i]
         max_arr[i * g:(i + 1) * g] = budgets[i]
 
-    state = prefill(cfg, params, jnp.asarray(tokens), jnp.asarray(valid), cache_len=t + max_len,
-                    num_samples=g, cache_dtype=cache_dtype)
-    out, _ = decode(cfg, params, state, rng, jnp.asarray(stop_arr), jnp.asarray(max_arr),
-                    sampling=sampling, max_len=max_len, pad_id=pad_id)
+    put = jnp.asarray
+    if mesh is not None:
+        from memr1_jax.parallel import rules as rules_lib
+        rules = rules_lib.DEFAULT_RULES if rules is None else rules
+        put = lambda x: jax.device_put(x, rules_lib.batch_sharding(mesh, x.shape, rules))  # noqa: E731
+    with mesh_context(mesh, rules):
+        state = prefill(cfg, params, put(tokens), put(valid), cache_len=t + max_len,
+                        num_samples=g, cache_dtype=cache_dtype)
+        out, _ = decode(cfg, params, state, rng, put(stop_arr), put(max_arr),
+                        sampling=sampling, max_len=max_len, pad_id=pad_id)
     out = jax.device_get(out)
     r = n * g
     return SampleOutput(

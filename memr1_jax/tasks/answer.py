@@ -26,7 +26,7 @@ class AnswerTask:
         convs = list(b.split.train + b.split.validation)
         builder = None
         if t.bank == "llm":
-            builder = load_chat_model(t.bank_manager_model, cfg) if t.bank_manager_model else b.llm
+            builder = load_chat_model(t.bank_manager_model, cfg, b.llm.mesh) if t.bank_manager_model else b.llm
         self.banks, _ = build_banks(convs, b.encoder, dataclasses.replace(t.manager, kind=t.bank),
                                     llm=builder, retriever=b.retriever)
         log(f"answer-agent banks ({t.bank}{', ' + t.bank_manager_model if t.bank_manager_model else ''}): "

@@ -18,6 +18,7 @@ from memr1_jax.data import default_split, load_conversations
 from memr1_jax.data.locomo import Split
 from memr1_jax.memory import Retriever
 from memr1_jax.memory.encoder import make_encoder
+from memr1_jax.run.models import build_mesh, load_chat_model
 from memr1_jax.sampling.sampler import SamplingConfig
 
 Log = Callable[[str], None]
@@ -30,7 +31,7 @@ class Backbone:
     (``rl.update.Updater`` passes the base as a separate argument; full fine-tuning trains
     a copy), so they stay valid for the whole run."""
     cfg: RunConfig
-    llm: ChatLLM
+    llm: ChatLLM                       # llm.mesh: the run's device mesh (None: one device)
     encoder: Any
     retriever: Retriever
     split: Split
@@ -45,21 +46,11 @@ class Backbone:
 
 
 def load_backbone(cfg: RunConfig) -> Backbone:
-    from memr1_jax.models.registry import load_model
-    m = load_model(cfg.model.name)
-    model_cfg = dataclasses.replace(m.cfg, remat=cfg.model.remat)
-    llm = ChatLLM(cfg=model_cfg, params=m.params, tokenizer=m.tokenizer, batch_size=cfg.rollout.gen_batch_size,
-                  max_prompt_tokens=cfg.rollout.max_prompt_tokens)
+    llm = load_chat_model(cfg.model.name, cfg, build_mesh(cfg))
     split = default_split(load_conversations(cfg.data.path))
     if not split.train or not split.validation:
         raise ValueError(f"data.path={cfg.data.path!r}: the split needs train and validation conversations")
     return Backbone(cfg, llm, make_encoder(cfg.model.encoder), Retriever(), split)
-
-
-def load_chat_model(name: str, cfg: RunConfig) -> ChatLLM:
-    """A second model of the run (a bank builder, a frozen Answer Agent): registry name or folder."""
-    return ChatLLM.from_registry(name, batch_size=cfg.rollout.gen_batch_size,
-                                 max_prompt_tokens=cfg.rollout.max_prompt_tokens)
 
 
 class Task(Protocol):

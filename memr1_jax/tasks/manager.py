@@ -27,7 +27,7 @@ class ManagerTask:
         self.response_len = t.manager.max_new_tokens
         # The frozen Answer Agent whose answers are the reward: a named model, or the
         # backbone's untrained weights (never donated, see Backbone).
-        self.answer_llm = load_chat_model(t.frozen_answer_model, cfg) if t.frozen_answer_model else b.llm
+        self.answer_llm = load_chat_model(t.frozen_answer_model, cfg, b.llm.mesh) if t.frozen_answer_model else b.llm
         conv_of = {c.id: c for c in b.split.train + b.split.validation}
         cache: dict = {}
         train_recs = question_records(b.split.train)
