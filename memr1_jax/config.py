@@ -50,8 +50,14 @@ class ModelSection:
     # optimiser always run in float32.
     dtype: str = "float32"
     param_dtype: str = "float32"
+    # "blockwise": flash-style attention over key blocks (never [T, S] logits) in prefill
+    # and the update; "dense" materialises them (faster for short rows on CPU).
+    attention: str = "dense"
+    attention_block: int = 512
 
     def __post_init__(self):
+        if self.attention not in ("dense", "blockwise"):
+            raise ConfigError(f"model.attention={self.attention!r}: expected 'dense' or 'blockwise'")
         if self.encoder not in ("minilm", "hashing"):
             raise ConfigError(f"model.encoder={self.encoder!r}: expected 'minilm' or 'hashing'")
         for key in ("dtype", "param_dtype"):

@@ -233,7 +233,8 @@ def export_checkpoint(run_dir: str | pathlib.Path, step: int | None = None) -> p
     if step not in on_disk:
         raise ValueError(f"--step {step}: no checkpoint of that step in {run} (have {sorted(on_disk)})")
     m = load_model(cfg.model.name, dtype=cfg.model.param_dtype)
-    model_cfg = m.cfg.replace(remat=cfg.model.remat, dtype=cfg.model.dtype)
+    model_cfg = m.cfg.replace(remat=cfg.model.remat, dtype=cfg.model.dtype, attention=cfg.model.attention,
+                              attention_block=cfg.model.attention_block)
     rl = cfg.update_config(model_cfg.num_layers)
     restored = on_disk[step].restore(init_train_state(model_cfg, rl, m.params, jax.random.PRNGKey(cfg.seed)), step)
     for c in ckpts.values():

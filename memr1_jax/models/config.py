@@ -42,6 +42,10 @@ class ModelConfig:
     dtype: str = "float32"            # compute dtype; log-softmax is always float32
     param_dtype: str = "float32"
     remat: bool = False               # jax.checkpoint each layer (training memory)
+    # "dense": [T, S] logits per head; "blockwise": flash-style online softmax over key
+    # blocks of `attention_block` (prefill and training; decode stays dense)
+    attention: str = "dense"
+    attention_block: int = 512
 
     def __post_init__(self):
         if self.arch not in ARCHES:
@@ -51,6 +55,9 @@ class ModelConfig:
                 f"ModelConfig: num_heads={self.num_heads} not divisible by num_kv_heads={self.num_kv_heads}")
         if self.activation not in ("silu", "gelu_tanh"):
             raise ValueError(f"ModelConfig.activation={self.activation!r}: expected 'silu' or 'gelu_tanh'")
+        if self.attention not in ("dense", "blockwise") or self.attention_block < 1:
+            raise ValueError(f"ModelConfig.attention={self.attention!r} (block {self.attention_block}): "
+                             "expected 'dense' or 'blockwise' with a block >= 1")
         if self.global_every and not self.sliding_window:
             raise ValueError("ModelConfig: global_every set without sliding_window")
 

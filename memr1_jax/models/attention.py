@@ -1,0 +1,81 @@
+"""Attention cores over grouped queries: dense, and blockwise (flash-style) for long rows.
+
+Layout: queries [B, K, G, T, D] (K kv-heads, G query heads per kv-head), keys and values
+[B, K, S, D], a boolean mask [B, T, S] (True: query t may attend to key slot s). Both return
+[B, K, G, T, D] in the values' dtype. Logits and the softmax run in float32.
+
+``blockwise_attention`` never forms [T, S] logits: an online softmax runs over key blocks
+inside a ``lax.scan``, one query block at a time, with each scan step rematerialised, so the
+backward pass stores only the running (max, sum, output) per step, not the probabilities. It
+computes what ``dense_attention`` computes, including rows whose keys are all masked (both
+average every real key uniformly, as the finite ``NEG_INF`` fill makes the dense softmax do).
+The boolean mask itself is still [B, T, S] (one byte per entry: 1/(4 H) of float32 logits).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -1e30            # masked logits: finite, so fully masked rows stay defined
+_PAD_NEG = 2 * NEG_INF     # keys added to fill the last block: below masked ones, weight 0
+
+
+def dense_attention(q, keys, values, mask, scale: float):
+    b, k, g, t, d = q.shape
+    s = keys.shape[2]
+    # Queries as [B, K, G*T, D]: both products are then plain batched matmuls with leading
+    # batch dims, which XLA:CPU runs ~2x faster (forward and backward) than a 5-D einsum.
+    logits = jnp.einsum("bkqd,bksd->bkqs", q.reshape(b, k, g * t, d), keys).astype(jnp.float32) * scale
+    logits = jnp.where(mask[:, None, None, :, :], logits.reshape(b, k, g, t, s), NEG_INF)
+    probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype).reshape(b, k, g * t, s)
+    return jnp.einsum("bkqs,bksd->bkqd", probs, values).reshape(b, k, g, t, d)
+
+
+def _pad(x, axis: int, size: int, value=0):
+    extra = size - x.shape[axis]
+    if not extra:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, extra)
+    return jnp.pad(x, widths, constant_values=value)
+
+
+def blockwise_attention(q, keys, values, mask, scale: float, block_q: int = 512, block_k: int = 512):
+    b, k, g, t, d = q.shape
+    s = keys.shape[2]
+    bq, bk = min(block_q, t), min(block_k, s)
+    nq, nk = -(-t // bq), -(-s // bk)
+    tp, sp = nq * bq, nk * bk
+    q = _pad(q, 3, tp)
+    keys, values = _pad(keys, 2, sp), _pad(values, 2, sp)
+    mask = _pad(_pad(mask, 1, tp, False), 2, sp, False)
+    key_pad = (jnp.arange(sp) >= s).reshape(nk, bk)
+    q_blocks = q.reshape(b, k, g, nq, bq, d).transpose(3, 0, 1, 2, 4, 5)        # [nq, B, K, G, bq, D]
+    mask_blocks = mask.reshape(b, nq, bq, nk, bk).transpose(1, 3, 0, 2, 4)      # [nq, nk, B, bq, bk]
+    k_blocks = keys.reshape(b, k, nk, bk, d).transpose(2, 0, 1, 3, 4)           # [nk, B, K, bk, D]
+    v_blocks = values.reshape(b, k, nk, bk, d).transpose(2, 0, 1, 3, 4)
+
+    @jax.checkpoint
+    def key_step(carry, xs):
+        qi, (m, l, acc) = carry
+        kj, vj, mj, pj = xs
+        logits = jnp.einsum("bkgqd,bksd->bkgqs", qi, kj).astype(jnp.float32) * scale
+        logits = jnp.where(mj[:, None, None], logits, NEG_INF)
+        logits = jnp.where(pj, _PAD_NEG, logits)
+        m_new = jnp.maximum(m, jnp.max(logits, axis=-1))
+        corr = jnp.exp(m - m_new)
+        p = jnp.exp(logits - m_new[..., None])
+        l = l * corr + jnp.sum(p, axis=-1)
+        acc = acc * corr[..., None] + jnp.einsum("bkgqs,bksd->bkgqd", p.astype(vj.dtype), vj).astype(jnp.float32)
+        return (qi, (m_new, l, acc)), None
+
+    def query_block(xs):
+        qi, mi = xs
+        init = (jnp.full((b, k, g, bq), -jnp.inf, jnp.float32), jnp.zeros((b, k, g, bq), jnp.float32),
+                jnp.zeros((b, k, g, bq, d), jnp.float32))
+        (_, (_, l, acc)), _ = jax.lax.scan(key_step, (qi, init), (k_blocks, v_blocks, mi, key_pad))
+        return (acc / l[..., None]).astype(values.dtype)
+
+    out = jax.lax.map(query_block, (q_blocks, mask_blocks))                   # [nq, B, K, G, bq, D]
+    return out.transpose(1, 2, 3, 0, 4, 5).reshape(b, k, g, tp, d)[:, :, :, :t]
