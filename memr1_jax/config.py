@@ -142,6 +142,17 @@ class EvalSection:
             raise ConfigError(f"eval.limit={self.limit}: must be >= 0 (0: all questions)")
 
 
+@dataclasses.dataclass(frozen=True)
+class DistributedSection:
+    """Several processes (hosts): detected on Cloud TPU pod slices, Slurm and Open MPI, or
+    set here. Every process runs the same program over the global mesh; process 0 writes
+    the logs and exports."""
+    coordinator: str = ""       # HOST:PORT of process 0 ("": auto-detect / one process)
+    num_processes: int = 1
+    process_id: int = 0
+    cpu_collectives: str = "gloo"   # cross-process collectives of the CPU backend
+
+
 # The update's settings for the CPU default; group_size is G and temperature the rollout
 # temperature (the update's log-probs describe the same tempered policy).
 _CPU_RL = RLConfig(algorithm="grpo", learning_rate=1e-3, critic_learning_rate=1e-4, beta=0.0, clip_eps=0.2,
@@ -168,6 +179,7 @@ class RunConfig:
     # (data, fsdp, tensor) device mesh, -1 = the remaining devices; 1 x 1 x 1 runs on one device.
     # rules: the logical-axis rule table (parallel.rules.DEFAULT_RULES), set in config files.
     mesh: MeshConfig = MeshConfig(data=1, fsdp=1, tensor=1)
+    distributed: DistributedSection = DistributedSection()
 
     def validate(self) -> "RunConfig":
         """Checks across fields (``override`` and ``from_dict`` call it once all keys are set,

@@ -37,13 +37,14 @@ import numpy as np
 from memr1_jax.agents.rollout import pack_episodes
 from memr1_jax.config import ConfigError, RunConfig, default_config, from_dict, resolve, split_config_args, to_json
 from memr1_jax.rl.checkpoint import RLCheckpointer
-from memr1_jax.parallel.mesh import mesh_context
+from memr1_jax.parallel.mesh import maybe_initialize_distributed, mesh_context
 from memr1_jax.rl.train_state import init_sharded_train_state, init_train_state
 from memr1_jax.rl.update import compute_logprobs, effective_params, make_update_fn
 from memr1_jax.run.hooks import Hooks, StepInfo
 from memr1_jax.run.preemption import EXIT_CODE as PREEMPTED_EXIT_CODE
 from memr1_jax.run.preemption import PreemptionGuard
 from memr1_jax.run.records import RunRecords
+from memr1_jax.sampling.sampler import fetch
 from memr1_jax.tasks import load_backbone, make_task
 
 
@@ -64,14 +65,17 @@ def data_order(cfg: RunConfig, n_items: int) -> list[int]:
 
 
 def _host(tree):
-    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+    return jax.tree.map(np.asarray, fetch(tree))
 
 
 def train(cfg: RunConfig, progress: bool = False) -> dict:
     """Runs (or resumes) the whole training; returns a summary (also in summary.json)."""
     t_start = time.time()
+    d = cfg.distributed
+    maybe_initialize_distributed(coordinator=d.coordinator, num_processes=d.num_processes, process_id=d.process_id,
+                                 cpu_collectives=d.cpu_collectives)
     run_dir = run_dir_of(cfg)
-    rec = RunRecords(run_dir, cfg, progress)
+    rec = RunRecords(run_dir, cfg, progress, primary=jax.process_index() == 0)
     log = rec.log
     backbone = load_backbone(cfg)
     task = make_task(backbone, log, run_dir)
@@ -166,7 +170,7 @@ def train(cfg: RunConfig, progress: bool = False) -> dict:
         summary.update(_finish(cfg, task, rec, best, best_ckpt, state, rl))
     best_ckpt.close()
     summary["wall_s"] = time.time() - t_start
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    rec.write_json("summary.json", summary)
     log(f"{'stopped' if preempted else 'done'} in {summary['wall_s']:.0f}s; run dir {run_dir}")
     rec.close()
     return summary
@@ -190,7 +194,7 @@ def _finish(cfg: RunConfig, task, rec: RunRecords, best: dict, best_ckpt: RLChec
     else:
         params = _host(backbone.llm.params)
     out = {}
-    if cfg.export_hf:
+    if cfg.export_hf and rec.primary:
         from memr1_jax.weights.safetensors_loader import save_hf_checkpoint
         hf = rec.dir / "hf"
         save_hf_checkpoint(backbone.llm.cfg, params, hf)
@@ -198,7 +202,10 @@ def _finish(cfg: RunConfig, task, rec: RunRecords, best: dict, best_ckpt: RLChec
         out["hf"] = str(hf)
         how = f"--system checkpoint:{hf}" if cfg.task.agent == "answer" else f"--manager-model {hf}"
         rec.log(f"exported best weights to {hf} (evaluate with {how})")
-    if cfg.eval.after_training:
+    if cfg.eval.after_training and jax.process_count() > 1:
+        rec.log("final evaluation skipped: it writes from one process; evaluate the exported hf/ with "
+                "python -m memr1_jax.evaluate")
+    elif cfg.eval.after_training:
         tables = task.final_evaluation(params, rec.dir)
         lines = [f"# final evaluation: {cfg.data.path} {cfg.eval.split}, first {cfg.eval.limit or 'all'} questions",
                  "", "| system | type | n | F1 | B1 | EM |", "|---|---|---|---|---|---|"]

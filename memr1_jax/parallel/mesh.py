@@ -67,6 +67,8 @@ def shard_params(model_cfg, params, mesh: Mesh, rules: Rules = DEFAULT_RULES):
     not divide is replicated on them)."""
     from memr1_jax.models.decoder import abstract_params
     from memr1_jax.parallel.rules import boxed_shardings
+    if jax.process_count() > 1:   # from host values, the same on every process
+        params = jax.tree.map(np.asarray, params)
     return jax.device_put(params, boxed_shardings(abstract_params(model_cfg), mesh, rules))
 
 
@@ -96,26 +98,49 @@ def mesh_context(mesh: Mesh | None, rules: Rules | None = None):
 
 
 _DIST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
+_initialized = False
 
 
-def maybe_initialize_distributed(env: dict | None = None) -> bool:
-    """Calls ``jax.distributed.initialize()`` when launched on several hosts.
+def _cluster_detected(env) -> bool:
+    """A launcher jax.distributed.initialize() recognises by itself with several processes:
+    a Cloud TPU pod slice (TPU_WORKER_HOSTNAMES lists > 1 host), Slurm, Open MPI."""
+    hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
+    return (len(hosts) > 1 or int(env.get("SLURM_NTASKS", "1") or 1) > 1
+            or int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1)
 
-    Multi-host is detected from JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES (>1) +
-    JAX_PROCESS_ID, or from a cluster launcher jax auto-detects (SLURM with
-    SLURM_NTASKS > 1, Open MPI with OMPI_COMM_WORLD_SIZE > 1). Returns True if it
-    initialised. Must run before any other JAX call that touches devices.
+
+def maybe_initialize_distributed(env: dict | None = None, *, coordinator: str = "", num_processes: int = 1,
+                                 process_id: int = 0, cpu_collectives: str = "gloo") -> bool:
+    """Calls ``jax.distributed.initialize()`` when the run spans several processes.
+
+    Explicit settings (``coordinator`` HOST:PORT and ``num_processes`` > 1) win; else
+    JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES (> 1) + JAX_PROCESS_ID; else a cluster jax
+    auto-detects (Cloud TPU pod slice, Slurm, Open MPI). ``cpu_collectives`` is the CPU
+    backend's cross-process collectives (gloo), which CPU-only runs need and accelerators
+    ignore. Returns True if it initialised (once per process). Must run before any other
+    JAX call that touches devices.
     """
+    global _initialized
+    if _initialized:
+        return True
     env = os.environ if env is None else env
     n = int(env.get("JAX_NUM_PROCESSES", "1") or 1)
     addr = next((env[k] for k in _DIST_ENV if env.get(k)), None)
-    if addr and n > 1:
+    kwargs = None
+    if coordinator and num_processes > 1:
+        if not 0 <= process_id < num_processes:
+            raise ValueError(f"distributed.process_id={process_id}: expected 0 .. {num_processes - 1}")
+        kwargs = dict(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    elif addr and n > 1:
         if "JAX_PROCESS_ID" not in env:
             raise ValueError("JAX_COORDINATOR_ADDRESS and JAX_NUM_PROCESSES>1 set but JAX_PROCESS_ID missing")
-        jax.distributed.initialize(coordinator_address=addr, num_processes=n,
-                                   process_id=int(env["JAX_PROCESS_ID"]))
-        return True
-    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
-        jax.distributed.initialize()  # cluster auto-detection
-        return True
-    return False
+        kwargs = dict(coordinator_address=addr, num_processes=n, process_id=int(env["JAX_PROCESS_ID"]))
+    elif _cluster_detected(env):
+        kwargs = {}
+    if kwargs is None:
+        return False
+    if cpu_collectives:
+        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+    jax.distributed.initialize(**kwargs)
+    _initialized = True
+    return True

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from memr1_jax.models import decoder as dec
@@ -326,8 +327,9 @@ class Updater:
     def shard_batch(self, batch: RLBatch) -> RLBatch:
         if self.mesh is None:
             return batch
-        return jax.tree.map(lambda x: jax.device_put(x, rules_lib.batch_sharding(self.mesh, x.shape, self.rules)),
-                            batch)
+        # From host values: across processes every process holds the same whole batch.
+        return jax.tree.map(lambda x: jax.device_put(np.asarray(x), rules_lib.batch_sharding(
+            self.mesh, x.shape, self.rules)), batch)
 
     def _fn(self, state):
         key = jax.tree.structure(state)

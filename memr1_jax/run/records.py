@@ -18,8 +18,9 @@ import numpy as np
 from memr1_jax.config import RunConfig, to_dict
 from memr1_jax.rl.metrics_writer import MetricsWriter
 
-# Keys a rerun may change without starting a new run.
-RESUMABLE_CHANGES = ("steps",)
+# Keys a rerun may change without starting a new run: the length, and where it runs (the
+# checkpoint restores into any mesh's shardings).
+RESUMABLE_CHANGES = ("steps", "mesh.", "distributed.")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -39,7 +40,9 @@ def check_same_run(path: pathlib.Path, cfg: RunConfig) -> None:
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: unreadable run config ({e}); use another run_dir") from None
     a, b = _flat(old), _flat(json.loads(json.dumps(to_dict(cfg))))
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+    diff = sorted(k for k in set(a) | set(b)
+                  if a.get(k) != b.get(k) and not any(k == r or (r.endswith(".") and k.startswith(r))
+                                                      for r in RESUMABLE_CHANGES))
     if diff:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:5])
         raise ValueError(f"{path.parent} holds a run with another config ({shown}{', ...' if len(diff) > 5 else ''}); "
@@ -65,23 +68,30 @@ def truncate_jsonl(path: pathlib.Path, max_step: int) -> int:
 
 
 class RunRecords:
+    """The logs of a run. Across processes every process keeps the same in-memory history,
+    and only the primary one (process 0) writes files and prints."""
     LOGS = ("metrics.jsonl", "timings.jsonl", "validation.jsonl", "samples.jsonl")
 
-    def __init__(self, run_dir: pathlib.Path, cfg: RunConfig, progress: bool = False):
+    def __init__(self, run_dir: pathlib.Path, cfg: RunConfig, progress: bool = False, primary: bool = True):
         self.dir = run_dir
         self.t0 = time.time()
-        run_dir.mkdir(parents=True, exist_ok=True)
+        self.primary = primary
         cfg_path = run_dir / "config.json"
         if cfg_path.exists():
             check_same_run(cfg_path, cfg)
-        cfg_path.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
-        self._log = open(run_dir / "train.log", "a")
+        if primary:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg_path.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
+        self._log = open(run_dir / "train.log", "a") if primary else None
         self.cfg, self.progress = cfg, progress
         self.writer = None
+        self._files = {}
         self.history: list[dict] = []
         self.validation: list[dict] = []
 
     def log(self, msg: str) -> None:
+        if not self.primary:
+            return
         line = f"[{time.time() - self.t0:7.1f}s] {msg}"
         print(line, flush=True)
         self._log.write(line + "\n")
@@ -89,6 +99,8 @@ class RunRecords:
 
     def start(self, resume_step: int) -> None:
         """Drops rows after ``resume_step`` (all rows when starting afresh) and opens the logs."""
+        if not self.primary:
+            return
         for name in self.LOGS:
             truncate_jsonl(self.dir / name, resume_step if resume_step > 0 else -1)
         read = lambda name: [json.loads(x) for x in (self.dir / name).read_text().splitlines()]  # noqa: E731
@@ -99,11 +111,16 @@ class RunRecords:
         self._files = {name: open(self.dir / name, "a") for name in self.LOGS[1:]}
 
     def _append(self, name: str, rec: dict) -> None:
+        if not self.primary:
+            return
         f = self._files[name]
         f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         f.flush()
 
     def step(self, step: int, metrics: dict, timings: dict, samples: list[dict]) -> None:
+        if not self.primary:
+            self.history.append({"step": step, **metrics})
+            return
         scalars = self.writer.write(step, metrics)
         self.writer.events.scalars(step, {f"time/{k}": v for k, v in timings.items()})
         self.history.append({"step": step, **scalars})
@@ -116,16 +133,24 @@ class RunRecords:
         self.validation.append(row)
         self._append("validation.jsonl", row)
         self._append("timings.jsonl", {"step": step, "time": time.time(), "validation_s": seconds})
-        self.writer.events.scalars(step, {f"val/{k}": v for k, v in result.items()})
+        if self.writer is not None:
+            self.writer.events.scalars(step, {f"val/{k}": v for k, v in result.items()})
+
+    def write_json(self, name: str, value) -> None:
+        if self.primary:
+            (self.dir / name).write_text(json.dumps(value, indent=2))
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
             for f in self._files.values():
                 f.close()
-        self._log.close()
+        if self._log is not None:
+            self._log.close()
 
     def plot_curves(self) -> None:
+        if not self.primary:
+            return
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

@@ -251,6 +251,14 @@ def decode(cfg: ModelConfig, params, state: dict[str, Any], rng, stop_ids: Array
 
 
 # ------------------------------------------------------------------ host API
+def fetch(tree):
+    """Device arrays -> numpy. Across processes, arrays split over other hosts' devices are
+    gathered first (every process then holds the whole value)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return jax.tree.map(lambda x: np.asarray(x) if x.is_fully_replicated else
+                            multihost_utils.process_allgather(x, tiled=True), tree)
+    return jax.device_get(tree)
 def _per_row(value, n: int, name: str) -> list:
     if isinstance(value, (int, np.integer)):
         return [int(value)] * n
@@ -329,13 +337,13 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
     if mesh is not None:
         from memr1_jax.parallel import rules as rules_lib
         rules = rules_lib.DEFAULT_RULES if rules is None else rules
-        put = lambda x: jax.device_put(x, rules_lib.batch_sharding(mesh, x.shape, rules))  # noqa: E731
+        put = lambda x: jax.device_put(np.asarray(x), rules_lib.batch_sharding(mesh, x.shape, rules))  # noqa: E731
     with mesh_context(mesh, rules):
         state = prefill(cfg, params, put(tokens), put(valid), cache_len=t + max_len,
                         num_samples=g, cache_dtype=cache_dtype)
         out, _ = decode(cfg, params, state, rng, put(stop_arr), put(max_arr),
                         sampling=sampling, max_len=max_len, pad_id=pad_id)
-    out = jax.device_get(out)
+    out = fetch(out)
     r = n * g
     return SampleOutput(
         tokens=out["tokens"][:r, :n_new], lengths=out["lengths"][:r], logprobs=out["logprobs"][:r, :n_new],

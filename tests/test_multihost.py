@@ -1,0 +1,69 @@
+"""Two processes on localhost, each with 4 virtual CPU devices and gloo collectives, train
+configs/tiny_cpu.py over one 8-device mesh: the same metrics as one process with 8 devices,
+one writer of the logs, and a checkpoint saved by both processes restored by both."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_processes(run_dir, steps):
+    port = _free_port()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "memr1_jax.train", "--config", "configs/tiny_cpu.py", f"--config.steps={steps}",
+         "--config.mesh.fsdp=8", "--config.export_hf=false", f"--config.run_dir={run_dir}",
+         f"--config.distributed.coordinator=127.0.0.1:{port}", "--config.distributed.num_processes=2",
+         f"--config.distributed.process_id={i}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = []
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=400)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        outs.append(out)
+        assert p.returncode == 0, out[-3000:]
+    return outs
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (virtual) devices for the one-process reference")
+def test_two_processes_train_like_one_process_with_eight_devices(tmp_path):
+    from memr1_jax.config import load_config_file, override
+    from memr1_jax.train import train
+    ref = tmp_path / "one"
+    train(override(load_config_file("configs/tiny_cpu.py"), {"steps": 2, "mesh.fsdp": 8, "export_hf": False,
+                                                             "run_dir": str(ref)}))
+    run = tmp_path / "two"
+    outs = _two_processes(run, steps=1)
+    assert "step 1/1" in outs[0] and "step 1/1" not in outs[1]     # process 0 logs, process 1 is quiet
+    outs = _two_processes(run, steps=2)                             # resumes from the shared checkpoint
+    assert "resumed from the checkpoint of step 1" in outs[0]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    want = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for got, exp in zip(rows, want):
+        assert set(got) == set(exp) and exp["grad_norm"] > 0
+        for key in exp:
+            np.testing.assert_allclose(got[key], exp[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert (run / "samples.jsonl").read_text() == (ref / "samples.jsonl").read_text()
+    # the first launch validated at its last step (1) too; steps 0 and 2 are those of the reference
+    val = [json.loads(x) for x in (run / "validation.jsonl").read_text().splitlines()]
+    assert [v for v in val if v["step"] != 1] == [json.loads(x) for x in (ref / "validation.jsonl").read_text().splitlines()]
