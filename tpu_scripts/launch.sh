@@ -4,8 +4,9 @@
 #   TPU_NAME=memr1 ZONE=us-central2-b ACCELERATOR=v4-8 \
 #     tpu_scripts/launch.sh memr1_jax.evaluate --data /data/locomo10 --split test --system base
 #
-# Every host runs the same command; multi-host runs call jax.distributed.initialize() themselves
-# (memr1_jax.parallel), so no per-host arguments are needed.
+# Every host runs the same command. On a pod slice memr1_jax.train calls jax.distributed.initialize()
+# itself (TPU_WORKER_HOSTNAMES names the workers; memr1_jax.parallel.mesh), so no per-host arguments
+# are needed; its run_dir must be a folder all workers share. memr1_jax.evaluate runs on one host.
 set -euo pipefail
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
 ACCELERATOR=${ACCELERATOR:-v4-8}
@@ -13,6 +14,7 @@ RUNTIME=${RUNTIME:-tpu-ubuntu2204-base}
 REPO_URL=${REPO_URL:-}            # git URL of this repository (or leave empty to scp the working tree)
 MODULE=${1:?usage: launch.sh MODULE [ARGS...]}
 shift
+ARGS=$(printf ' %q' "$@")          # each argument quoted for the remote shell
 
 if ! gcloud compute tpus tpu-vm describe "$TPU_NAME" --zone "$ZONE" >/dev/null 2>&1; then
   gcloud compute tpus tpu-vm create "$TPU_NAME" --zone "$ZONE" \
@@ -32,4 +34,4 @@ gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command
   set -e; $fetch; cd memr1-jax
   python3 -m venv .venv && . .venv/bin/activate
   pip install -q -e '.[tpu]' -f https://storage.googleapis.com/jax-releases/libtpu_releases.html
-  python -m $MODULE $*"
+  python -m $MODULE$ARGS"

@@ -327,9 +327,13 @@ class Updater:
     def shard_batch(self, batch: RLBatch) -> RLBatch:
         if self.mesh is None:
             return batch
-        # From host values: across processes every process holds the same whole batch.
-        return jax.tree.map(lambda x: jax.device_put(np.asarray(x), rules_lib.batch_sharding(
-            self.mesh, x.shape, self.rules)), batch)
+        def put(x):
+            sh = rules_lib.batch_sharding(self.mesh, x.shape, self.rules)
+            if isinstance(x, jax.ShapeDtypeStruct):    # abstract (AOT lowering, memory plans)
+                return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh)
+            # From host values: across processes every process holds the same whole batch.
+            return jax.device_put(np.asarray(x), sh)
+        return jax.tree.map(put, batch)
 
     def _fn(self, state):
         key = jax.tree.structure(state)
