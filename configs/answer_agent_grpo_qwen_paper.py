@@ -1,7 +1,7 @@
-"""Paper-scale: answer agent trained with GRPO on qwen2.5-7b-instruct (see memr1_jax.config.paper_config)."""
+"""Paper-scale: the Answer Agent trained with GRPO on Qwen2.5-7B-Instruct (memr1_jax.config.paper_config), planned for v5p-16."""
 
 from memr1_jax.config import paper_config
 
 
 def get_config():
-    return paper_config("answer_agent_grpo_qwen_paper", "answer", "grpo", "qwen2.5-7b-instruct")
+    return paper_config("answer_agent_grpo_qwen_paper", "answer", "grpo", "qwen2.5-7b-instruct", "v5p-16")

@@ -169,6 +169,7 @@ class RunConfig:
     run_root: str = "runs/train"
     run_dir: str = ""             # the run folder ("": run_root/<name>-<time>); rerun with it to resume
     export_hf: bool = True        # write the selected weights as an HF folder <run>/hf
+    target: str = ""              # the hardware this config is planned for (parallel.targets; memory_plan.py)
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
     rollout: RolloutSection = RolloutSection()
@@ -239,19 +240,32 @@ def evaluation_defaults() -> RunConfig:
         "eval.limit": 40})
 
 
-def paper_config(name: str, agent: str, algorithm: str, model: str) -> RunConfig:
+def paper_config(name: str, agent: str, algorithm: str, model: str, target: str,
+                 gen_batch_size: int = 64) -> RunConfig:
     """Paper-scale settings (Memory-R1, arXiv 2508.19828): 128 rollouts per update, actor lr
     1e-6, critic lr 1e-5, prompts up to 4096 tokens and responses up to 2048, temperature 1.0
     for rollouts, greedy evaluation, 30 memories per speaker, pure EM reward, full fine-tuning
-    with a KL-regularised update. Needs accelerators and the HF weights (MEMR1_MODEL_<PRESET>)."""
+    with a KL-regularised update. Needs accelerators and the HF weights (MEMR1_MODEL_<PRESET>).
+
+    Placed for ``target`` (``parallel.targets``): an FSDP mesh over its devices, bfloat16
+    activations and KV cache over float32 master weights, per-layer remat, blockwise attention,
+    micro-batches of one sequence per device; ``benchmarks/memory_plan.py`` checks the fit."""
+    from memr1_jax.parallel.targets import TARGETS
+    if target not in TARGETS:
+        raise ConfigError(f"paper_config target={target!r}: expected one of {sorted(TARGETS)}")
+    devices = TARGETS[target].devices
     group = 8 if algorithm == "grpo" else 1
-    return override(RunConfig(name=name), {
+    return override(RunConfig(name=name, target=target), {
+        "mesh": MeshConfig(data=1, fsdp=devices, tensor=1),
+        "model.dtype": "bfloat16", "model.param_dtype": "float32", "model.remat": True,
+        "model.attention": "blockwise",
         "model.name": model, "data.path": "locomo", "data.train_pool": 0, "data.val_limit": 200,
         "steps": 200, "eval_every": 20, "save_every": 20,
-        "rollout.questions_per_step": 128 // group, "rollout.gen_batch_size": 64, "rollout.max_prompt_tokens": 4096,
+        "rollout.questions_per_step": 128 // group, "rollout.gen_batch_size": gen_batch_size,
+        "rollout.max_prompt_tokens": 4096,
         "rollout.old_logprobs_from_sampler": False,
         "rl": RLConfig(algorithm=algorithm, learning_rate=1e-6, critic_learning_rate=1e-5,
-                       beta=0.001 if algorithm == "grpo" else 0.0, mini_batch_size=32, micro_batch_size=4,
+                       beta=0.001 if algorithm == "grpo" else 0.0, mini_batch_size=32, micro_batch_size=devices,
                        group_size=group, temperature=1.0),
         "lora.rank": 0,
         "task.agent": agent,

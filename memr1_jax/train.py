@@ -101,15 +101,15 @@ def train(cfg: RunConfig, progress: bool = False) -> dict:
     pad_id = backbone.llm.tokenizer.pad_id if backbone.llm.tokenizer.pad_id is not None else 0
     rollout_key = jax.random.PRNGKey(cfg.seed + 1)
 
-    def validate(step: int, params) -> None:
+    def validate(step: int, state) -> None:
         t0 = time.time()
-        v = task.validate(params)
+        v = task.validate(effective_params(rl, state) if step else base_params)
         rec.validated(step, v, time.time() - t0)
         improved = v["score"] > best["score"]
         if improved:
             best.update(score=v["score"], step=step)
             if step > 0:
-                best_ckpt.save_now(step, live["state"], model_cfg=model_cfg, rl_cfg=rl, extra={"validation": v})
+                best_ckpt.save_now(step, state, model_cfg=model_cfg, rl_cfg=rl, extra={"validation": v})
         ops = f", {v['applied']:.2f} ops ({v['adds']:.2f} ADD) per step" if "applied" in v else ""
         log(f"validation @ step {step}: F1 {100 * v['f1']:.1f} EM {100 * v['em']:.1f} (n={v['n']}){ops}"
             f"{' *best*' if improved else ''} [{time.time() - t0:.0f}s]")
@@ -125,16 +125,15 @@ def train(cfg: RunConfig, progress: bool = False) -> dict:
             f"F1 {m['f1_mean']:.2f}) len {m['response_length']:.1f} T={t['seq_len']} "
             f"kl {m.get('kl_old_ref', m.get('kl', 0.0)):.4f} [{t['rollout_s']:.0f}s rollout, {t['step_s']:.0f}s step]")
 
-    live = {"state": state}
     hooks = Hooks()
     hooks.add(log_step)
-    hooks.add(lambda info: validate(info.step, effective_params(rl, info.state)), every=cfg.eval_every)
+    hooks.add(lambda info: validate(info.step, info.state), every=cfg.eval_every)
     hooks.add(lambda info: save(info.step, info.state), every=cfg.save_every)
 
     preempted = False
     with PreemptionGuard() as guard:
         if start == 0:
-            validate(0, base_params)
+            validate(0, state)
         for step in range(start + 1, cfg.steps + 1):
             t0 = time.time()
             items = [task.train_items[order[i % len(order)]]
@@ -151,7 +150,6 @@ def train(cfg: RunConfig, progress: bool = False) -> dict:
                         base_params, updater.shard_batch(batch), rl.micro_batch_size or batch.tokens.shape[0],
                         model_cfg=model_cfg, chunk_size=rl.logprob_chunk, temperature=rl.temperature))
             state, metrics = updater(state, batch)
-            live["state"] = state
             metrics = {k: float(np.asarray(v)) for k, v in metrics.items() if np.ndim(v) == 0}
             metrics.update(task.step_metrics(eps))
             timings = {"rollout_s": t_roll, "step_s": time.time() - t0, "seq_len": int(batch.tokens.shape[1])}

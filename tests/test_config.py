@@ -8,6 +8,7 @@ import pathlib
 import pytest
 
 from memr1_jax import config as C
+from memr1_jax.parallel.targets import TARGETS
 from memr1_jax.rl.train_state import RLConfig
 
 CONFIGS = sorted(pathlib.Path("configs").glob("*.py"))
@@ -27,7 +28,8 @@ def _other_value(key, value):
     choices = {"model.encoder": "hashing", "task.agent": "manager", "task.bank": "llm", "eval.split": "validation",
                "eval.manager": "add-all", "eval.system": "rag", "task.answer.prompt": "full", "task.manager.kind":
                "add-all", "rl.algorithm": "ppo", "rl.schedule": "cosine", "rl.kl_kind": "k1", "rl.agg_mode":
-               "sequence-mean-token-sum", "rl.adv_estimator": "rloo", "task.manager.template": "Facts: {facts}"}
+               "sequence-mean-token-sum", "rl.adv_estimator": "rloo", "task.manager.template": "Facts: {facts}",
+               "model.dtype": "bfloat16", "model.param_dtype": "bfloat16", "model.attention": "blockwise"}
     if key in choices:
         return choices[key], choices[key]
     if isinstance(value, bool):
@@ -50,7 +52,7 @@ def test_every_field_is_settable_from_the_command_line():
     # the whole RLConfig is there (LoRA has its own section)
     assert {f"rl.{f.name}" for f in dataclasses.fields(RLConfig)} - {"rl.lora"} <= set(keys)
     for key, value in keys.items():
-        if key == "rl.lora":
+        if key in ("rl.lora", "mesh.rules"):   # set in config files (LoRA through its own section)
             continue
         raw, want = _other_value(key, value)
         if key in ("rl.mini_batch_size", "rl.micro_batch_size", "rollout.questions_per_step", "rl.group_size"):
@@ -129,3 +131,11 @@ def test_paper_configs_are_paper_scale():
         assert c.rollout.max_prompt_tokens == 4096 and c.rl.temperature == 1.0 and c.lora.rank == 0, path
         assert c.rollout.questions_per_step * c.rl.group_size == 128, path
         assert c.task.answer.k_per_speaker == 30, path
+        # placed for a named target: FSDP over all its devices, bf16 activations, remat, blockwise
+        target = TARGETS[c.target]
+        assert (c.mesh.data, c.mesh.fsdp, c.mesh.tensor) == (1, target.devices, 1), path
+        assert (c.model.dtype, c.model.param_dtype, c.model.remat, c.model.attention) == \
+            ("bfloat16", "float32", True, "blockwise"), path
+        assert c.rl.micro_batch_size % target.devices == 0, path
+    with pytest.raises(C.ConfigError, match="target='v9-1'"):
+        C.paper_config("x", "answer", "grpo", "qwen2.5-7b-instruct", "v9-1")

@@ -407,7 +407,9 @@ def test_every_shipped_config_runs_one_step_on_the_tiny_model(tmp_path, path):
     from memr1_jax.config import load_config_file, override
     from memr1_jax.train import train
     cfg = load_config_file(path)
-    cfg = override(cfg, {**TINY, "data.path": "embedded", "data.val_limit": 1, "steps": 1, "export_hf": False,
+    # the config's own mesh where this machine has the devices (paper configs: FSDP over 8 or 16)
+    cfg = override(cfg, {**TINY, "mesh.fsdp": min(cfg.mesh.fsdp, jax.device_count()),
+                         "data.path": "embedded", "data.val_limit": 1, "steps": 1, "export_hf": False,
                          "rollout.questions_per_step": 1, "rollout.gen_batch_size": 4, "rl.group_size": 2,
                          "rl.mini_batch_size": None, "rl.micro_batch_size": None, "task.answer.k_per_speaker": 2,
                          "task.sensitive_only": False, "run_dir": str(tmp_path / path.stem)})

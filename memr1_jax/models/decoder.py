@@ -35,7 +35,6 @@ Array = jax.Array
 Cache = dict[str, Any]
 
 
-
 def _lp(init, axes):
     return nn.with_logical_partitioning(init, axes)
 

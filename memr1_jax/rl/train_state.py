@@ -149,12 +149,12 @@ def init_train_state(model_cfg: ModelConfig, cfg: RLConfig, params: Any, rng: ja
     rng: a raw uint32[2] key (``jax.random.PRNGKey``)."""
     rng = jnp.asarray(rng, jnp.uint32)
     rng, lora_rng = jax.random.split(rng)
-    base = None
-    # Full fine-tuning trains a copy: the update donates the state, and the caller's params
-    # stay the reference policy / untrained baseline.
-    trainable = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
-    if cfg.lora is not None:
+    if cfg.lora is not None:   # the base is passed to the update undonated (rl.update.Updater)
         base, trainable = params, lora_lib.init_adapters(params, cfg.lora, lora_rng)
+    else:
+        # Full fine-tuning trains a copy: the update donates the state, and the caller's
+        # params stay the reference policy / untrained baseline.
+        base, trainable = None, jax.tree.map(lambda x: jnp.array(x, copy=True), params)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=trainable,
                        opt_state=make_optimizer(cfg).init(trainable), rng=rng, base_params=base)
     if cfg.algorithm == "ppo":

@@ -331,6 +331,8 @@ class Updater:
             sh = rules_lib.batch_sharding(self.mesh, x.shape, self.rules)
             if isinstance(x, jax.ShapeDtypeStruct):    # abstract (AOT lowering, memory plans)
                 return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh)
+            if isinstance(x, jax.Array) and x.sharding == sh:   # placed already (e.g. ref log-probs)
+                return x
             # From host values: across processes every process holds the same whole batch.
             return jax.device_put(np.asarray(x), sh)
         return jax.tree.map(put, batch)
