@@ -57,7 +57,8 @@ GIB = 2 ** 30
 
 def shard_bytes(abstract, shardings) -> int:
     total = 0
-    for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings, is_leaf=lambda x: hasattr(x, "shard_shape"))):
+    leaves = jax.tree.leaves(shardings, is_leaf=lambda x: hasattr(x, "shard_shape"))
+    for a, s in zip(jax.tree.leaves(abstract), leaves):
         total += int(np.prod(s.shard_shape(a.shape))) * jnp.dtype(a.dtype).itemsize
     return total
 
@@ -153,7 +154,8 @@ def main(argv=None) -> int:
                                                   attention=m.attention, attention_block=m.attention_block)
         devices = mesh_devices(cfg.mesh, jax.devices()[: target.devices])
         if len(devices) != target.devices:
-            raise SystemExit(f"{path.name}: mesh spans {len(devices)} devices, target {target.name} has {target.devices}")
+            raise SystemExit(f"{path.name}: mesh spans {len(devices)} devices, "
+                             f"target {target.name} has {target.devices}")
         mesh = make_mesh(cfg.mesh, devices)
         rl = cfg.update_config(model_cfg.num_layers)
         res = resident(model_cfg, rl, mesh, cfg.mesh.rules)

@@ -69,7 +69,16 @@ def _host(tree):
 
 
 def train(cfg: RunConfig, progress: bool = False) -> dict:
-    """Runs (or resumes) the whole training; returns a summary (also in summary.json)."""
+    """Runs (or resumes) the whole training; returns a summary (also in summary.json).
+    SIGTERM from the start to the last step stops the run after the step in progress."""
+    guard = PreemptionGuard().__enter__()
+    try:
+        return _train(cfg, progress, guard)
+    finally:
+        guard.__exit__(None, None, None)
+
+
+def _train(cfg: RunConfig, progress: bool, guard: PreemptionGuard) -> dict:
     t_start = time.time()
     d = cfg.distributed
     maybe_initialize_distributed(coordinator=d.coordinator, num_processes=d.num_processes, process_id=d.process_id,
@@ -131,36 +140,36 @@ def train(cfg: RunConfig, progress: bool = False) -> dict:
     hooks.add(lambda info: save(info.step, info.state), every=cfg.save_every)
 
     preempted = False
-    with PreemptionGuard() as guard:
-        if start == 0:
-            validate(0, state)
-        for step in range(start + 1, cfg.steps + 1):
-            t0 = time.time()
-            items = [task.train_items[order[i % len(order)]]
-                     for i in range((step - 1) * cfg.rollout.questions_per_step, step * cfg.rollout.questions_per_step)]
-            key = jax.random.fold_in(rollout_key, step)   # a function of the step: resumable
-            eps = task.rollouts(effective_params(rl, state), items, key, rl.group_size, rl.temperature)
-            t_roll = time.time() - t0
-            batch = pack_episodes(eps, pad_id, response_len=task.response_len)
-            if cfg.rollout.old_logprobs_from_sampler:
-                batch = batch.replace(old_logprobs=batch.sampler_logprobs, sampler_logprobs=None)
-            if rl.beta and rl.lora is None:   # with LoRA the update scores the reference from the base
-                with mesh_context(mesh, cfg.mesh.rules):
-                    batch = batch.replace(ref_logprobs=compute_logprobs(
-                        base_params, updater.shard_batch(batch), rl.micro_batch_size or batch.tokens.shape[0],
-                        model_cfg=model_cfg, chunk_size=rl.logprob_chunk, temperature=rl.temperature))
-            state, metrics = updater(state, batch)
-            metrics = {k: float(np.asarray(v)) for k, v in metrics.items() if np.ndim(v) == 0}
-            metrics.update(task.step_metrics(eps))
-            timings = {"rollout_s": t_roll, "step_s": time.time() - t0, "seq_len": int(batch.tokens.shape[1])}
-            hooks.run(StepInfo(step, state, metrics, timings, eps), force=step == cfg.steps)
-            if guard.requested and step < cfg.steps:
-                if step % cfg.save_every:
-                    save(step, state)
-                log(f"SIGTERM: stopped after step {step}, checkpoint saved in {run_dir / 'checkpoints'}; "
-                    "rerun the same command to resume")
-                preempted = True
-                break
+    if start == 0:
+        validate(0, state)
+    for step in range(start + 1, cfg.steps + 1):
+        t0 = time.time()
+        items = [task.train_items[order[i % len(order)]]
+                 for i in range((step - 1) * cfg.rollout.questions_per_step, step * cfg.rollout.questions_per_step)]
+        key = jax.random.fold_in(rollout_key, step)   # a function of the step: resumable
+        eps = task.rollouts(effective_params(rl, state), items, key, rl.group_size, rl.temperature)
+        t_roll = time.time() - t0
+        batch = pack_episodes(eps, pad_id, response_len=task.response_len)
+        if cfg.rollout.old_logprobs_from_sampler:
+            batch = batch.replace(old_logprobs=batch.sampler_logprobs, sampler_logprobs=None)
+        if rl.beta and rl.lora is None:   # with LoRA the update scores the reference from the base
+            with mesh_context(mesh, cfg.mesh.rules):
+                batch = batch.replace(ref_logprobs=compute_logprobs(
+                    base_params, updater.shard_batch(batch), rl.micro_batch_size or batch.tokens.shape[0],
+                    model_cfg=model_cfg, chunk_size=rl.logprob_chunk, temperature=rl.temperature))
+        state, metrics = updater(state, batch)
+        metrics = {k: float(np.asarray(v)) for k, v in metrics.items() if np.ndim(v) == 0}
+        metrics.update(task.step_metrics(eps))
+        timings = {"rollout_s": t_roll, "step_s": time.time() - t0, "seq_len": int(batch.tokens.shape[1])}
+        hooks.run(StepInfo(step, state, metrics, timings, eps), force=step == cfg.steps)
+        if guard.requested and step < cfg.steps:
+            if step % cfg.save_every:
+                save(step, state)
+            log(f"SIGTERM: stopped after step {step}, checkpoint saved in {run_dir / 'checkpoints'}; "
+                "rerun the same command to resume")
+            preempted = True
+            break
+    guard.__exit__(None, None, None)   # from here on SIGTERM ends the process as usual
     ckpt.close()
     summary = {"run_dir": str(run_dir), "rewards": [h["reward_mean"] for h in rec.history],
                "validation": rec.validation, "best": dict(best), "preempted": preempted}
