@@ -26,7 +26,6 @@ of the target's memory.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import pathlib
 import sys

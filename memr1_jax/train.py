@@ -23,7 +23,6 @@ checkpoint is saved and the process exits with status 143.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import pathlib
