@@ -63,10 +63,6 @@ def data_order(cfg: RunConfig, n_items: int) -> list[int]:
     return order[: cfg.data.train_pool] if cfg.data.train_pool else order
 
 
-def _host(tree):
-    return jax.tree.map(np.asarray, fetch(tree))
-
-
 def train(cfg: RunConfig, progress: bool = False) -> dict:
     """Runs (or resumes) the whole training; returns a summary (also in summary.json).
     SIGTERM from the start to the last step stops the run after the step in progress."""
@@ -196,9 +192,9 @@ def _finish(cfg: RunConfig, task, rec: RunRecords, best: dict, best_ckpt: RLChec
     rec.log(f"best validation F1 {100 * best['score']:.1f} at step {best['step']} (step 0 = untrained)")
     backbone = task.backbone
     if best["step"] > 0:
-        params = _host(effective_params(rl, best_ckpt.restore(state, best["step"]).state))
+        params = fetch(effective_params(rl, best_ckpt.restore(state, best["step"]).state))
     else:
-        params = _host(backbone.llm.params)
+        params = fetch(backbone.llm.params)
     out = {}
     if cfg.export_hf and rec.primary:
         from memr1_jax.weights.safetensors_loader import save_hf_checkpoint
@@ -253,7 +249,7 @@ def export_checkpoint(run_dir: str | pathlib.Path, step: int | None = None) -> p
     for c in ckpts.values():
         c.close()
     hf = run / "hf"
-    save_hf_checkpoint(model_cfg, _host(effective_params(rl, restored.state)), hf)
+    save_hf_checkpoint(model_cfg, fetch(effective_params(rl, restored.state)), hf)
     m.tokenizer.save(hf)
     print(f"exported step {step} of {run} to {hf}")
     return hf

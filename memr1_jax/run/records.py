@@ -34,7 +34,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def check_same_run(path: pathlib.Path, cfg: RunConfig) -> None:
-    """A rerun into an existing run folder must use that run's config (bar ``steps``)."""
+    """A rerun into an existing run folder must use that run's config (bar RESUMABLE_CHANGES)."""
     try:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
