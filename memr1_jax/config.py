@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 import importlib.util
 import json
+import math
 import pathlib
 import types
 import typing
@@ -153,6 +154,16 @@ class DistributedSection:
     cpu_collectives: str = "gloo"   # cross-process collectives of the CPU backend
 
 
+@dataclasses.dataclass(frozen=True)
+class GuardSection:
+    """The divergence guard: a step whose update crosses one of these limits stops the run
+    (exit 3; the last good checkpoint stays, nothing is exported). 0 turns a limit off.
+    Non-finite rewards, losses, gradients or parameters always stop it."""
+    max_update_ratio: float = 1.0   # ||trainable after - before|| / ||before|| in one step
+    max_grad_norm: float = 1e4      # pre-clip gradient norm (largest optimiser step of the update)
+    max_kl: float = 5.0             # ppo_kl: KL(rollout policy || updated policy) per token
+
+
 # The update's settings for the CPU default; group_size is G and temperature the rollout
 # temperature (the update's log-probs describe the same tempered policy).
 _CPU_RL = RLConfig(algorithm="grpo", learning_rate=1e-3, critic_learning_rate=1e-4, beta=0.0, clip_eps=0.2,
@@ -181,6 +192,7 @@ class RunConfig:
     # rules: the logical-axis rule table (parallel.rules.DEFAULT_RULES), set in config files.
     mesh: MeshConfig = MeshConfig(data=1, fsdp=1, tensor=1)
     distributed: DistributedSection = DistributedSection()
+    guard: GuardSection = GuardSection()
 
     def validate(self) -> "RunConfig":
         """Checks across fields (``override`` and ``from_dict`` call it once all keys are set,
@@ -316,6 +328,8 @@ def _check_type(key: str, value: Any, tp) -> Any:
         raise ConfigError(f"{key}: None is not allowed (expected {getattr(base, '__name__', base)})")
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if base is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r}: must be a finite number")
     if base in (int, float, str, bool):
         if type(value) is not base:
             raise ConfigError(f"{key}={value!r}: expected {base.__name__}, got {type(value).__name__}")
@@ -363,7 +377,7 @@ def _set(node: Any, parts: list[str], value: Any, key: str, root: Any, from_stri
     if len(parts) > 1:
         new = _set(getattr(node, name), parts[1:], value, key, root, from_string)
     else:
-        new = parse_value(key, value, tp) if from_string else _check_type(key, value, tp)
+        new = _check_type(key, parse_value(key, value, tp) if from_string else value, tp)
     try:
         return dataclasses.replace(node, **{name: new})
     except ConfigError:

@@ -39,6 +39,8 @@ from memr1_jax.rl.checkpoint import RLCheckpointer
 from memr1_jax.parallel.mesh import maybe_initialize_distributed, mesh_context
 from memr1_jax.rl.train_state import init_sharded_train_state, init_train_state
 from memr1_jax.rl.update import compute_logprobs, effective_params, make_update_fn
+from memr1_jax.run.guards import EXIT_CODE as DIVERGED_EXIT_CODE
+from memr1_jax.run.guards import TrainingDiverged, check_finite_weights, check_rewards, check_update
 from memr1_jax.run.hooks import Hooks, StepInfo
 from memr1_jax.run.preemption import EXIT_CODE as PREEMPTED_EXIT_CODE
 from memr1_jax.run.preemption import PreemptionGuard
@@ -137,33 +139,48 @@ def _train(cfg: RunConfig, progress: bool, guard: PreemptionGuard) -> dict:
     preempted = False
     if start == 0:
         validate(0, state)
-    for step in range(start + 1, cfg.steps + 1):
-        t0 = time.time()
-        items = [task.train_items[order[i % len(order)]]
-                 for i in range((step - 1) * cfg.rollout.questions_per_step, step * cfg.rollout.questions_per_step)]
-        key = jax.random.fold_in(rollout_key, step)   # a function of the step: resumable
-        eps = task.rollouts(effective_params(rl, state), items, key, rl.group_size, rl.temperature)
-        t_roll = time.time() - t0
-        batch = pack_episodes(eps, pad_id, response_len=task.response_len)
-        if cfg.rollout.old_logprobs_from_sampler:
-            batch = batch.replace(old_logprobs=batch.sampler_logprobs, sampler_logprobs=None)
-        if rl.beta and rl.lora is None:   # with LoRA the update scores the reference from the base
-            with mesh_context(mesh, cfg.mesh.rules):
-                batch = batch.replace(ref_logprobs=compute_logprobs(
-                    base_params, updater.shard_batch(batch), rl.micro_batch_size or batch.tokens.shape[0],
-                    model_cfg=model_cfg, chunk_size=rl.logprob_chunk, temperature=rl.temperature))
-        state, metrics = updater(state, batch)
-        metrics = {k: float(np.asarray(v)) for k, v in metrics.items() if np.ndim(v) == 0}
-        metrics.update(task.step_metrics(eps))
-        timings = {"rollout_s": t_roll, "step_s": time.time() - t0, "seq_len": int(batch.tokens.shape[1])}
-        hooks.run(StepInfo(step, state, metrics, timings, eps), force=step == cfg.steps)
-        if guard.requested and step < cfg.steps:
-            if step % cfg.save_every:
-                save(step, state)
-            log(f"SIGTERM: stopped after step {step}, checkpoint saved in {run_dir / 'checkpoints'}; "
-                "rerun the same command to resume")
-            preempted = True
-            break
+    try:
+        for step in range(start + 1, cfg.steps + 1):
+            t0 = time.time()
+            items = [task.train_items[order[i % len(order)]]
+                     for i in range((step - 1) * cfg.rollout.questions_per_step, step * cfg.rollout.questions_per_step)]
+            key = jax.random.fold_in(rollout_key, step)   # a function of the step: resumable
+            eps = task.rollouts(effective_params(rl, state), items, key, rl.group_size, rl.temperature)
+            t_roll = time.time() - t0
+            check_rewards(step, [e.reward for e in eps], [str(e.info.get("question", ""))[:80] for e in eps])
+            batch = pack_episodes(eps, pad_id, response_len=task.response_len)
+            if cfg.rollout.old_logprobs_from_sampler:
+                batch = batch.replace(old_logprobs=batch.sampler_logprobs, sampler_logprobs=None)
+            if rl.beta and rl.lora is None:   # with LoRA the update scores the reference from the base
+                with mesh_context(mesh, cfg.mesh.rules):
+                    batch = batch.replace(ref_logprobs=compute_logprobs(
+                        base_params, updater.shard_batch(batch), rl.micro_batch_size or batch.tokens.shape[0],
+                        model_cfg=model_cfg, chunk_size=rl.logprob_chunk, temperature=rl.temperature))
+            state, metrics = updater(state, batch)
+            metrics = {k: float(np.asarray(v)) for k, v in metrics.items() if np.ndim(v) == 0}
+            metrics.update(task.step_metrics(eps))
+            timings = {"rollout_s": t_roll, "step_s": time.time() - t0, "seq_len": int(batch.tokens.shape[1])}
+            try:
+                check_update(step, metrics, cfg.guard)
+            except TrainingDiverged:
+                log_step(StepInfo(step, state, metrics, timings, eps))   # the bad step's row, for diagnosis
+                raise
+            hooks.run(StepInfo(step, state, metrics, timings, eps), force=step == cfg.steps)
+            if guard.requested and step < cfg.steps:
+                if step % cfg.save_every:
+                    save(step, state)
+                log(f"SIGTERM: stopped after step {step}, checkpoint saved in {run_dir / 'checkpoints'}; "
+                    "rerun the same command to resume")
+                preempted = True
+                break
+    except TrainingDiverged as e:
+        last = ckpt.latest_step()
+        log(f"stopped: {e}. Nothing was saved or exported for this step; the last good checkpoint is "
+            + (f"step {last} in {run_dir / 'checkpoints'}" if last is not None else "none: no step was saved before it"))
+        for c in (ckpt, best_ckpt):
+            c.close()
+        rec.close()
+        raise
     guard.__exit__(None, None, None)   # from here on SIGTERM ends the process as usual
     ckpt.close()
     summary = {"run_dir": str(run_dir), "rewards": [h["reward_mean"] for h in rec.history],
@@ -199,6 +216,7 @@ def _finish(cfg: RunConfig, task, rec: RunRecords, best: dict, best_ckpt: RLChec
     if cfg.export_hf and rec.primary:
         from memr1_jax.weights.safetensors_loader import save_hf_checkpoint
         hf = rec.dir / "hf"
+        check_finite_weights(params, str(hf))
         save_hf_checkpoint(backbone.llm.cfg, params, hf)
         backbone.llm.tokenizer.save(hf)
         out["hf"] = str(hf)
@@ -249,7 +267,9 @@ def export_checkpoint(run_dir: str | pathlib.Path, step: int | None = None) -> p
     for c in ckpts.values():
         c.close()
     hf = run / "hf"
-    save_hf_checkpoint(model_cfg, fetch(effective_params(rl, restored.state)), hf)
+    params = fetch(effective_params(rl, restored.state))
+    check_finite_weights(params, f"{hf} (step {step})")
+    save_hf_checkpoint(model_cfg, params, hf)
     m.tokenizer.save(hf)
     print(f"exported step {step} of {run} to {hf}")
     return hf
@@ -281,6 +301,9 @@ def main(argv=None) -> int:
             print(to_json(cfg))
             return 0
         summary = train(cfg)
+    except TrainingDiverged as e:
+        print(f"error: training stopped at {e}", file=sys.stderr)
+        return DIVERGED_EXIT_CODE
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -179,11 +179,32 @@ class EventFileWriter:
         self._f.close()
 
 
-def _is_number(v) -> bool:
+def _is_scalar(v) -> bool:
     try:
-        return np.ndim(v) == 0 and not isinstance(v, (str, bytes)) and math.isfinite(float(v))
+        return np.ndim(v) == 0 and not isinstance(v, (str, bytes)) and float(v) is not None
     except (TypeError, ValueError):
         return False
+
+
+def _is_number(v) -> bool:
+    return _is_scalar(v) and math.isfinite(float(v))
+
+
+def json_safe(obj: Any, path: str = "") -> tuple[Any, list[str]]:
+    """``obj`` with every non-finite float replaced by None, and the dotted paths replaced:
+    JSON has no NaN, and Python's ``json`` would write a bare ``NaN`` no parser accepts."""
+    if isinstance(obj, float) or isinstance(obj, np.floating):
+        return (float(obj), []) if math.isfinite(obj) else (None, [path or "value"])
+    if isinstance(obj, Mapping):
+        out, bad = {}, []
+        for k, v in obj.items():
+            out[k], b = json_safe(v, f"{path}.{k}" if path else str(k))
+            bad += b
+        return out, bad
+    if isinstance(obj, (list, tuple)):
+        pairs = [json_safe(v, f"{path}[{i}]") for i, v in enumerate(obj)]
+        return [p[0] for p in pairs], [b for p in pairs for b in p[1]]
+    return obj, []
 
 
 class MetricsWriter:
@@ -203,15 +224,20 @@ class MetricsWriter:
             self.bar = tqdm(total=total_steps, initial=initial_step, desc="rl", dynamic_ncols=True)
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> dict:
-        scalars = {k: float(np.asarray(v)) for k, v in metrics.items() if _is_number(np.asarray(v))}
+        """Returns the row written: scalars, non-finite ones as None (JSON null) and named
+        under "nonfinite"."""
+        scalars = {k: float(np.asarray(v)) for k, v in metrics.items() if _is_scalar(np.asarray(v))}
         self.events.scalars(step, scalars)
+        row, bad = json_safe(scalars)
+        if bad:
+            row["nonfinite"] = bad
         # No wall time here: a resumed run must write the same rows as an uninterrupted one.
-        self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
+        self._jsonl.write(json.dumps({"step": int(step), **row}, allow_nan=False) + "\n")
         self._jsonl.flush()
         if self.bar is not None:
             self.bar.set_postfix({k: f"{scalars[k]:.3g}" for k in self.BAR_KEYS if k in scalars}, refresh=False)
             self.bar.update(1)
-        return scalars
+        return row
 
     def close(self):
         self.events.close()

@@ -292,6 +292,14 @@ def _update(model_cfg: ModelConfig, cfg: RLConfig, state: TrainState, batch: RLB
     out = dict(batch_metrics)
     out.update(pooled)
     out.update({k: jnp.mean(v) for k, v in step_metrics.items()})
+    # For the divergence guard (run/guards.py): the largest step's gradient, how far the
+    # trainable weights moved, and whether they (and the critic) are still finite.
+    out["grad_norm_max"] = jnp.max(step_metrics["grad_norm"])
+    delta = jax.tree.map(lambda new, old: new.astype(jnp.float32) - old.astype(jnp.float32), params, state.params)
+    out["update_ratio"] = optax.global_norm(delta) / jnp.maximum(optax.global_norm(state.params), 1e-12)
+    finite = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((params, critic))
+              if jnp.issubdtype(x.dtype, jnp.floating)]
+    out["params_finite"] = jnp.all(jnp.stack(finite)).astype(jnp.float32) if finite else jnp.float32(1)
     opt_steps = (state.step + 1) * cfg.epochs * n_mini  # optimiser steps done after this call
     out["learning_rate"] = make_schedule(cfg, cfg.learning_rate)(opt_steps - 1)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng,

@@ -16,11 +16,11 @@ import time
 import numpy as np
 
 from memr1_jax.config import RunConfig, to_dict
-from memr1_jax.rl.metrics_writer import MetricsWriter
+from memr1_jax.rl.metrics_writer import MetricsWriter, json_safe
 
-# Keys a rerun may change without starting a new run: the length, and where it runs (the
-# checkpoint restores into any mesh's shardings).
-RESUMABLE_CHANGES = ("steps", "mesh.", "distributed.")
+# Keys a rerun may change without starting a new run: the length, where it runs (the
+# checkpoint restores into any mesh's shardings) and the divergence limits.
+RESUMABLE_CHANGES = ("steps", "mesh.", "distributed.", "guard.")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -114,7 +114,10 @@ class RunRecords:
         if not self.primary:
             return
         f = self._files[name]
-        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        rec, bad = json_safe(rec)
+        if bad:
+            rec["nonfinite"] = bad
+        f.write(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n")
         f.flush()
 
     def step(self, step: int, metrics: dict, timings: dict, samples: list[dict]) -> None:
