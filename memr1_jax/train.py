@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import pathlib
 import random
+import shutil
 import sys
 import time
 
@@ -35,7 +36,7 @@ import numpy as np
 
 from memr1_jax.agents.rollout import pack_episodes
 from memr1_jax.config import ConfigError, RunConfig, default_config, from_dict, resolve, split_config_args, to_json
-from memr1_jax.rl.checkpoint import RLCheckpointer
+from memr1_jax.rl.checkpoint import CheckpointError, RLCheckpointer
 from memr1_jax.parallel.mesh import maybe_initialize_distributed, mesh_context
 from memr1_jax.rl.train_state import init_sharded_train_state, init_train_state
 from memr1_jax.rl.update import compute_logprobs, effective_params, make_update_fn
@@ -91,13 +92,13 @@ def _train(cfg: RunConfig, progress: bool, guard: PreemptionGuard) -> dict:
     ckpt = RLCheckpointer(run_dir / "checkpoints", save_every=cfg.save_every, max_to_keep=2, async_save=False)
     best_ckpt = RLCheckpointer(run_dir / "best", save_every=1, max_to_keep=1, async_save=False)
     start, best = 0, {"score": -1.0, "step": 0}
-    if ckpt.latest_step() is not None:
-        restored = ckpt.restore(state)
+    restored = _restore_latest_good(ckpt, state, run_dir, log)
+    if restored is not None:
         state, start = restored.state, restored.step
         best = restored.meta.get("extra", {}).get("best", best)
-        for s in best_ckpt.all_steps():   # a best saved after the checkpoint is redone
-            if s > start:
-                best_ckpt.manager.delete(s)
+    for s in best_ckpt.all_steps():   # a best saved after the checkpoint is redone
+        if s > start:
+            best_ckpt.manager.delete(s)
     rec.start(start)
     log(f"model {cfg.model.name}; task {cfg.task.agent}, {rl.algorithm}, "
         f"{'LoRA r=%d' % rl.lora.rank if rl.lora else 'full fine-tuning'}; {len(task.train_items)} training items"
@@ -193,6 +194,22 @@ def _train(cfg: RunConfig, progress: bool, guard: PreemptionGuard) -> dict:
     log(f"{'stopped' if preempted else 'done'} in {summary['wall_s']:.0f}s; run dir {run_dir}")
     rec.close()
     return summary
+
+
+def _restore_latest_good(ckpt: RLCheckpointer, state, run_dir: pathlib.Path, log):
+    """The newest checkpoint that restores intact; a corrupt one is moved to
+    ``<run>/corrupt_checkpoints/`` with a warning (so the rerun does not trip on it again)."""
+    for step in sorted(ckpt.all_steps(), reverse=True):
+        try:
+            return ckpt.restore(state, step)
+        except CheckpointError as e:
+            aside = run_dir / "corrupt_checkpoints" / f"{step}-{int(time.time())}"
+            if jax.process_index() == 0:
+                aside.parent.mkdir(exist_ok=True)
+                shutil.move(pathlib.Path(ckpt.directory) / str(step), aside)
+            ckpt.manager.reload()
+            log(f"warning: {e}; moved it to {aside}, trying the one before")
+    return None
 
 
 def _init_state(cfg: RunConfig, model_cfg, rl, params, mesh):

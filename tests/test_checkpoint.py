@@ -107,3 +107,33 @@ def test_lora_checkpoint_holds_adapters_only(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert run.state.base_params is target.base_params
     assert RLConfig.from_json(__import__("json").dumps(run.meta["rl_config"])) == rl
+
+
+def test_damaged_checkpoints_raise_checkpoint_error_naming_the_step(tmp_path):
+    import json
+    import pathlib
+
+    from memr1_jax.rl.checkpoint import CheckpointError
+    state = _run_steps(_fresh_state(), 0, 1)
+    with RLCheckpointer(tmp_path, save_every=1, async_save=False) as ck:
+        ck.save_now(1, state)
+    step = pathlib.Path(tmp_path) / "1"
+    data = max((step / "state").rglob("ocdbt.process_0/d/*"), key=lambda p: p.stat().st_size)
+    original = data.read_bytes()
+    for frac in (0.2, 0.5, 0.8):   # 58 flipped bytes inside the array data
+        b = bytearray(original)
+        off = int(len(b) * frac)
+        b[off:off + 58] = bytes(x ^ 0x40 for x in b[off:off + 58])
+        data.write_bytes(bytes(b))
+        with pytest.raises(CheckpointError, match=rf"checkpoint {step} is corrupt: \d+ arrays differ"):
+            RLCheckpointer(tmp_path, async_save=False).restore(_fresh_state(), 1)
+    data.write_bytes(original)
+    meta = next(step.rglob("meta/*metadata*"), None) or next(p for p in (step / "meta").iterdir() if p.is_file())
+    good_meta = meta.read_bytes()
+    meta.write_text("{garbage")
+    with pytest.raises(CheckpointError, match=rf"checkpoint {step} cannot be restored"):
+        RLCheckpointer(tmp_path, async_save=False).restore(_fresh_state(), 1)
+    meta.write_bytes(good_meta)
+    restored = RLCheckpointer(tmp_path, async_save=False).restore(_fresh_state(), 1)
+    assert json.dumps(restored.meta["fingerprint"]) and all(
+        np.array_equal(a, b) for a, b in zip(_flat(restored.state).values(), _flat(state).values()))

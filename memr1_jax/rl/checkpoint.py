@@ -8,6 +8,13 @@ Each step holds two items:
 Restoring takes a *target* train state (arrays or ShapeDtypeStructs with shardings, e.g.
 from ``train_state_shardings`` on another mesh): arrays are read straight into those
 shardings, so a run can resume on a different mesh.
+
+Orbax stores no checksum (flipped bytes inside a compressed chunk can restore silently), so
+"meta" carries a fingerprint of every saved leaf: two sums of its bits mod 2^32, one plain
+and one weighted by position, computed on device (so with any sharding and on any number of
+hosts, and equal across meshes). Restore recomputes them and raises ``CheckpointError``
+naming the step and the leaf on any difference; any other failure to read a step is a
+``CheckpointError`` too.
 """
 
 from __future__ import annotations
@@ -18,12 +25,43 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 from memr1_jax.rl.train_state import TrainState
 
 _SAVED_FIELDS = ("step", "params", "opt_state", "rng", "critic_params", "critic_opt_state")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint step that cannot be restored (missing, unreadable or altered)."""
+
+
+def _leaf_fingerprint(x: jax.Array) -> jax.Array:
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_:
+        bits = x.astype(jnp.uint32)
+    else:
+        width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}.get(x.dtype.itemsize)
+        if width is None:   # 8-byte leaves: both 32-bit halves
+            bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+        else:
+            bits = jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32)
+    flat = bits.reshape(-1)
+    weight = jnp.arange(flat.shape[0], dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+    return jnp.stack([jnp.sum(flat, dtype=jnp.uint32), jnp.sum(flat * weight, dtype=jnp.uint32)])
+
+
+_fingerprints = jax.jit(lambda tree: jax.tree.map(_leaf_fingerprint, tree))
+
+
+def fingerprint(tree: Any) -> dict[str, str]:
+    """{leaf path: 16 hex digits} of a tree of arrays."""
+    sums = _fingerprints(tree)
+    return {jax.tree_util.keystr(path): "%08x%08x" % tuple(int(v) for v in np.asarray(jax.device_get(x)))
+            for path, x in jax.tree_util.tree_leaves_with_path(sums)}
 
 
 def _to_tree(state: TrainState, include_base: bool) -> dict:
@@ -72,8 +110,12 @@ class RLCheckpointer:
         if rl_cfg is not None:
             meta["rl_config"] = json.loads(rl_cfg.to_json())
         json.dumps(meta)  # fail early and clearly on non-JSON cursors
+        if not (force or self.manager.should_save(int(step))):
+            return False
+        tree = _to_tree(state, self.include_base)
+        meta["fingerprint"] = fingerprint(tree)
         saved = self.manager.save(
-            int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(_to_tree(state, self.include_base)),
+            int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
                                                meta=ocp.args.JsonSave(meta)), force=force)
         return bool(saved)
 
@@ -93,15 +135,30 @@ class RLCheckpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint found in {self.directory}")
+        where = os.path.join(self.directory, str(step))
         abstract = jax.tree.map(_abstract, _to_tree(target, self.include_base))
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        try:
+            out = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        except Exception as e:   # orbax / tensorstore / json errors name neither step nor file
+            msg = " ".join(str(e).split())[:300]
+            raise CheckpointError(f"checkpoint {where} cannot be restored ({type(e).__name__}: {msg})") from None
+        meta = out["meta"]
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"checkpoint {where}: its meta item is not a JSON object")
+        expected = meta.get("fingerprint")
+        if expected is not None:   # checkpoints written before fingerprints restore unchecked
+            got = fingerprint(dict(out["state"]))
+            bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+            if bad:
+                raise CheckpointError(f"checkpoint {where} is corrupt: {len(bad)} arrays differ from what was "
+                                      f"saved (e.g. {bad[0]})")
         tree = dict(out["state"])
         base = tree.pop("base_params", target.base_params)
         if base is not None and jax.tree.leaves(base) and isinstance(jax.tree.leaves(base)[0], jax.ShapeDtypeStruct):
             raise ValueError("restore: LoRA checkpoint without base params needs concrete target.base_params")
         state = TrainState(**{k: tree.get(k) for k in _SAVED_FIELDS}, base_params=base)
-        return RestoredRun(state=state, meta=dict(out["meta"]), step=int(step))
+        return RestoredRun(state=state, meta=dict(meta), step=int(step))
 
     def close(self, step: int | None = None, state: TrainState | None = None, **kw):
         """At exit: saves ``state`` as ``step`` if given and not on disk yet (keywords as
