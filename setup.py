@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.8",
     "nltk>=3.8",
     "protobuf>=4",
+    "filelock>=3.12",  # one writer per run folder and cache entry
 ]
 
 EXTRAS = {

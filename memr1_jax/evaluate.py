@@ -28,6 +28,7 @@ from memr1_jax.config import (ConfigError, RunConfig, evaluation_defaults, overr
                               split_config_args, to_json)
 from memr1_jax.data.locomo import LocomoFormatError
 from memr1_jax.eval.run import evaluate
+from memr1_jax.files import FolderInUse
 
 # flag -> run-config key
 FLAGS = {
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
         return 0
     try:
         evaluate(cfg)
-    except (LocomoFormatError, FileNotFoundError) as e:
+    except (LocomoFormatError, FileNotFoundError, FolderInUse, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

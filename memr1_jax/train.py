@@ -23,6 +23,7 @@ checkpoint is saved and the process exits with status 143.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import pathlib
@@ -36,6 +37,7 @@ import numpy as np
 
 from memr1_jax.agents.rollout import pack_episodes
 from memr1_jax.config import ConfigError, RunConfig, default_config, from_dict, resolve, split_config_args, to_json
+from memr1_jax.files import FolderInUse, folder_lock
 from memr1_jax.rl.checkpoint import CheckpointError, RLCheckpointer
 from memr1_jax.parallel.mesh import maybe_initialize_distributed, mesh_context
 from memr1_jax.rl.train_state import init_sharded_train_state, init_train_state
@@ -82,6 +84,13 @@ def _train(cfg: RunConfig, progress: bool, guard: PreemptionGuard) -> dict:
     maybe_initialize_distributed(coordinator=d.coordinator, num_processes=d.num_processes, process_id=d.process_id,
                                  cpu_collectives=d.cpu_collectives)
     run_dir = run_dir_of(cfg)
+    # One writer per run folder (process 0 writes for all processes of a run).
+    lock = folder_lock(run_dir, "training run folder") if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        return _train_in(cfg, run_dir, progress, guard, t_start)
+
+
+def _train_in(cfg: RunConfig, run_dir: pathlib.Path, progress: bool, guard: PreemptionGuard, t_start: float) -> dict:
     rec = RunRecords(run_dir, cfg, progress, primary=jax.process_index() == 0)
     log = rec.log
     backbone = load_backbone(cfg)
@@ -321,7 +330,7 @@ def main(argv=None) -> int:
     except TrainingDiverged as e:
         print(f"error: training stopped at {e}", file=sys.stderr)
         return DIVERGED_EXIT_CODE
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, FolderInUse) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return PREEMPTED_EXIT_CODE if summary["preempted"] else 0

@@ -22,7 +22,6 @@ import dataclasses
 import re
 from typing import Any, Callable, Sequence
 
-import jax
 import numpy as np
 
 from memr1_jax.agents.answer_agent import AnswerConfig, answer_prompts, answer_reward

@@ -7,7 +7,8 @@ import os
 from memr1_jax.data.embedded import (EMBEDDED_TRAIN_IDS, EMBEDDED_VALIDATION_IDS, EmbeddedConfig,
                                      embedded_split, make_embedded_dataset)
 from memr1_jax.data.locomo import (LOCOMO_LABELS, PAPER_LABELS, QA, Conversation, LocomoFormatError,
-                                   QuestionRecord, Session, Split, Turn, category_counts, category_label,
+                                   LocomoWarning, QuestionRecord, Session, Split, Turn, category_counts, category_label,
+                                   content_hash,
                                    download_locomo, load_locomo, question_records, split_conversations,
                                    write_flat, write_nested)
 
@@ -29,6 +30,7 @@ def default_split(convs: tuple[Conversation, ...]) -> Split:
 
 __all__ = [
     "QA", "Conversation", "Session", "Turn", "QuestionRecord", "Split", "LocomoFormatError",
+    "LocomoWarning", "content_hash",
     "PAPER_LABELS", "LOCOMO_LABELS", "category_label", "category_counts", "load_locomo", "download_locomo",
     "write_flat", "write_nested", "split_conversations", "question_records", "EmbeddedConfig",
     "make_embedded_dataset", "embedded_split", "load_conversations", "default_split",

@@ -31,13 +31,17 @@ LoCoMo is CC BY-NC 4.0; the project does not ship it (see
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
 import re
 import urllib.error
 import urllib.request
+import warnings
 from typing import Any, Iterable, Mapping, Sequence
+
+from memr1_jax.files import child
 
 # Mem0 / Memory-R1 naming of LoCoMo category numbers (used in result tables).
 PAPER_LABELS: Mapping[int, str] = {1: "single-hop", 2: "temporal", 3: "multi-hop", 4: "open-domain"}
@@ -56,6 +60,10 @@ LOCOMO_HOME = "https://github.com/snap-research/locomo"
 
 _SESSION_RE = re.compile(r"session_(\d+)")
 _DIA_ID_RE = re.compile(r"D(\d+):(\d+)")
+
+
+class LocomoWarning(UserWarning):
+    """Data that loads but is partly unusable (e.g. facts under an unknown speaker)."""
 
 
 class LocomoFormatError(ValueError):
@@ -283,18 +291,59 @@ def parse_conversation(raw: Any, source: str = "<memory>", conv_id: str | None =
         sessions.append(Session(index=n, date_time=date_time, turns=turns, observations=observations,
                                 summary=summary, events=dict(events) if events is not None else None))
 
+    for sess in sessions:
+        unknown = sorted(set(sess.observations) - {speaker_a, speaker_b})
+        if unknown:
+            warnings.warn(f"{source}: session {sess.index} has observations under {unknown}, neither speaker_a "
+                          f"{speaker_a!r} nor speaker_b {speaker_b!r}; they are not used", LocomoWarning, stacklevel=2)
     qa_raw = _req(raw, "qa", list, source)
     questions = tuple(_parse_qa(q, source, f"qa[{i}].") for i, q in enumerate(qa_raw))
     return Conversation(id=conv_id, speaker_a=speaker_a, speaker_b=speaker_b,
                         sessions=tuple(sessions), questions=questions)
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _find_surrogate(obj: Any) -> str | None:
+    """The key path of the first string holding a lone UTF-16 surrogate (a ``\\ud800``
+    escape): Python accepts it, but no tokenizer or UTF-8 file can hold it."""
+    stack = [("", obj)]
+    while stack:
+        where, x = stack.pop()
+        if isinstance(x, str):
+            try:
+                x.encode("utf-8")
+            except UnicodeEncodeError:
+                return (where or "<root>").encode("utf-8", "backslashreplace").decode("utf-8")
+        elif isinstance(x, Mapping):
+            for k, v in x.items():
+                path = f"{where}.{k}" if where else k
+                stack += [(path, k), (path, v)]
+        elif isinstance(x, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(x))
+    return None
+
+
 def _read_json(path: pathlib.Path) -> Any:
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LocomoFormatError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from None
+    try:
+        raw = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
-        raise LocomoFormatError(f"{path}: not valid JSON ({e})") from e
+        raise LocomoFormatError(f"{path}: not valid JSON ({e})") from None
+    except ValueError as e:   # NaN / Infinity
+        raise LocomoFormatError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise LocomoFormatError(f"{path}: not valid LoCoMo JSON (nested too deeply)") from None
+    bad = _find_surrogate(raw)
+    if bad is not None:
+        raise LocomoFormatError(f"{path}: key {bad!r}: text holds a lone surrogate escape (not valid Unicode)")
+    return raw
 
 
 def _flat_id(path: pathlib.Path) -> str:
@@ -404,6 +453,13 @@ def conversation_to_flat(conv: Conversation) -> dict:
     return d
 
 
+def content_hash(conv: Conversation) -> str:
+    """sha256 of the conversation's content (id, dialogue, facts, questions, answers): what a
+    cached result computed from it is keyed by, so an edited file is never served stale."""
+    blob = json.dumps({"id": conv.id, **conversation_to_flat(conv)}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
 def conversation_to_nested(conv: Conversation) -> dict:
     """One element of the ``locomo10.json`` release list."""
     flat = conversation_to_flat(conv)
@@ -431,7 +487,7 @@ def write_flat(convs: Iterable[Conversation], directory: os.PathLike | str) -> l
     paths = []
     for c in convs:
         stem = c.id[len("conv-"):] if c.id.startswith("conv-") else c.id
-        p = directory / f"{stem}.json"
+        p = child(directory, stem, ".json")
         with open(p, "w", encoding="utf-8") as f:
             json.dump(conversation_to_flat(c), f, ensure_ascii=False, indent=1)
         paths.append(p)

@@ -21,16 +21,18 @@ import os
 import pathlib
 import sys
 import time
+import warnings
 from typing import Any
 
 from memr1_jax.agents.answer_agent import answer_prompts
 from memr1_jax.agents.memory_manager import build_banks, count_steps
 from memr1_jax.agents.prompts import extract_answer
 from memr1_jax.config import RunConfig, to_dict
-from memr1_jax.data import default_split, load_conversations, question_records
+from memr1_jax.data import content_hash, default_split, load_conversations, question_records
 from memr1_jax.data.locomo import category_label
 from memr1_jax.eval.baselines import RagConfig, fullctx_prompts, rag_prompts
 from memr1_jax.eval.metrics import aggregate, format_table, score_answer
+from memr1_jax.files import atomic_write_text, child, entry_lock, folder_lock, rewrite_lines, safe_name
 
 
 def pipeline(cfg: RunConfig) -> str:
@@ -43,36 +45,66 @@ def answer_model(cfg: RunConfig) -> str:
     return system.split(":", 1)[1] if system.startswith("checkpoint:") else cfg.model.name
 
 
-def _spec(cfg: RunConfig) -> dict:
+def data_digest(convs) -> str:
+    """A hash of the content of every conversation (not of the path it was read from)."""
+    h = hashlib.sha256()
+    for c in convs:
+        h.update(content_hash(c).encode())
+    return h.hexdigest()[:16]
+
+
+def model_identity(name: str) -> str:
+    """A registry preset is its name (its weights are pinned by checksum); a model folder is
+    its path with the size and modification time of each file, so weights exported again
+    into the same folder are another model."""
+    folder = pathlib.Path(name)
+    if not folder.is_dir():
+        return name
+    files = [(str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)
+             for f in sorted(folder.rglob("*")) if f.is_file()]
+    return f"{name}@{hashlib.sha256(json.dumps(files).encode()).hexdigest()[:12]}"
+
+
+def _spec(cfg: RunConfig, digest: str = "") -> dict:
     """What an evaluation's results depend on: the key of its run folder and config.json."""
     e = cfg.eval
-    spec = {"data": cfg.data.path, "model": cfg.model.name, "answer": to_dict(cfg.task.answer),
+    spec = {"data": cfg.data.path, "data_content": digest, "model": model_identity(cfg.model.name),
+            "encoder": cfg.model.encoder, "answer": to_dict(cfg.task.answer),
             "batch_size": cfg.rollout.gen_batch_size,
             "eval": {k: v for k, v in to_dict(e).items() if k not in ("run_dir", "after_training", "base_too")}}
+    if e.system.startswith("checkpoint:"):
+        spec["weights"] = model_identity(answer_model(cfg))
     if pipeline(cfg) in ("base", "mem0"):
         spec["manager"] = to_dict(cfg.task.manager)
+        if e.manager_model:
+            spec["manager_weights"] = model_identity(e.manager_model)
     return spec
 
 
 def bank_dir(cfg: RunConfig, run_dir: pathlib.Path) -> pathlib.Path:
-    """Banks depend only on data, manager model and manager settings, so base and mem0 runs
-    share them (a sibling folder of the run's, keyed by those settings)."""
+    """Banks depend on the manager model and settings, the encoder and the conversation, so
+    base and mem0 runs share them (a sibling folder of the run's keyed by the settings; each
+    file named by its conversation's id and content hash: ``bank_file``)."""
     m = cfg.task.manager
-    builder = cfg.eval.manager_model or answer_model(cfg)
-    key = json.dumps([cfg.data.path, builder, cfg.eval.manager, m.retrieve_k, m.max_facts_per_step,
+    builder = model_identity(cfg.eval.manager_model or answer_model(cfg))
+    key = json.dumps([builder, cfg.model.encoder, cfg.eval.manager, m.retrieve_k, m.max_facts_per_step,
                       m.max_new_tokens, m.template], sort_keys=True)
     return run_dir.parent / "banks" / hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
-def default_run_dir(cfg: RunConfig) -> pathlib.Path:
-    # Same config -> same folder, which is what makes resuming automatic.
-    tag = hashlib.sha1(json.dumps(_spec(cfg), sort_keys=True).encode()).hexdigest()[:8]
-    data = "embedded" if cfg.data.path == "embedded" else pathlib.Path(cfg.data.path).name
+def bank_file(folder: pathlib.Path, conv) -> pathlib.Path:
+    return child(folder, f"{conv.id}-{content_hash(conv)[:12]}", ".bank")
+
+
+def default_run_dir(cfg: RunConfig, digest: str = "") -> pathlib.Path:
+    # Same config and data -> same folder, which is what makes resuming automatic.
+    tag = hashlib.sha1(json.dumps(_spec(cfg, digest), sort_keys=True).encode()).hexdigest()[:8]
+    data = "embedded" if cfg.data.path == "embedded" else safe_name(pathlib.Path(cfg.data.path).name)
     system = cfg.eval.system.replace(":", "-").replace("/", "_")[:40]
     if cfg.eval.manager_model:
         mm = cfg.eval.manager_model
         system += "-trained_manager" if "/" in mm else f"-{mm}-manager"
-    return pathlib.Path("runs") / "evaluate" / f"{data}-{cfg.eval.split}-{system}-{cfg.model.name}-{tag}"
+    return pathlib.Path("runs") / "evaluate" / safe_name(f"{data}-{cfg.eval.split}-{system}-{cfg.model.name}-{tag}")
 
 
 def _load_done(path: pathlib.Path) -> dict[str, dict]:
@@ -91,18 +123,12 @@ def _load_done(path: pathlib.Path) -> dict[str, dict]:
                     bad += 1
                     print(f"warning: {path}:{n}: unreadable prediction line, will redo it", file=sys.stderr)
         if bad:
-            tmp = path.with_suffix(".jsonl.tmp")
-            with open(tmp, "w") as f:
-                for rec in done.values():
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            rewrite_lines(path, (json.dumps(rec, ensure_ascii=False) for rec in done.values()))
     return done
 
 
-def _save_outputs(run_dir: pathlib.Path, agg: dict, cfg: RunConfig, extra: dict) -> None:
-    (run_dir / "metrics.json").write_text(json.dumps({"config": _spec(cfg), **extra, "results": agg}, indent=2))
+def _save_outputs(run_dir: pathlib.Path, agg: dict, cfg: RunConfig, extra: dict, spec: dict) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps({"config": spec, **extra, "results": agg}, indent=2))
     fmt = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
     md = [f"# {cfg.eval.system} on {cfg.data.path} ({cfg.eval.split}), model {cfg.model.name}", "",
           "| type | n | F1 | B1 | EM | LoCoMo-F1 | J |", "|---|---|---|---|---|---|---|"]
@@ -157,9 +183,25 @@ def _build_missing_banks(cfg: RunConfig, convs, encoder, retriever, llm, bank_pa
                                    retriever=retriever, progress=bar.update, on_step=on_step)
     print(f"memory construction: {stats.steps} manager steps, ops {stats.ops}, "
           f"{stats.parse_failures} steps with format problems, {stats.skipped_ops} ops skipped")
+    by_id = {c.id: c for c in convs}
     for cid, bank in built.items():
-        save_bank(bank, bank_path / f"{cid}.bank")
+        save_bank(bank, bank_file(bank_path, by_id[cid]))
     return built
+
+
+def _cached_bank(path: pathlib.Path):
+    """The bank saved at ``path``, or None when there is none; a damaged one is moved aside
+    (``*.corrupt``) with a warning and rebuilt."""
+    from memr1_jax.memory import BankFileError, load_bank
+    if not path.exists():
+        return None
+    try:
+        return load_bank(path)
+    except BankFileError as e:
+        aside = path.with_name(path.name + f".{int(time.time())}.corrupt")
+        os.replace(path, aside)
+        warnings.warn(f"{e}; moved it to {aside.name} and building the bank again", stacklevel=2)
+        return None
 
 
 def evaluate(cfg: RunConfig, progress: bool = True, *, answer_llm=None, manager_llm=None,
@@ -170,22 +212,36 @@ def evaluate(cfg: RunConfig, progress: bool = True, *, answer_llm=None, manager_
     the config, ``manager_llm`` the model that builds the banks; weights passed in are not
     identified by any name, so their banks are kept inside the run folder. ``encoder``
     replaces the one named by ``cfg.model.encoder``."""
-    from tqdm import tqdm
-
     t0 = time.time()
-    run_dir = pathlib.Path(cfg.eval.run_dir) if cfg.eval.run_dir else default_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / "config.json"
-    cfg_json = json.dumps(_spec(cfg), indent=2, sort_keys=True)
-    if cfg_path.exists() and json.loads(cfg_path.read_text()) != json.loads(cfg_json):
-        raise ValueError(f"{run_dir} holds a run with a different config ({cfg_path}); "
-                         f"choose another eval.run_dir (--run-dir)")
-    cfg_path.write_text(cfg_json)
-
+    # The data first: a bad file stops here, before any run folder exists.
     split_convs = getattr(default_split(load_conversations(cfg.data.path)), cfg.eval.split)
     records = question_records(split_convs)
     if cfg.eval.limit:
         records = records[:cfg.eval.limit]
+    if not records:
+        warnings.warn(f"{cfg.data.path}: no questions to evaluate in the {cfg.eval.split} split "
+                      f"({len(split_convs)} conversations; category-5 questions are not scored)", stacklevel=2)
+    spec = _spec(cfg, data_digest(split_convs))
+    run_dir = pathlib.Path(cfg.eval.run_dir) if cfg.eval.run_dir else default_run_dir(cfg, spec["data_content"])
+    with folder_lock(run_dir, "evaluation run folder", scaffolding=("config.json",)):
+        return _evaluate(cfg, run_dir, spec, split_convs, records, t0, progress, answer_llm, manager_llm, encoder)
+
+
+def _evaluate(cfg: RunConfig, run_dir: pathlib.Path, spec: dict, split_convs, records, t0: float, progress: bool,
+              answer_llm, manager_llm, encoder) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    cfg_path = run_dir / "config.json"
+    cfg_json = json.dumps(spec, indent=2, sort_keys=True)
+    if cfg_path.exists():
+        try:
+            same = json.loads(cfg_path.read_text()) == json.loads(cfg_json)
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            raise ValueError(f"{run_dir} holds a run with a different config or data ({cfg_path}); "
+                             f"choose another eval.run_dir (--run-dir)")
+    atomic_write_text(cfg_path, cfg_json)
     pred_path = run_dir / "predictions.jsonl"
     done = _load_done(pred_path)
     todo = [r for r in records if f"{r.conversation_id}:{r.qa_index}" not in done]
@@ -194,7 +250,7 @@ def evaluate(cfg: RunConfig, progress: bool = True, *, answer_llm=None, manager_
           f"({cfg.data.path}, {cfg.eval.split}); {len(records) - len(todo)} already answered in {run_dir}")
 
     if todo:
-        from memr1_jax.memory import Retriever, load_bank
+        from memr1_jax.memory import Retriever
         from memr1_jax.memory.encoder import make_encoder
 
         from memr1_jax.run.models import build_mesh, load_chat_model
@@ -220,16 +276,15 @@ def evaluate(cfg: RunConfig, progress: bool = True, *, answer_llm=None, manager_
         if kind in ("base", "mem0"):
             bank_path = run_dir / "banks" if own_weights else bank_dir(cfg, run_dir)
             bank_path.mkdir(parents=True, exist_ok=True)
-            missing = []
-            for cid in needed:
-                p = bank_path / f"{cid}.bank"
-                if p.exists():
-                    banks[cid] = load_bank(p)
-                else:
-                    missing.append(conv_by_id[cid])
-            if missing:
-                banks.update(_build_missing_banks(cfg, missing, encoder, retriever, manager_llm or llm,
-                                                  bank_path, progress))
+            with entry_lock(bank_path):   # another run building the same banks: wait, then reuse them
+                missing = []
+                for cid in needed:
+                    banks[cid] = _cached_bank(bank_file(bank_path, conv_by_id[cid]))
+                    if banks[cid] is None:
+                        missing.append(conv_by_id[cid])
+                if missing:
+                    banks.update(_build_missing_banks(cfg, missing, encoder, retriever, manager_llm or llm,
+                                                      bank_path, progress))
 
         # mem0: Mem0's answer prompt (no distillation); base: the configured distillation prompt.
         acfg = dataclasses.replace(cfg.task.answer, distill=cfg.task.answer.distill and kind != "mem0")
@@ -266,7 +321,7 @@ def evaluate(cfg: RunConfig, progress: bool = True, *, answer_llm=None, manager_
     final = [done[f"{r.conversation_id}:{r.qa_index}"] for r in records]
     agg = aggregate(final)
     wall = time.time() - t0
-    _save_outputs(run_dir, agg, cfg, {"wall_seconds": wall, "num_questions": len(final)})
+    _save_outputs(run_dir, agg, cfg, {"wall_seconds": wall, "num_questions": len(final)}, spec)
     print(format_table(agg))
     print(f"wall time {wall:.0f} s; results in {run_dir} (metrics.json, results.md, results.png, predictions.jsonl)")
     return agg

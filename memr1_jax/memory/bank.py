@@ -277,6 +277,9 @@ def apply(bank: MemoryBank, ops: Sequence[MemoryOp], *, embed_fn: EmbedFn | None
                 raise ValueError(f"apply: embed_fn returned shape {got.shape}, expected {(len(needs_vec), dim)}")
         else:
             raise ValueError("apply: ADD/UPDATE ops need embed_fn or embeddings")
+        if not np.isfinite(got).all():   # a damaged encoder: a NaN memory would match nothing, silently
+            row = int(np.argwhere(~np.isfinite(got))[0, 0])
+            raise ValueError(f"apply: non-finite embedding for memory text {ops[needs_vec[row]].text[:60]!r}")
         got = _normalise(got)
         vecs = {i: got[j] for j, i in enumerate(needs_vec)}
 

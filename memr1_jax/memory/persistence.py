@@ -11,8 +11,10 @@ File layout (all integers little-endian):
 
 `save_bank` writes to a temp file in the destination folder, fsyncs it, `os.replace`s it over
 the target and fsyncs the folder, so a crash (even kill -9) leaves either the old or the new
-file, never a mix. `load_bank` checks magic, sizes and checksum and raises `BankFileError`
-naming the file and the problem.
+file, never a mix; the next save removes temp files whose writer died. It refuses non-finite
+embeddings. `load_bank` checks magic, sizes, checksum and then every field (manifest shapes,
+the host section's ids against the arrays, next_id above every id, finite embeddings) and
+raises `BankFileError` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -61,8 +63,10 @@ def _host_to_json(host: BankHost) -> dict:
 
 
 def _host_from_json(d: dict, path) -> BankHost:
+    if not isinstance(d, dict):
+        raise BankFileError(path, "malformed host section (not an object)")
     try:
-        return BankHost(
+        host = BankHost(
             texts=MappingProxyType({int(k): str(v) for k, v in d["texts"].items()}),
             timestamps=MappingProxyType({int(k): str(v) for k, v in d["timestamps"].items()}),
             slot_of=MappingProxyType({int(k): int(v) for k, v in d["slot_of"].items()}),
@@ -70,7 +74,52 @@ def _host_from_json(d: dict, path) -> BankHost:
             next_id=int(d["next_id"]), revision=int(d["revision"]),
             lineage=tuple(int(x) for x in d["lineage"]))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise BankFileError(path, f"malformed host section ({type(e).__name__}: {e})") from None
+        raise BankFileError(path, f"malformed host section ({type(e).__name__}: {str(e)[:200]})") from None
+    ids = set(host.texts)
+    if host.next_id < 0 or host.revision < 0 or any(i < 0 or i >= host.next_id for i in ids):
+        raise BankFileError(path, f"host section: next_id {host.next_id} must exceed every memory id "
+                                  f"(largest {max(ids, default=None)}) and be >= 0, revision >= 0")
+    if set(host.slot_of) != ids or set(host.timestamps) - ids:
+        raise BankFileError(path, "host section: texts, timestamps and slot map name different memory ids")
+    return host
+
+
+def _check_manifest(manifest, path) -> list[tuple[str, tuple[int, ...], int]]:
+    """[(name, shape, nbytes)] of a well-formed manifest (raises BankFileError otherwise)."""
+    if not isinstance(manifest, list) or len(manifest) != len(_ARRAYS):
+        raise BankFileError(path, f"corrupt array manifest (expected {len(_ARRAYS)} entries)")
+    out = []
+    for m in manifest:
+        if not isinstance(m, dict):
+            raise BankFileError(path, "corrupt array manifest (an entry is not an object)")
+        name, shape, nbytes = m.get("name"), m.get("shape"), m.get("nbytes")
+        if name not in _DTYPES or m.get("dtype") != _DTYPES[name]:
+            raise BankFileError(path, f"unexpected array {name!r} of dtype {m.get('dtype')!r}")
+        ok_shape = (isinstance(shape, list) and len(shape) == (2 if name == "embeddings" else 1)
+                    and all(type(x) is int and 0 <= x < 2 ** 40 for x in shape))
+        if not ok_shape or type(nbytes) is not int:
+            raise BankFileError(path, f"array {name!r}: bad shape {shape!r:.60} or size {nbytes!r:.30}")
+        if int(np.prod(shape, dtype=object)) * np.dtype(_DTYPES[name]).itemsize != nbytes:
+            raise BankFileError(path, f"array {name!r}: shape {shape} does not match {nbytes} bytes")
+        out.append((name, tuple(shape), nbytes))
+    if sorted(n for n, _, _ in out) != sorted(_ARRAYS):
+        raise BankFileError(path, "corrupt array manifest (arrays missing or repeated)")
+    return out
+
+
+def _remove_stale_temps(folder: pathlib.Path, name: str) -> None:
+    """Temp files of saves killed before their rename (``.<name>.<pid>.<random>.tmp``) whose
+    process is gone."""
+    for tmp in folder.glob(f".{name}.*.tmp"):
+        pid = tmp.name[len(name) + 2:].split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (PermissionError, OverflowError):
+            pass
 
 
 def save_bank(bank: MemoryBank, path: os.PathLike) -> pathlib.Path:
@@ -79,6 +128,9 @@ def save_bank(bank: MemoryBank, path: os.PathLike) -> pathlib.Path:
     folder = path.parent if str(path.parent) else pathlib.Path(".")
     arrays = {name: np.ascontiguousarray(np.asarray(getattr(bank.arrays, name)), _DTYPES[name])
               for name in _ARRAYS}
+    if not np.isfinite(arrays["embeddings"][arrays["valid"]]).all():
+        raise ValueError(f"{path}: refusing to save a bank with non-finite embeddings")
+    _remove_stale_temps(folder, path.name)
     manifest, offset = [], 0
     for name, arr in arrays.items():
         manifest.append({"name": name, "dtype": str(arr.dtype), "shape": list(arr.shape),
@@ -89,7 +141,7 @@ def save_bank(bank: MemoryBank, path: os.PathLike) -> pathlib.Path:
     h = hashlib.sha256(header)
     for arr in arrays.values():
         h.update(memoryview(arr).cast("B"))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(_PREFIX.pack(MAGIC, len(header), h.digest()))
@@ -141,25 +193,18 @@ def load_bank(path: os.PathLike) -> MemoryBank:
             header = json.loads(raw_header.decode("utf-8"))
             manifest = header["arrays"]
             version = header["format_version"]
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as e:
             raise BankFileError(path, f"corrupt header ({type(e).__name__})") from None
         if version != FORMAT_VERSION:
-            raise BankFileError(path, f"unsupported format version {version!r} (expected {FORMAT_VERSION})")
-        try:
-            expected = sum(int(m["nbytes"]) for m in manifest)
-        except (KeyError, TypeError, ValueError):
-            raise BankFileError(path, "corrupt array manifest") from None
+            raise BankFileError(path, f"unsupported format version {version!r:.40} (expected {FORMAT_VERSION})")
+        entries = _check_manifest(manifest, path)
+        expected = sum(n for _, _, n in entries)
         have = size - _PREFIX.size - hlen
         if have != expected:
             raise BankFileError(path, f"truncated or padded: {have} bytes of array data, manifest says {expected}")
         arrays = {}
-        for m in manifest:
-            name = m.get("name")
-            if name not in _DTYPES or m.get("dtype") != _DTYPES[name]:
-                raise BankFileError(path, f"unexpected array {name!r} of dtype {m.get('dtype')!r}")
-            arr = np.empty(tuple(int(x) for x in m["shape"]), np.dtype(_DTYPES[name]))
-            if arr.nbytes != int(m["nbytes"]):
-                raise BankFileError(path, f"array {name!r}: shape {m['shape']} does not match {m['nbytes']} bytes")
+        for name, shape, _ in entries:
+            arr = np.empty(shape, np.dtype(_DTYPES[name]))
             view = memoryview(arr).cast("B")
             got = f.readinto(view)
             if got != arr.nbytes:
@@ -168,10 +213,7 @@ def load_bank(path: os.PathLike) -> MemoryBank:
             arrays[name] = arr
         if h.digest() != digest:
             raise BankFileError(path, "checksum mismatch: the file is corrupt")
-    missing = set(_ARRAYS) - set(arrays)
-    if missing:
-        raise BankFileError(path, f"missing arrays {sorted(missing)}")
-    host = _host_from_json(header.get("host", {}), path)
+    host = _host_from_json(header.get("host", {}) if isinstance(header, dict) else None, path)
     cap = arrays["valid"].shape[0]
     if any(arrays[n].shape[0] != cap for n in _ARRAYS) or arrays["embeddings"].ndim != 2:
         raise BankFileError(path, "arrays have inconsistent capacities")
@@ -179,4 +221,6 @@ def load_bank(path: os.PathLike) -> MemoryBank:
            if not (0 <= s < cap) or not arrays["valid"][s] or arrays["ids"][s] != mid or mid not in host.texts]
     if bad or int(arrays["valid"].sum()) != len(host.slot_of):
         raise BankFileError(path, f"host section disagrees with arrays (e.g. ids {bad[:5]})")
+    if not np.isfinite(arrays["embeddings"][arrays["valid"]]).all():
+        raise BankFileError(path, "non-finite embeddings in stored memories")
     return MemoryBank(BankArrays(**arrays), host)
