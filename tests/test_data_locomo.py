@@ -182,8 +182,19 @@ def test_download_error_is_clear(tmp_path, monkeypatch):
     assert not (tmp_path / "locomo10.json").exists()
 
 
+def _release_like() -> list:
+    """Conversations with the ids and question counts of the public release."""
+    convs = []
+    for cid, n in locomo.LOCOMO_RELEASE_QUESTIONS.items():
+        d = _good_flat()
+        d["qa"] = [dict(d["qa"][0]) for _ in range(n)]
+        convs.append(_nest_by_hand(d, cid))
+    return convs
+
+
 def test_download_saves_and_validates(tmp_path, monkeypatch):
-    payload = json.dumps([_nest_by_hand(_good_flat(), "conv-7")]).encode()
+    import hashlib
+    payload = json.dumps(_release_like()).encode()
 
     class Resp:
         def __init__(self, data):
@@ -200,8 +211,15 @@ def test_download_saves_and_validates(tmp_path, monkeypatch):
 
     monkeypatch.setattr(locomo.urllib.request, "urlopen", lambda url, timeout: Resp(payload))
     out = locomo.download_locomo(tmp_path / "dl")
-    assert out.name == "locomo10.json" and [c.id for c in load_locomo(out)] == ["conv-7"]
-    monkeypatch.setattr(locomo.urllib.request, "urlopen", lambda url, timeout: Resp(b"<html>rate limited</html>"))
-    with pytest.raises(RuntimeError, match="not a LoCoMo release"):
-        locomo.download_locomo(tmp_path / "dl2")
-    assert not list((tmp_path / "dl2").iterdir())
+    assert out.name == "locomo10.json" and [c.id for c in load_locomo(out)] == list(locomo.LOCOMO_RELEASE_QUESTIONS)
+    digest = hashlib.sha256(payload).hexdigest()
+    assert (tmp_path / "dl" / "locomo10.json.sha256").read_text().split()[0] == digest
+    assert locomo.download_locomo(tmp_path / "dl", sha256=digest) == out        # a verified cache hit
+    with pytest.raises(LocomoFormatError, match="sha256"):
+        locomo.download_locomo(tmp_path / "dl", sha256="0" * 64)
+    for bad, why in ((b"<html>rate limited</html>", "not valid JSON"),
+                     (json.dumps([_nest_by_hand(_good_flat(), "conv-7")]).encode(), "question counts differ")):
+        monkeypatch.setattr(locomo.urllib.request, "urlopen", lambda url, timeout, b=bad: Resp(b))
+        with pytest.raises(RuntimeError, match=f"not the LoCoMo release: .*{why}"):
+            locomo.download_locomo(tmp_path / "dl2")
+        assert not list((tmp_path / "dl2").iterdir())

@@ -61,11 +61,14 @@ class ChatLLM:
 
     # ------------------------------------------------------------------ prompts
     def chat_ids(self, user: str, system: str | None = None, raw: bool = False) -> list[int]:
-        """Token ids of a one-turn chat prompt (or of the raw text with raw=True)."""
+        """Token ids of a one-turn chat prompt (or of the raw text with raw=True). The texts
+        hold data and memories, so special-token spellings in them stay plain text
+        (``Tokenizer.as_plain_text``): only the chat template makes control tokens."""
+        plain = self.tokenizer.as_plain_text
         if raw:
-            return self.tokenizer.encode(user, add_bos=self.tokenizer.family == "gemma")
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user}]
+            return self.tokenizer.encode(plain(user), add_bos=self.tokenizer.family == "gemma")
+        messages = ([{"role": "system", "content": plain(system)}] if system else []) + [
+            {"role": "user", "content": plain(user)}]
         text = render_chat(messages, self.tokenizer, add_generation_prompt=True)
         return self.tokenizer.encode(text)
 

@@ -57,6 +57,11 @@ VALIDATION_IDS = ("conv-30",)
 
 LOCOMO_JSON_URL = "https://raw.githubusercontent.com/snap-research/locomo/main/data/locomo10.json"
 LOCOMO_HOME = "https://github.com/snap-research/locomo"
+# What the public release holds (conversation id -> number of questions, 1,986 in all): a
+# download is checked against it before it replaces anything.
+LOCOMO_RELEASE_QUESTIONS: Mapping[str, int] = {
+    "conv-26": 199, "conv-30": 105, "conv-41": 193, "conv-42": 260, "conv-43": 242, "conv-44": 158,
+    "conv-47": 190, "conv-48": 239, "conv-49": 196, "conv-50": 204}
 
 _SESSION_RE = re.compile(r"session_(\d+)")
 _DIA_ID_RE = re.compile(r"D(\d+):(\d+)")
@@ -540,17 +545,32 @@ def category_counts(records: Iterable[QuestionRecord], naming: str = "paper") ->
 
 # ----------------------------------------------------------------------------- download
 
-def download_locomo(dest: os.PathLike | str, url: str = LOCOMO_JSON_URL, timeout: float = 60.0) -> pathlib.Path:
+def _check_release(path: pathlib.Path, sha256: str | None) -> None:
+    if sha256 is not None:
+        got = hashlib.sha256(path.read_bytes()).hexdigest()
+        if got != sha256:
+            raise LocomoFormatError(f"{path}: sha256 {got}, expected {sha256}")
+    counts = {c.id: len(c.questions) for c in load_locomo(path)}
+    if counts != dict(LOCOMO_RELEASE_QUESTIONS):
+        diff = sorted(k for k in set(counts) | set(LOCOMO_RELEASE_QUESTIONS)
+                      if counts.get(k) != LOCOMO_RELEASE_QUESTIONS.get(k))
+        raise LocomoFormatError(f"{path}: not the LoCoMo release (conversations or question counts differ: {diff[:5]})")
+
+
+def download_locomo(dest: os.PathLike | str, url: str = LOCOMO_JSON_URL, timeout: float = 60.0,
+                    sha256: str | None = None) -> pathlib.Path:
     """Download the public ``locomo10.json`` release into ``dest`` (a directory) and return its path.
 
-    Needs internet access to GitHub. The data is CC BY-NC 4.0 (non-commercial).
-    An existing valid file is reused.
+    Needs internet access to GitHub. The data is CC BY-NC 4.0 (non-commercial). The file
+    must parse and hold the release's conversations and question counts
+    (``LOCOMO_RELEASE_QUESTIONS``), and match ``sha256`` when one is given; its sha256 is
+    written beside it (``locomo10.json.sha256``). An existing valid file is reused.
     """
     dest = pathlib.Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     out = dest / "locomo10.json"
     if out.exists():
-        load_locomo(out)              # raises if the cached copy is bad
+        _check_release(out, sha256)   # raises if the cached copy is bad
         return out
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -560,12 +580,13 @@ def download_locomo(dest: os.PathLike | str, url: str = LOCOMO_JSON_URL, timeout
             f"could not download LoCoMo from {url} ({e}). This needs internet access to GitHub. "
             f"Download data/locomo10.json from {LOCOMO_HOME} by hand (license CC BY-NC 4.0) and "
             f"pass its path, or a directory of per-conversation files, to load_locomo().") from e
-    tmp = out.with_suffix(".json.part")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part.json")
     tmp.write_bytes(payload)
     try:
-        load_locomo(tmp)
+        _check_release(tmp, sha256)
     except (LocomoFormatError, FileNotFoundError) as e:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"downloaded {url} but it is not a LoCoMo release: {e}") from e
+        raise RuntimeError(f"downloaded {url} but it is not the LoCoMo release: {e}") from e
     os.replace(tmp, out)
+    (dest / "locomo10.json.sha256").write_text(hashlib.sha256(payload).hexdigest() + "  locomo10.json\n")
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Sequence
 
@@ -34,10 +35,25 @@ class LocalJudge:
         return [parse_judge_label(t) for t in self.llm.complete(prompts, max_new_tokens=self.max_new_tokens)]
 
 
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def check_endpoint(base_url: str) -> None:
+    """The API key travels in a header: only over https, or plain http to this machine."""
+    url = urllib.parse.urlsplit(base_url)
+    if url.scheme == "https" and url.hostname:
+        return
+    if url.scheme == "http" and (url.hostname in _LOOPBACK or (url.hostname or "").startswith("127.")):
+        return
+    raise ValueError(f"${ENV_URL}={base_url!r}: the judge endpoint must be https:// (or http:// to localhost); "
+                     "the API key would otherwise cross the network in clear text")
+
+
 class OpenAIJudge:
     """POSTs each judge prompt to ``{base_url}/chat/completions`` (temperature 0, JSON mode)."""
 
     def __init__(self, base_url: str, api_key: str, model: str, timeout: float = 60.0):
+        check_endpoint(base_url)
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.api_key, self.model, self.timeout = api_key, model, timeout
         self.name = f"openai:{model}"

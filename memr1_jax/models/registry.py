@@ -19,7 +19,9 @@ import hashlib
 import os
 import pathlib
 import re
+import shutil
 import time
+import warnings
 from typing import Any
 
 import jax
@@ -27,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from memr1_jax import assets
+from memr1_jax.files import entry_lock
 from memr1_jax.models.config import ModelConfig, tiny_config
 from memr1_jax.weights.assemble import expected_param_shapes, set_path, sharding_for
 from memr1_jax.weights.gguf_loader import load_gguf
@@ -40,6 +43,7 @@ class Preset:
     family: str | None                         # chat format: "chatml" | "gemma" | "llama3" | None (base)
     payload: assets.WheelPayload | None = None  # gguf
     hub_id: str | None = None                  # hf
+    revision: str | None = None                # hf: the hub commit downloaded (None: unpinned, warns)
     arch: str | None = None                    # tiny
     description: str = ""
 
@@ -55,14 +59,20 @@ _PRESETS = [
            description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (untied head from output.weight)"),
     Preset("gemma3-270m", "gguf", None, payload=assets.GEMMA3_270M_GGUF,
            description="Gemma-3-270m base, Q4_K_M GGUF (no chat template)"),
-    Preset("qwen2.5-0.5b-instruct", "hf", "chatml", hub_id="Qwen/Qwen2.5-0.5B-Instruct"),
-    Preset("qwen2.5-1.5b-instruct", "hf", "chatml", hub_id="Qwen/Qwen2.5-1.5B-Instruct"),
-    Preset("qwen2.5-3b-instruct", "hf", "chatml", hub_id="Qwen/Qwen2.5-3B-Instruct"),
-    Preset("qwen2.5-7b-instruct", "hf", "chatml", hub_id="Qwen/Qwen2.5-7B-Instruct"),
+    Preset("qwen2.5-0.5b-instruct", "hf", "chatml", hub_id="Qwen/Qwen2.5-0.5B-Instruct",
+           revision="7ae557604adf67be50417f59c2c2f167def9a775"),
+    Preset("qwen2.5-1.5b-instruct", "hf", "chatml", hub_id="Qwen/Qwen2.5-1.5B-Instruct",
+           revision="989aa7980e4cf806f80c7fef2b1adb7bc71aa306"),
+    Preset("qwen2.5-3b-instruct", "hf", "chatml", hub_id="Qwen/Qwen2.5-3B-Instruct",
+           revision="aa8e72537993ba99e69dfaafa59ed015b17504d1"),
+    Preset("qwen2.5-7b-instruct", "hf", "chatml", hub_id="Qwen/Qwen2.5-7B-Instruct",
+           revision="a09a35458c702b33eeacc393d103063234e8bc28"),
     Preset("llama3.2-1b-instruct", "hf", "llama3", hub_id="meta-llama/Llama-3.2-1B-Instruct"),
     Preset("llama3.2-3b-instruct", "hf", "llama3", hub_id="meta-llama/Llama-3.2-3B-Instruct"),
-    Preset("llama3.1-8b-instruct", "hf", "llama3", hub_id="meta-llama/Llama-3.1-8B-Instruct"),
-    Preset("gemma3-1b-it", "hf", "gemma", hub_id="google/gemma-3-1b-it"),
+    Preset("llama3.1-8b-instruct", "hf", "llama3", hub_id="meta-llama/Llama-3.1-8B-Instruct",
+           revision="0e9e39f249a16976918f6564b8830bc894c89659"),
+    Preset("gemma3-1b-it", "hf", "gemma", hub_id="google/gemma-3-1b-it",
+           revision="dcc83ea841ab6100d6b47a070329e1ba4cf78752"),
     Preset("smollm2-360m-instruct", "hf", "chatml", hub_id="HuggingFaceTB/SmolLM2-360M-Instruct"),
     Preset("smollm2-1.7b-instruct", "hf", "chatml", hub_id="HuggingFaceTB/SmolLM2-1.7B-Instruct"),
     Preset("tiny-llama", "tiny", "chatml", arch="llama", description="random-init tiny Llama"),
@@ -198,14 +208,23 @@ def load_gguf_cached(gguf_path, dtype=None, shardings=None, sha256: str | None =
     gguf_path = pathlib.Path(gguf_path)
     folder = _converted_dir(gguf_path, sha256)
     stats = stats if stats is not None else {}
-    if use_cache and (folder / "config.json").exists():
+    # The converted copy is sealed (sha256 of each file) once written; a damaged, half-written
+    # or unsealed one is converted again.
+    if use_cache and assets.sealed_intact(folder):
         stats["from_cache"] = True
         return load_hf_checkpoint(folder, dtype=dtype or "float32", shardings=shardings, stats=stats)
     cfg, params = load_gguf(gguf_path, shardings=shardings, stats=stats)
     stats["from_cache"] = False
     if use_cache:
         t0 = time.perf_counter()
-        save_hf_checkpoint(cfg, params, folder, dtype="float32", overwrite=False)
+        with entry_lock(folder):
+            if not assets.sealed_intact(folder):
+                if folder.exists():
+                    warnings.warn(f"converted weights {folder} are damaged or unsealed; converting "
+                                  f"{gguf_path.name} again", stacklevel=2)
+                    shutil.rmtree(folder)
+                save_hf_checkpoint(cfg, params, folder, dtype="float32", overwrite=False)
+                assets.seal_folder(folder)
         stats["convert_save_s"] = time.perf_counter() - t0
     if dtype is not None:
         cfg = cfg.replace(param_dtype=jnp.dtype(dtype).name)
@@ -223,9 +242,13 @@ def _hf_folder(preset: Preset | None, path) -> pathlib.Path:
     except ImportError:
         raise RuntimeError(f"preset {preset.name!r}: pass path=<HF folder> or set {preset.env_var} "
                            "(huggingface_hub is not installed to download it)") from None
+    revision = os.environ.get(preset.env_var + "_REVISION") or preset.revision
+    if revision is None:
+        warnings.warn(f"preset {preset.name!r}: {preset.hub_id} has no pinned revision; downloading its current "
+                      f"main branch (set {preset.env_var}_REVISION=<commit> to pin it)", stacklevel=2)
     try:
         return pathlib.Path(snapshot_download(
-            preset.hub_id, allow_patterns=["*.json", "*.safetensors", "tokenizer.model"]))
+            preset.hub_id, revision=revision, allow_patterns=["*.json", "*.safetensors", "tokenizer.model"]))
     except Exception as err:  # offline, gated repo, ...
         raise RuntimeError(f"preset {preset.name!r}: could not download {preset.hub_id!r} from the "
                            f"Hugging Face hub ({type(err).__name__}: {err}); pass path=<local folder> or "

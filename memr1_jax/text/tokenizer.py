@@ -113,6 +113,19 @@ class Tokenizer(abc.ABC):
     def encode_batch(self, texts: Sequence[str], add_bos: bool = False) -> list[list[int]]:
         return [self.encode(t, add_bos=add_bos) for t in texts]
 
+    def as_plain_text(self, text: str) -> str:
+        """``text`` with every special token spelling in it (``<|im_start|>``, ``<bos>`` ...)
+        broken by a zero-width space after its first character, so encoding it can never
+        produce a control token: data and memory text cannot forge a chat turn."""
+        pattern = self.__dict__.get("_special_pattern")
+        if pattern is None:
+            texts = sorted((t for t in self.special_tokens if len(t) > 1), key=len, reverse=True)
+            pattern = re.compile("|".join(re.escape(t) for t in texts)) if texts else False
+            self.__dict__["_special_pattern"] = pattern
+        if not pattern:
+            return text
+        return pattern.sub(lambda m: m.group(0)[0] + "\u200b" + m.group(0)[1:], text)
+
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         ids = [int(i) for i in ids]
         n = self.vocab_size
