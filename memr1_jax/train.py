@@ -85,7 +85,8 @@ def _train(cfg: RunConfig, progress: bool, guard: PreemptionGuard) -> dict:
                                  cpu_collectives=d.cpu_collectives)
     run_dir = run_dir_of(cfg)
     # One writer per run folder (process 0 writes for all processes of a run).
-    lock = folder_lock(run_dir, "training run folder") if jax.process_index() == 0 else contextlib.nullcontext()
+    lock = (folder_lock(run_dir, "training run folder", scaffolding=("config.json", "train.log"))
+            if jax.process_index() == 0 else contextlib.nullcontext())
     with lock:
         return _train_in(cfg, run_dir, progress, guard, t_start)
 

@@ -233,3 +233,10 @@ def _count_closed_items(text, cut):
                 n += 1
         i += 1
     return n
+
+
+def test_the_problem_list_is_bounded():
+    text = '{"memory": [' + ",".join(['{"id": "%d", "text": "x", "event": "UPDATE"}' % i for i in range(3000)]) + "]}"
+    res = parse_memory_ops(text, {})
+    assert len(res.problems) == 65 and res.problems[-1].startswith("... and ")
+    assert res.ops == () and res.problems[0] == "item 0: UPDATE of unknown id '0', ignored"

@@ -334,3 +334,14 @@ def test_fuzz_bank_headers_raise_only_bank_file_errors(tmp_path_factory, section
         load_bank(folder / "fuzz.bank")
     except BankFileError as e:
         assert "fuzz.bank" in str(e)
+
+
+def test_training_on_bad_data_prints_error_and_leaves_no_run_folder(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"\xff" + _data(tmp_path).read_bytes())
+    run = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "memr1_jax.train", "--config", "configs/tiny_cpu.py",
+                        f"--config.run_dir={run}", f"--config.data.path={bad}"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and f"{bad}: not UTF-8 text" in p.stderr
+    assert "Traceback" not in p.stderr and not run.exists()

@@ -25,6 +25,7 @@ from memr1_jax.memory.bank import Event, MemoryOp
 _MAX_DEPTH = 64          # deeper nesting is reported, never recursed into (no RecursionError)
 _MAX_CANDIDATES = 64     # JSON start positions tried per output (bounds time on '{{{{...')
 _MAX_ITEMS = 4096        # items kept from one output
+_MAX_PROBLEMS = 64       # problems listed per output (the rest counted), so logs stay small
 _EVENTS = {"ADD": Event.ADD, "UPDATE": Event.UPDATE, "DELETE": Event.DELETE,
            "NONE": Event.NONE, "NOOP": Event.NONE, "NO_OP": Event.NONE}
 
@@ -398,6 +399,8 @@ def _parse(text: Any, id_map: dict) -> ParseResult:
             ops.append(op)
     if len(items) > _MAX_ITEMS:
         problems.append(f"more than {_MAX_ITEMS} items; the rest were dropped")
+    if len(problems) > _MAX_PROBLEMS:
+        problems[_MAX_PROBLEMS:] = [f"... and {len(problems) - _MAX_PROBLEMS} more problems"]
     return ParseResult(tuple(ops), tuple(problems), True)
 
 
