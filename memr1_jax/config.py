@@ -179,6 +179,7 @@ class RunConfig:
     save_every: int = 1           # checkpoint every N steps (resume restarts from the latest)
     run_root: str = "runs/train"
     run_dir: str = ""             # the run folder ("": run_root/<name>-<time>); rerun with it to resume
+    checkpoint_dir: str = ""      # "": <run_dir>; a gs:// URL or shared folder (multi-host runs, pre-emptible VMs)
     export_hf: bool = True        # write the selected weights as an HF folder <run>/hf
     target: str = ""              # the hardware this config is planned for (parallel.targets; memory_plan.py)
     model: ModelSection = ModelSection()

@@ -59,6 +59,14 @@ def run_dir_of(cfg: RunConfig) -> pathlib.Path:
     return pathlib.Path(cfg.run_root) / f"{cfg.name}-{stamp}"
 
 
+def checkpoint_root(cfg: RunConfig, run_dir: pathlib.Path, name: str) -> str:
+    """``<run_dir>/<name>``, or ``<checkpoint_dir>/<name>`` (a gs:// URL or a folder every host
+    shares: a multi-host run's checkpoint is written by all its processes)."""
+    if cfg.checkpoint_dir:
+        return cfg.checkpoint_dir.rstrip("/") + "/" + name
+    return str(run_dir / name)
+
+
 def data_order(cfg: RunConfig, n_items: int) -> list[int]:
     """The item order, a function of the seed alone (so a resumed run draws the same items).
     ``data.train_pool``: a small fixed pool, so every question comes back every few steps and
@@ -99,8 +107,9 @@ def _train_in(cfg: RunConfig, run_dir: pathlib.Path, progress: bool, guard: Pree
     model_cfg, base_params, mesh = backbone.llm.cfg, backbone.llm.params, backbone.llm.mesh
     rl = cfg.update_config(model_cfg.num_layers)
     state = _init_state(cfg, model_cfg, rl, base_params, mesh)
-    ckpt = RLCheckpointer(run_dir / "checkpoints", save_every=cfg.save_every, max_to_keep=2, async_save=False)
-    best_ckpt = RLCheckpointer(run_dir / "best", save_every=1, max_to_keep=1, async_save=False)
+    ckpt = RLCheckpointer(checkpoint_root(cfg, run_dir, "checkpoints"), save_every=cfg.save_every, max_to_keep=2,
+                          async_save=False)
+    best_ckpt = RLCheckpointer(checkpoint_root(cfg, run_dir, "best"), save_every=1, max_to_keep=1, async_save=False)
     start, best = 0, {"score": -1.0, "step": 0}
     restored = _restore_latest_good(ckpt, state, run_dir, log)
     if restored is not None:
@@ -180,14 +189,14 @@ def _train_in(cfg: RunConfig, run_dir: pathlib.Path, progress: bool, guard: Pree
             if guard.requested and step < cfg.steps:
                 if step % cfg.save_every:
                     save(step, state)
-                log(f"SIGTERM: stopped after step {step}, checkpoint saved in {run_dir / 'checkpoints'}; "
+                log(f"SIGTERM: stopped after step {step}, checkpoint saved in {ckpt.directory}; "
                     "rerun the same command to resume")
                 preempted = True
                 break
     except TrainingDiverged as e:
         last = ckpt.latest_step()
         log(f"stopped: {e}. Nothing was saved or exported for this step; the last good checkpoint is "
-            + (f"step {last} in {run_dir / 'checkpoints'}" if last is not None else "none: no step was saved before it"))
+            + (f"step {last} in {ckpt.directory}" if last is not None else "none: no step was saved before it"))
         for c in (ckpt, best_ckpt):
             c.close()
         rec.close()
@@ -213,6 +222,10 @@ def _restore_latest_good(ckpt: RLCheckpointer, state, run_dir: pathlib.Path, log
         try:
             return ckpt.restore(state, step)
         except CheckpointError as e:
+            if "://" in ckpt.directory:   # an object store: nothing to move it to
+                ckpt.manager.delete(step)
+                log(f"warning: {e}; deleted it, trying the one before")
+                continue
             aside = run_dir / "corrupt_checkpoints" / f"{step}-{int(time.time())}"
             if jax.process_index() == 0:
                 aside.parent.mkdir(exist_ok=True)
@@ -279,7 +292,7 @@ def export_checkpoint(run_dir: str | pathlib.Path, step: int | None = None) -> p
     if not cfg_path.exists():
         raise FileNotFoundError(f"{cfg_path}: not a training run folder (no config.json)")
     cfg = from_dict(json.loads(cfg_path.read_text()))
-    ckpts = {name: RLCheckpointer(run / name, async_save=False) for name in ("checkpoints", "best")}
+    ckpts = {name: RLCheckpointer(checkpoint_root(cfg, run, name), async_save=False) for name in ("checkpoints", "best")}
     on_disk = {s: c for c in ckpts.values() for s in c.all_steps()}
     if not on_disk:
         raise FileNotFoundError(f"{run / 'checkpoints'}: no checkpoint saved")

@@ -94,7 +94,8 @@ class RLCheckpointer:
                  include_base: bool = False, async_save: bool = True):
         if save_every < 1:
             raise ValueError(f"RLCheckpointer.save_every={save_every}: must be >= 1")
-        self.directory = os.path.abspath(os.fspath(directory))
+        directory = os.fspath(directory)
+        self.directory = directory if "://" in directory else os.path.abspath(directory)   # gs:// as is
         self.include_base = include_base
         options = ocp.CheckpointManagerOptions(save_interval_steps=save_every, max_to_keep=max_to_keep,
                                                enable_async_checkpointing=async_save, create=True)
