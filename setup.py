@@ -30,7 +30,10 @@ EXTRAS = {
     "tpu": ["jax[tpu]==0.10.2"],
     "gpu": ["jax[cuda12]==0.10.2"],
     # Test-only references: PyTorch (CPU build) + transformers for logit parity.
-    "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "transformers>=4.50", "accelerate>=1.0"],
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "torch==2.13.0", "transformers>=4.50",
+             "accelerate>=1.0",
+             # the notebooks in notebooks/, executed by tests/test_notebooks.py
+             "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "matplotlib-inline>=0.1"],
 }
 
 setup(

@@ -400,19 +400,39 @@ def test_train_manager_sensitive_pool_examines_a_random_subset(tmp_path):
     assert all({"reward_add_all", "reward_unchanged"} <= set(s) for s in stats)
 
 
-@pytest.mark.parametrize("path", sorted(pathlib.Path("configs").glob("*.py")), ids=lambda p: p.stem)
-def test_every_shipped_config_runs_one_step_on_the_tiny_model(tmp_path, path):
-    """Each config file's own settings (algorithm, LoRA or full fine-tuning, KL, remat, re-scored
-    old log-probs, task) through one training step; only sizes and the model are shrunk."""
+def _shrunk(path: pathlib.Path, run_dir: str = ""):
+    """A shipped config with only sizes and the model shrunk (its own algorithm, LoRA or full
+    fine-tuning, KL, remat, re-scored old log-probs, task, and mesh where the devices exist)."""
     from memr1_jax.config import load_config_file, override
-    from memr1_jax.train import train
     cfg = load_config_file(path)
-    # the config's own mesh where this machine has the devices (paper configs: FSDP over 8 or 16)
-    cfg = override(cfg, {**TINY, "mesh.fsdp": min(cfg.mesh.fsdp, jax.device_count()),
-                         "data.path": "embedded", "data.val_limit": 1, "steps": 1, "export_hf": False,
-                         "rollout.questions_per_step": 1, "rollout.gen_batch_size": 4, "rl.group_size": 2,
-                         "rl.mini_batch_size": None, "rl.micro_batch_size": None, "task.answer.k_per_speaker": 2,
-                         "task.sensitive_only": False, "run_dir": str(tmp_path / path.stem)})
+    return override(cfg, {**TINY, "mesh.fsdp": min(cfg.mesh.fsdp, jax.device_count()),
+                          "data.path": "embedded", "data.val_limit": 1, "steps": 1, "export_hf": False,
+                          "rollout.questions_per_step": 1, "rollout.gen_batch_size": 4, "rl.group_size": 2,
+                          "rl.mini_batch_size": None, "rl.micro_batch_size": None, "task.answer.k_per_speaker": 2,
+                          "task.sensitive_only": False, "run_dir": run_dir, "name": "shrunk", "target": ""})
+
+
+def _distinct_configs() -> list[pathlib.Path]:
+    """One config per distinct shrunk run: the paper configs differ from each other mostly in
+    the model and target, which shrinking replaces, so each distinct run executes once."""
+    from memr1_jax.config import to_json
+    seen = {}
+    for path in sorted(pathlib.Path("configs").glob("*.py")):
+        seen.setdefault(to_json(_shrunk(path)), path)
+    return list(seen.values())
+
+
+def test_every_shipped_config_loads_and_shrinks():
+    paths = sorted(pathlib.Path("configs").glob("*.py"))
+    assert len(paths) >= 17 and all(_shrunk(p).steps == 1 for p in paths)
+    assert len(_distinct_configs()) >= 4     # answer / manager x GRPO / PPO at least
+
+
+@pytest.mark.parametrize("path", _distinct_configs(), ids=lambda p: p.stem)
+def test_every_distinct_shipped_config_runs_one_step_on_the_tiny_model(tmp_path, path):
+    """Each distinct shipped config (``_distinct_configs``) through one training step."""
+    from memr1_jax.train import train
+    cfg = _shrunk(path, str(tmp_path / path.stem))
     summary = train(cfg)
     (row,) = [json.loads(x) for x in (tmp_path / path.stem / "metrics.jsonl").read_text().splitlines()]
     assert row["step"] == 1 and np.isfinite(row["pg_loss"]) and row["response_tokens"] > 0

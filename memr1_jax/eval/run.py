@@ -141,13 +141,12 @@ def _save_outputs(run_dir: pathlib.Path, agg: dict, cfg: RunConfig, extra: dict,
 
 
 def _plot(path: pathlib.Path, agg: dict, cfg: RunConfig) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # no pyplot: the caller's backend is left alone
     labels = list(agg)
     metrics = [("f1", "F1"), ("b1", "BLEU-1"), ("em", "EM")] + (
         [("j", "J")] if any(agg[lab].get("j") is not None for lab in labels) else [])
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
     width = 0.8 / len(metrics)
     for m, (key, name) in enumerate(metrics):
         vals = [100 * (agg[lab].get(key) or 0.0) for lab in labels]
@@ -159,7 +158,6 @@ def _plot(path: pathlib.Path, agg: dict, cfg: RunConfig) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _build_missing_banks(cfg: RunConfig, convs, encoder, retriever, llm, bank_path: pathlib.Path,

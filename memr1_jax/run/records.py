@@ -154,15 +154,14 @@ class RunRecords:
     def plot_curves(self) -> None:
         if not self.primary:
             return
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure   # no pyplot: the caller's backend is left alone
         metrics, val = self.history, self.validation
         steps = [m["step"] for m in metrics]
         kl_key = next((k for k in ("kl_old_ref", "kl", "ppo_kl") if metrics and k in metrics[-1]), None)
         panels = [("reward_mean", "train reward (mean)"), (kl_key, f"KL ({kl_key})"),
                   ("response_length", "response length (tokens)")]
-        fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+        fig = Figure(figsize=(16, 3.5))
+        axes = fig.subplots(1, 4)
         for ax, (key, title) in zip(axes, panels):
             if key:
                 ax.plot(steps, [m.get(key, np.nan) for m in metrics], marker="o")
@@ -173,4 +172,3 @@ class RunRecords:
         axes[3].set_xlabel("step")
         fig.tight_layout()
         fig.savefig(self.dir / "curves.png", dpi=90)
-        plt.close(fig)

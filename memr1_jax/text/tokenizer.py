@@ -440,6 +440,9 @@ def load_tokenizer(folder: os.PathLike | str) -> Tokenizer:
         return HFTokenizer(_HF.from_file(str(folder / "tokenizer.json")), info)
     if meta["backend"] == "spm":
         return SentencePieceTokenizer((folder / "tokenizer.model").read_bytes(), info)
+    if meta["backend"] == "bytes":   # the tiny test models' fixed byte vocabulary (e.g. an exported tiny run)
+        from memr1_jax.models.registry import _byte_tokenizer
+        return _byte_tokenizer()
     raise ValueError(f"{meta_path}: unknown backend {meta['backend']!r}")
 
 
