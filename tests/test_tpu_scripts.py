@@ -187,3 +187,13 @@ def test_gcloud_missing_is_a_clear_error(tmp_path):
         os.symlink(shutil.which(t), tools / t)
     p, _ = _launch(tmp_path, TRAIN, path=str(tools))
     assert p.returncode == 2 and "error: gcloud not found: install the Google Cloud SDK" in p.stderr
+
+
+def test_every_argument_reaches_the_workers_quoted(tmp_path, fake_cloud):
+    args = ["memr1_jax.evaluate", "--data", "my data/it's here", "--config.eval.judge=a;rm -rf /", "$(id)"]
+    p, calls = _launch(tmp_path, args, bin_dir=fake_cloud)
+    assert p.returncode == 0, p.stderr
+    remote = next(c for c in calls if "python -m" in c[-1])[-1]
+    command = remote.split("python -m ", 1)[1]
+    assert shlex.split(command) == ["memr1_jax.evaluate", "--data", "my data/it's here",
+                                    "--config.eval.judge=a;rm -rf /", "$(id)"]

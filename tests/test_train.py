@@ -402,10 +402,11 @@ def test_train_manager_sensitive_pool_examines_a_random_subset(tmp_path):
 
 def _shrunk(path: pathlib.Path, run_dir: str = ""):
     """A shipped config with only sizes and the model shrunk (its own algorithm, LoRA or full
-    fine-tuning, KL, remat, re-scored old log-probs, task, and mesh where the devices exist)."""
+    fine-tuning, KL, remat, re-scored old log-probs, task; FSDP where its mesh has it)."""
     from memr1_jax.config import load_config_file, override
     cfg = load_config_file(path)
-    return override(cfg, {**TINY, "mesh.fsdp": min(cfg.mesh.fsdp, jax.device_count()),
+    # FSDP over 2 of the paper configs' devices: the sharded path, at a fraction of 8's compile time
+    return override(cfg, {**TINY, "mesh.fsdp": min(cfg.mesh.fsdp, 2, jax.device_count()),
                           "data.path": "embedded", "data.val_limit": 1, "steps": 1, "export_hf": False,
                           "rollout.questions_per_step": 1, "rollout.gen_batch_size": 4, "rl.group_size": 2,
                           "rl.mini_batch_size": None, "rl.micro_batch_size": None, "task.answer.k_per_speaker": 2,

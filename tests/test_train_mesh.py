@@ -30,7 +30,9 @@ def one_device(tmp_path_factory):
 
 
 @needs8
-@pytest.mark.parametrize("name", list(MESHES))
+# 2 x 2 x 2 uses every mesh axis at once and runs by default; the single-axis meshes run with -m slow.
+@pytest.mark.parametrize("name", [pytest.param("data8", marks=pytest.mark.slow),
+                                  pytest.param("fsdp8", marks=pytest.mark.slow), "2x2x2"])
 def test_tiny_training_on_a_mesh_matches_one_device(tmp_path, one_device, name):
     rows, val = _train(tmp_path / "run", MESHES[name])
     ref_rows, ref_val = one_device
