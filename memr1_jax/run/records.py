@@ -9,13 +9,13 @@ logged steps it never checkpointed), so the rerun appends exactly the missing ro
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import time
 
 import numpy as np
 
 from memr1_jax.config import RunConfig, to_dict
+from memr1_jax.files import rewrite_lines
 from memr1_jax.rl.metrics_writer import MetricsWriter, json_safe
 
 # Keys a rerun may change without starting a new run: the length, where it runs (the
@@ -61,9 +61,7 @@ def truncate_jsonl(path: pathlib.Path, max_step: int) -> int:
             continue
         if isinstance(rec, dict) and rec.get("step", 0) <= max_step:
             kept.append(line)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(x + "\n" for x in kept))
-    os.replace(tmp, path)
+    rewrite_lines(path, kept)
     return len(kept)
 
 
