@@ -43,7 +43,8 @@ def child(folder: os.PathLike, identifier: str, suffix: str = "") -> pathlib.Pat
     return path
 
 
-def _fsync_dir(folder: pathlib.Path) -> None:
+def fsync_dir(folder: pathlib.Path) -> None:
+    """Makes a rename inside ``folder`` durable (best effort: some filesystems refuse)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -68,7 +69,7 @@ def atomic_write_text(path: os.PathLike, text: str) -> pathlib.Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -95,18 +96,16 @@ def folder_lock(folder: os.PathLike, what: str = "run folder", scaffolding: tupl
     except filelock.Timeout:
         raise FolderInUse(f"{what} {folder} is in use by another process; wait for it to finish "
                           "or choose another folder") from None
+    failed = True
     try:
         yield
-    except BaseException:
-        if created and {p.name for p in folder.iterdir()} <= {".lock", *scaffolding}:
-            for name in scaffolding:
-                (folder / name).unlink(missing_ok=True)
-            lock.release()
-            (folder / ".lock").unlink(missing_ok=True)
-            folder.rmdir()
-        raise
+        failed = False
     finally:
         lock.release()
+        if failed and created and {p.name for p in folder.iterdir()} <= {".lock", *scaffolding}:
+            for name in (*scaffolding, ".lock"):
+                (folder / name).unlink(missing_ok=True)
+            folder.rmdir()
 
 
 @contextlib.contextmanager

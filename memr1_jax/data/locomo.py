@@ -339,9 +339,7 @@ def _read_json(path: pathlib.Path) -> Any:
         raise LocomoFormatError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from None
     try:
         raw = json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as e:
-        raise LocomoFormatError(f"{path}: not valid JSON ({e})") from None
-    except ValueError as e:   # NaN / Infinity
+    except ValueError as e:   # JSONDecodeError, or NaN / Infinity refused
         raise LocomoFormatError(f"{path}: not valid JSON ({e})") from None
     except RecursionError:
         raise LocomoFormatError(f"{path}: not valid LoCoMo JSON (nested too deeply)") from None

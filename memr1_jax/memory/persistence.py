@@ -30,6 +30,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from memr1_jax.files import fsync_dir
 from memr1_jax.memory.bank import BankArrays, BankHost, HistoryEntry, MemoryBank
 
 MAGIC = b"MR1BANK\x01"
@@ -157,14 +158,7 @@ def save_bank(bank: MemoryBank, path: os.PathLike) -> pathlib.Path:
         except OSError:
             pass
         raise
-    try:   # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    fsync_dir(folder)   # make the rename itself durable
     return path
 
 

@@ -180,10 +180,14 @@ class EventFileWriter:
 
 
 def _is_scalar(v) -> bool:
+    """A 0-d value that converts to float (NaN and inf included)."""
+    if np.ndim(v) != 0 or isinstance(v, (str, bytes)):
+        return False
     try:
-        return np.ndim(v) == 0 and not isinstance(v, (str, bytes)) and float(v) is not None
+        float(v)
     except (TypeError, ValueError):
         return False
+    return True
 
 
 def _is_number(v) -> bool:
