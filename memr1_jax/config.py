@@ -35,6 +35,8 @@ from memr1_jax.rl.train_state import RLConfig
 AGENTS = ("answer", "manager")
 DTYPES = ("float32", "bfloat16")
 SYSTEMS = ("base", "mem0", "rag", "fullctx")
+SPLITS = ("train", "validation", "test", "all")
+DATA_FORMATS = ("auto", "locomo", "longmemeval", "msc")
 
 
 class ConfigError(ValueError):
@@ -68,9 +70,21 @@ class ModelSection:
 
 @dataclasses.dataclass(frozen=True)
 class DataSection:
-    path: str = "embedded"   # "embedded" or a LoCoMo path (folder of per-conversation files or one JSON)
+    path: str = "embedded"   # "embedded", a LoCoMo path (folder or JSON), a LongMemEval JSON, an MSC JSONL
+    format: str = "auto"     # auto (from the file's content) | locomo | longmemeval | msc
+    train_ids: str = ""      # comma-separated conversation ids ("": the paper split for LoCoMo ids,
+    validation_ids: str = ""  # the embedded set's own, otherwise every conversation is test)
+    facts: str = "observations"  # what the Memory Manager reads: the data's observations | "extract"
+    extract_model: str = ""      # facts="extract": the extracting model ("": the answer model)
+    facts_cache: str = "runs/facts"  # extracted facts, one file per conversation and extractor
     train_pool: int = 8      # train on the first N (shuffled) training questions only (0: all)
     val_limit: int = 16      # validation questions scored (greedy) per validation
+
+    def __post_init__(self):
+        if self.format not in DATA_FORMATS:
+            raise ConfigError(f"data.format={self.format!r}: expected one of {DATA_FORMATS}")
+        if self.facts not in ("observations", "extract"):
+            raise ConfigError(f"data.facts={self.facts!r}: expected 'observations' or 'extract'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,8 +149,8 @@ class EvalSection:
     def __post_init__(self):
         if self.system not in SYSTEMS and not self.system.startswith("checkpoint:"):
             raise ConfigError(f"eval.system={self.system!r}: expected one of {SYSTEMS} or checkpoint:PATH")
-        if self.split not in ("train", "validation", "test"):
-            raise ConfigError(f"eval.split={self.split!r}: expected train, validation or test")
+        if self.split not in SPLITS:
+            raise ConfigError(f"eval.split={self.split!r}: expected one of {SPLITS}")
         if self.manager not in ("llm", "add-all"):
             raise ConfigError(f"eval.manager={self.manager!r}: expected 'llm' or 'add-all'")
         if self.limit < 0:

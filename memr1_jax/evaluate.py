@@ -1,6 +1,7 @@
 """``python -m memr1_jax.evaluate``: LoCoMo-style evaluation of a memory system.
 
-Builds memory for each conversation of the chosen split (systems base / mem0), or
+Builds memory for each conversation of the chosen split (systems base / mem0; from the
+data's facts, or facts extracted from the dialogue with --facts extract), or
 retrieves raw dialogue (rag), or reads the whole dialogue (fullctx), answers every
 question with the backbone, and reports F1 / BLEU-1 / EM / LoCoMo-F1 / J per question
 type (``memr1_jax.eval.run``). An interrupted run resumes where it stopped.
@@ -24,8 +25,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from memr1_jax.config import (ConfigError, RunConfig, evaluation_defaults, override, resolve,
-                              split_config_args, to_json)
+from memr1_jax.config import (DATA_FORMATS, SPLITS, ConfigError, RunConfig, evaluation_defaults, override,
+                              resolve, split_config_args, to_json)
 from memr1_jax.data.locomo import LocomoFormatError
 from memr1_jax.eval.run import evaluate
 from memr1_jax.files import FolderInUse
@@ -38,15 +39,26 @@ FLAGS = {
     "answer_max_new_tokens": "task.answer.max_new_tokens", "manager_max_new_tokens": "task.manager.max_new_tokens",
     "manager_model": "eval.manager_model", "fullctx_tokens": "eval.fullctx_tokens",
     "answer_prompt": "task.answer.prompt", "run_dir": "eval.run_dir", "encoder": "model.encoder",
+    "format": "data.format", "train_ids": "data.train_ids", "validation_ids": "data.validation_ids",
+    "facts": "data.facts", "extract_model": "data.extract_model",
 }
 
 
 def _parser(d: RunConfig) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m memr1_jax.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="'embedded' (default) or a LoCoMo path (folder of per-conversation files, "
-                   "or locomo10.json)")
-    p.add_argument("--split", choices=("train", "validation", "test"), help=f"default {d.eval.split}")
+    p.add_argument("--data", help="'embedded' (default), a LoCoMo-format path (folder of per-conversation files, "
+                   "or locomo10.json), a LongMemEval JSON file or an MSC-Self-Instruct JSONL file")
+    p.add_argument("--format", choices=DATA_FORMATS, help="the data's format (default auto: from the file)")
+    p.add_argument("--split", choices=SPLITS, help=f"default {d.eval.split}; all: every conversation")
+    p.add_argument("--train-ids", help="comma-separated conversation ids of the train split (default: conv-26 "
+                   "for LoCoMo; data without the paper's ids is all test)")
+    p.add_argument("--validation-ids", help="comma-separated conversation ids of the validation split "
+                   "(default: conv-30 for LoCoMo)")
+    p.add_argument("--facts", choices=("observations", "extract"),
+                   help="base / mem0: what the Memory Manager reads: the data's observations (default) or facts "
+                   "extracted from the dialogue by the model (cached in data.facts_cache)")
+    p.add_argument("--extract-model", help="--facts extract: the extracting model (default: --model)")
     p.add_argument("--model", help=f"registry preset or model folder (default {d.model.name})")
     p.add_argument("--system", help="base | mem0 | rag | fullctx | checkpoint:PATH")
     p.add_argument("--limit", type=int, help=f"first N questions of the split (default {d.eval.limit}; 0: all)")

@@ -59,6 +59,10 @@ def test_every_field_is_settable_from_the_command_line():
             raw, want = "4", 4     # keep the batch divisible
         if key == "eval.system":
             raw = want = "rag"
+        if key == "data.format":
+            raw = want = "msc"
+        if key == "data.facts":
+            raw = want = "extract"
         got = C.override(base, {key: raw}, from_strings=True)
         node = got
         for part in key.split("."):

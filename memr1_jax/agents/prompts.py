@@ -124,7 +124,7 @@ Question: {question}
 
 Answer:"""
 
-FACT_EXTRACTION_PROMPT = """You organise personal information. Extract the distinct facts worth remembering about the speakers from the conversation below: preferences, personal details (names, relationships, dates), plans, activities, health, work, and favourite things. Ignore greetings and small talk. Write each fact as a short self-contained sentence that names the person.
+FACT_EXTRACTION_PROMPT = """You organise personal information. Extract the distinct facts worth remembering about {speaker} from the conversation below: preferences, personal details (names, relationships, dates), plans, activities, health, work, and favourite things. Ignore greetings and small talk. Write each fact as a short self-contained sentence that names {speaker}.
 
 Example input: "John: Hi, I'm John. I just started a job as a nurse."
 Example output: {{"facts": ["John started a job as a nurse"]}}

@@ -49,6 +49,7 @@ PAPER_LABELS: Mapping[int, str] = {1: "single-hop", 2: "temporal", 3: "multi-hop
 LOCOMO_LABELS: Mapping[int, str] = {
     1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
 ADVERSARIAL = 5
+OTHER = 0   # a question of a user's own data without a LoCoMo category
 PAPER_CATEGORIES = (1, 2, 3, 4)
 
 # The Memory-R1 split (1:1:8 by conversation).
@@ -103,13 +104,14 @@ class QA:
     question: str
     answer: str                      # "" for adversarial items without an answer
     evidence: tuple[str, ...]        # dia_ids, as annotated (a few LoCoMo ones are malformed)
-    category: int
+    category: int                    # LoCoMo's 1-5; 0 for questions of other data (see qtype)
     adversarial_answer: str | None = None
+    qtype: str = ""                  # category 0: the question's type (LongMemEval's question_type, ...)
 
     @property
     def label(self) -> str:
-        """Paper (Mem0) label, e.g. "single-hop" for category 1."""
-        return category_label(self.category)
+        """Paper (Mem0) label, e.g. "single-hop" for category 1; the type of other questions."""
+        return self.qtype or category_label(self.category)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +143,12 @@ class Split:
     train: tuple[Conversation, ...]
     validation: tuple[Conversation, ...]
     test: tuple[Conversation, ...]
+    note: str = ""     # how the split was chosen, when it was not the one asked for (printed by the CLIs)
+
+    @property
+    def all(self) -> tuple[Conversation, ...]:
+        """Every conversation, train then validation then test."""
+        return self.train + self.validation + self.test
 
     def as_dict(self) -> dict[str, tuple[Conversation, ...]]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
@@ -151,6 +159,8 @@ def category_label(category: int, naming: str = "paper") -> str:
     table = {"paper": PAPER_LABELS, "locomo": LOCOMO_LABELS}.get(naming)
     if table is None:
         raise ValueError(f"naming must be 'paper' or 'locomo', got {naming!r}")
+    if category == OTHER:
+        return "question"
     if category == ADVERSARIAL:
         return "adversarial"
     if category not in table:
@@ -223,9 +233,17 @@ def _parse_observations(raw: Any, source: str, key: str) -> dict[str, tuple[tupl
 
 def _parse_qa(raw: Any, source: str, where: str) -> QA:
     question = _req(raw, "question", str, source, where)
-    category = _req(raw, "category", int, source, where)
-    if category not in (1, 2, 3, 4, 5):
-        raise _err(source, f"{where}category", f"expected 1-5, got {category!r}")
+    # A user's own questions may carry a free "question_type" instead of a LoCoMo category.
+    qtype = _opt_str(raw, "question_type", source, where) or ""
+    if "category" not in raw and qtype:
+        category = OTHER
+    elif "category" not in raw:
+        raise _err(source, f"{where}category", "missing (a LoCoMo category 1-5, or a question_type string "
+                   "for questions of other data)")
+    else:
+        category = _req(raw, "category", int, source, where)
+        if category not in (1, 2, 3, 4, 5):
+            raise _err(source, f"{where}category", f"expected 1-5, got {category!r}")
     evidence = raw.get("evidence", [])
     if not isinstance(evidence, list) or not all(isinstance(e, str) for e in evidence):
         raise _err(source, f"{where}evidence", f"expected a list of dia_id strings, got {evidence!r:.80}")
@@ -240,7 +258,7 @@ def _parse_qa(raw: Any, source: str, where: str) -> QA:
     if adv is not None and not isinstance(adv, str):
         adv = str(adv)
     return QA(question=question, answer=str(answer), evidence=tuple(evidence),
-              category=category, adversarial_answer=adv)
+              category=category, adversarial_answer=adv, qtype=qtype)
 
 
 def parse_conversation(raw: Any, source: str = "<memory>", conv_id: str | None = None) -> Conversation:
@@ -431,7 +449,10 @@ def _qa_to_json(q: QA) -> dict:
     if q.category != ADVERSARIAL or q.answer:
         d["answer"] = q.answer
     d["evidence"] = list(q.evidence)
-    d["category"] = q.category
+    if q.category != OTHER:
+        d["category"] = q.category
+    if q.qtype:
+        d["question_type"] = q.qtype
     if q.adversarial_answer is not None:
         d["adversarial_answer"] = q.adversarial_answer
     return d
@@ -518,7 +539,8 @@ def split_conversations(convs: Sequence[Conversation], train_ids: Sequence[str] 
     for name, wanted in (("train", train_ids), ("validation", validation_ids)):
         missing = [i for i in wanted if i not in ids]
         if missing:
-            raise ValueError(f"{name} conversation ids {missing} not in the data (have {sorted(ids)})")
+            raise ValueError(f"{name} conversation id{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))} "
+                             f"not in the data (it has {', '.join(sorted(ids))})")
     if set(train_ids) & set(validation_ids):
         raise ValueError(f"train and validation ids overlap: {sorted(set(train_ids) & set(validation_ids))}")
     return Split(train=tuple(c for c in convs if c.id in train_ids),
@@ -528,9 +550,10 @@ def split_conversations(convs: Sequence[Conversation], train_ids: Sequence[str] 
 
 def question_records(convs: Iterable[Conversation],
                      categories: Sequence[int] = PAPER_CATEGORIES) -> list[QuestionRecord]:
-    """All questions of the given categories (default: 1-4, adversarial excluded), in order."""
+    """All questions of the given LoCoMo categories (default: 1-4, adversarial excluded) and
+    every question of other data (category 0), in order."""
     return [QuestionRecord(c.id, i, q) for c in convs for i, q in enumerate(c.questions)
-            if q.category in categories]
+            if q.category in categories or q.category == OTHER]
 
 
 def category_counts(records: Iterable[QuestionRecord], naming: str = "paper") -> dict[str, int]:

@@ -7,6 +7,7 @@ J is reported as n/a; it is never estimated.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import urllib.error
@@ -50,12 +51,13 @@ def check_endpoint(base_url: str) -> None:
 
 
 class OpenAIJudge:
-    """POSTs each judge prompt to ``{base_url}/chat/completions`` (temperature 0, JSON mode)."""
+    """POSTs each judge prompt to ``{base_url}/chat/completions`` (temperature 0, JSON mode),
+    up to ``concurrency`` at a time."""
 
-    def __init__(self, base_url: str, api_key: str, model: str, timeout: float = 60.0):
+    def __init__(self, base_url: str, api_key: str, model: str, timeout: float = 60.0, concurrency: int = 8):
         check_endpoint(base_url)
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.api_key, self.model, self.timeout = api_key, model, timeout
+        self.api_key, self.model, self.timeout, self.concurrency = api_key, model, timeout, concurrency
         self.name = f"openai:{model}"
 
     def _one(self, prompt: str) -> int | None:
@@ -72,7 +74,10 @@ class OpenAIJudge:
             raise RuntimeError(f"judge endpoint {self.url} failed: {e}") from e
 
     def __call__(self, questions, golds, answers) -> list[int | None]:
-        return [self._one(render_judge_prompt(q, g, a)) for q, g, a in zip(questions, golds, answers)]
+        # Requests of a batch go out together (a bounded pool), answers keep their order.
+        prompts = [render_judge_prompt(q, g, a) for q, g, a in zip(questions, golds, answers)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(self._one, prompts))
 
 
 def make_judge(spec: str | None, llm_factory=None):

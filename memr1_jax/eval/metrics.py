@@ -201,10 +201,18 @@ def locomo_f1(prediction: Any, gold: Any, category: int) -> float:
 # ----------------------------------------------------------------------------- per question and aggregation
 
 
-def score_answer(prediction: Any, gold: Any, category: int) -> dict[str, float]:
-    """All automatic metrics for one answer: f1, b1, em, locomo_f1."""
+def score_answer(prediction: Any, gold: Any, category: int) -> dict[str, float | None]:
+    """All automatic metrics for one answer: f1, b1, em, locomo_f1 (None for questions
+    without a LoCoMo category: its rules are per category)."""
     return {"f1": token_f1(prediction, gold), "b1": bleu1(prediction, gold),
-            "em": exact_match(prediction, gold), "locomo_f1": locomo_f1(prediction, gold, category)}
+            "em": exact_match(prediction, gold),
+            "locomo_f1": locomo_f1(prediction, gold, category) if category in (1, 2, 3, 4) else None}
+
+
+# LongMemEval's question types in the order of the Memory-R1 paper's Table 4 (its "OD" column
+# is single-session-assistant), then MSC's one type.
+TYPE_ORDER = ("single-session-user", "single-session-preference", "single-session-assistant", "multi-session",
+              "knowledge-update", "temporal-reasoning", "dmr")
 
 
 def _mean(values: list[float]) -> float | None:
@@ -215,16 +223,20 @@ def aggregate(records: Iterable[Mapping[str, Any]], naming: str = "paper",
               label_key: str = "label") -> dict[str, dict[str, Any]]:
     """Per-category and overall means.
 
-    Each record needs ``category`` (LoCoMo number) and the scores ``f1``,
+    Each record needs ``category`` (LoCoMo number; 0 for other data, grouped by the
+    record's ``label``, e.g. LongMemEval's question type) and the scores ``f1``,
     ``b1``, ``em`` (``locomo_f1`` and a judge score ``j`` are optional; a record
     without ``j`` or with ``j=None`` has no judge score). Category-5 records are
     skipped, as Mem0 does. Returns ``{label: {category, count, f1, b1, em,
     locomo_f1, j}}`` with labels in the given naming ("paper" = Mem0/Memory-R1),
-    ordered by category number, plus ``"overall"`` (question-weighted, i.e. a
-    micro average). ``j`` is None ("n/a") where no judge scores exist;
-    otherwise it is the mean over the records that have one.
+    ordered by category number (other types: LongMemEval's order, then as they come),
+    plus ``"overall"`` (question-weighted, i.e. a micro average). ``j`` is None
+    ("n/a") where no judge scores exist; otherwise it is the mean over the records
+    that have one, 1 for CORRECT and 0 otherwise, as Mem0's evaluation computes it.
     """
-    groups: dict[int, list[Mapping[str, Any]]] = {}
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    labels: dict[tuple, str] = {}
+    seen: dict[str, int] = {}   # other types in the order they first appear
     for i, rec in enumerate(records):
         try:
             cat = int(rec["category"])
@@ -235,7 +247,14 @@ def aggregate(records: Iterable[Mapping[str, Any]], naming: str = "paper",
         for key in ("f1", "b1", "em"):
             if key not in rec:
                 raise ValueError(f"record {i}: missing score {key!r}")
-        groups.setdefault(cat, []).append(rec)
+        if cat == 0:
+            label = str(rec.get("label") or "question")
+            rank = TYPE_ORDER.index(label) if label in TYPE_ORDER else len(TYPE_ORDER)
+            key = (1, rank, seen.setdefault(label, len(seen)))
+        else:
+            label, key = category_label(cat, naming), (0, cat, 0)
+        labels.setdefault(key, label)
+        groups.setdefault(key, []).append(rec)
 
     def summarise(recs: list[Mapping[str, Any]]) -> dict[str, Any]:
         js = [float(r["j"]) for r in recs if r.get("j") is not None]
@@ -248,9 +267,9 @@ def aggregate(records: Iterable[Mapping[str, Any]], naming: str = "paper",
                 "j": _mean(js)}
 
     out: dict[str, dict[str, Any]] = {}
-    for cat in sorted(groups):
-        out[category_label(cat, naming)] = {"category": cat, **summarise(groups[cat])}
-    out["overall"] = {"category": None, **summarise([r for c in sorted(groups) for r in groups[c]])}
+    for key in sorted(groups):
+        out[labels[key]] = {"category": key[1] if key[0] == 0 else 0, **summarise(groups[key])}
+    out["overall"] = {"category": None, **summarise([r for k in sorted(groups) for r in groups[k]])}
     return out
 
 
@@ -260,7 +279,7 @@ def format_table(agg: Mapping[str, Mapping[str, Any]]) -> str:
         return "n/a" if v is None else f"{100 * v:.2f}"
     lines = [f"{'category':<16}{'n':>6}{'F1':>8}{'B1':>8}{'EM':>8}{'LoCoMo-F1':>11}{'J':>8}"]
     for label, row in agg.items():
-        name = label if row.get("category") is None else f"{row['category']} {label}"
+        name = f"{row['category']} {label}" if row.get("category") else label
         lines.append(f"{name:<16}{row['count']:>6}{fmt(row['f1']):>8}{fmt(row['b1']):>8}"
                      f"{fmt(row['em']):>8}{fmt(row.get('locomo_f1')):>11}{fmt(row.get('j')):>8}")
     return "\n".join(lines)

@@ -29,7 +29,6 @@ from memr1_jax.agents.memory_manager import build_banks, count_steps
 from memr1_jax.agents.prompts import extract_answer
 from memr1_jax.config import RunConfig, to_dict
 from memr1_jax.data import content_hash, default_split, load_conversations, question_records
-from memr1_jax.data.locomo import category_label
 from memr1_jax.eval.baselines import RagConfig, fullctx_prompts, rag_prompts
 from memr1_jax.eval.metrics import aggregate, format_table, score_answer
 from memr1_jax.files import atomic_write_text, child, entry_lock, folder_lock, rewrite_lines, safe_name
@@ -68,10 +67,17 @@ def model_identity(name: str) -> str:
 def _spec(cfg: RunConfig, digest: str = "") -> dict:
     """What an evaluation's results depend on: the key of its run folder and config.json."""
     e = cfg.eval
-    spec = {"data": cfg.data.path, "data_content": digest, "model": model_identity(cfg.model.name),
+    d = cfg.data
+    spec = {"data": d.path, "data_content": digest, "model": model_identity(cfg.model.name),
             "encoder": cfg.model.encoder, "answer": to_dict(cfg.task.answer),
             "batch_size": cfg.rollout.gen_batch_size,
-            "eval": {k: v for k, v in to_dict(e).items() if k not in ("run_dir", "after_training", "base_too")}}
+            # the judge only adds a column: a run judged later (or by another judge) keeps its answers
+            "eval": {k: v for k, v in to_dict(e).items() if k not in ("run_dir", "after_training", "base_too",
+                                                                     "judge")}}
+    if d.format != "auto" or d.train_ids or d.validation_ids:
+        spec["data_options"] = {"format": d.format, "train_ids": d.train_ids, "validation_ids": d.validation_ids}
+    if d.facts == "extract" and pipeline(cfg) in ("base", "mem0"):
+        spec["facts"] = {"extractor": extractor_identity(cfg)}
     if e.system.startswith("checkpoint:"):
         spec["weights"] = model_identity(answer_model(cfg))
     if pipeline(cfg) in ("base", "mem0"):
@@ -79,6 +85,11 @@ def _spec(cfg: RunConfig, digest: str = "") -> dict:
         if e.manager_model:
             spec["manager_weights"] = model_identity(e.manager_model)
     return spec
+
+
+def extractor_identity(cfg: RunConfig) -> str:
+    """The model that extracts facts (data.facts=extract): data.extract_model or the answer model."""
+    return model_identity(cfg.data.extract_model or answer_model(cfg))
 
 
 def bank_dir(cfg: RunConfig, run_dir: pathlib.Path) -> pathlib.Path:
@@ -133,9 +144,11 @@ def _save_outputs(run_dir: pathlib.Path, agg: dict, cfg: RunConfig, extra: dict,
     md = [f"# {cfg.eval.system} on {cfg.data.path} ({cfg.eval.split}), model {cfg.model.name}", "",
           "| type | n | F1 | B1 | EM | LoCoMo-F1 | J |", "|---|---|---|---|---|---|---|"]
     for label, row in agg.items():
-        name = label if row.get("category") is None else f"{row['category']} {label}"
+        name = f"{row['category']} {label}" if row.get("category") else label
         md.append(f"| {name} | {row['count']} | {fmt(row['f1'])} | {fmt(row['b1'])} | {fmt(row['em'])} | "
                   f"{fmt(row.get('locomo_f1'))} | {fmt(row.get('j'))} |")
+    if extra.get("judge"):
+        md += ["", f"J: LLM judge `{extra['judge']}` (Mem0's accuracy prompt; 1 for CORRECT, else 0)."]
     (run_dir / "results.md").write_text("\n".join(md) + "\n")
     _plot(run_dir / "results.png", agg, cfg)
 
@@ -202,17 +215,43 @@ def _cached_bank(path: pathlib.Path):
         return None
 
 
+def load_split(cfg: RunConfig):
+    """The conversations of the run's data split by ``data.train_ids`` / ``data.validation_ids``
+    (see ``memr1_jax.data.default_split``); a note on how it was chosen goes to stderr."""
+    split = default_split(load_conversations(cfg.data.path, cfg.data.format),
+                          cfg.data.train_ids, cfg.data.validation_ids)
+    if split.note:
+        print(f"{cfg.data.path}: {split.note}", file=sys.stderr)
+    return split
+
+
+def extracted(cfg: RunConfig, convs, llm, cache_root: pathlib.Path | None, progress: bool):
+    """``convs`` with facts extracted from their dialogue by ``llm`` (data.facts=extract)."""
+    from tqdm import tqdm
+
+    from memr1_jax.agents.fact_extraction import ExtractionConfig, count_requests, extract_facts
+    ecfg = ExtractionConfig()
+    with tqdm(total=count_requests(convs, ecfg), desc="fact extraction", disable=not progress) as bar:
+        out = extract_facts(convs, llm, ecfg, cache_root=cache_root, extractor=extractor_identity(cfg),
+                            progress=bar.update)
+    n = sum(len(f) for c in out for s in c.sessions for f in s.observations.values())
+    print(f"fact extraction: {n} facts from {len(out)} conversations")
+    return out
+
+
 def evaluate(cfg: RunConfig, progress: bool = True, *, answer_llm=None, manager_llm=None,
              encoder=None) -> dict[str, Any]:
     """Run (or resume) one evaluation; returns the aggregated table.
 
     ``answer_llm`` (a ChatLLM, e.g. with freshly trained params) replaces the model named by
     the config, ``manager_llm`` the model that builds the banks; weights passed in are not
-    identified by any name, so their banks are kept inside the run folder. ``encoder``
-    replaces the one named by ``cfg.model.encoder``."""
+    identified by any name, so their banks (and extracted facts) are kept inside the run
+    folder. ``encoder`` replaces the one named by ``cfg.model.encoder``. With a judge
+    (``cfg.eval.judge``) every answer not yet labelled by that judge is labelled; the
+    answers themselves are reused."""
     t0 = time.time()
     # The data first: a bad file stops here, before any run folder exists.
-    split_convs = getattr(default_split(load_conversations(cfg.data.path)), cfg.eval.split)
+    split_convs = getattr(load_split(cfg), cfg.eval.split)
     records = question_records(split_convs)
     if cfg.eval.limit:
         records = records[:cfg.eval.limit]
@@ -225,10 +264,42 @@ def evaluate(cfg: RunConfig, progress: bool = True, *, answer_llm=None, manager_
         return _evaluate(cfg, run_dir, spec, split_convs, records, t0, progress, answer_llm, manager_llm, encoder)
 
 
+class _Models:
+    """The run's models, loaded when first needed (a resumed run that only needs judging
+    loads only the judge)."""
+
+    def __init__(self, cfg: RunConfig, answer_llm, manager_llm):
+        self.cfg, self._answer, self.manager = cfg, answer_llm, manager_llm
+        self._mesh = answer_llm.mesh if answer_llm is not None else None
+        self._mesh_built = answer_llm is not None
+        self._given = answer_llm is not None   # weights passed in are not the named model
+
+    @property
+    def mesh(self):
+        from memr1_jax.run.models import build_mesh
+        if not self._mesh_built:
+            self._mesh, self._mesh_built = build_mesh(self.cfg), True
+        return self._mesh
+
+    def load(self, name: str):
+        from memr1_jax.run.models import load_chat_model
+        return load_chat_model(name, self.cfg, self.mesh)
+
+    @property
+    def answer(self):
+        if self._answer is None:
+            self._answer = self.load(answer_model(self.cfg))
+        return self._answer
+
+    def named(self, name: str):
+        """The answer model when ``name`` names it (loaded once), else the model ``name``."""
+        if name == answer_model(self.cfg) and not self._given:
+            return self.answer
+        return self.load(name)
+
+
 def _evaluate(cfg: RunConfig, run_dir: pathlib.Path, spec: dict, split_convs, records, t0: float, progress: bool,
               answer_llm, manager_llm, encoder) -> dict[str, Any]:
-    from tqdm import tqdm
-
     cfg_path = run_dir / "config.json"
     cfg_json = json.dumps(spec, indent=2, sort_keys=True)
     if cfg_path.exists():
@@ -243,83 +314,126 @@ def _evaluate(cfg: RunConfig, run_dir: pathlib.Path, spec: dict, split_convs, re
     pred_path = run_dir / "predictions.jsonl"
     done = _load_done(pred_path)
     todo = [r for r in records if f"{r.conversation_id}:{r.qa_index}" not in done]
-    conv_by_id = {c.id: c for c in split_convs}
     print(f"{len(records)} questions from {len({r.conversation_id for r in records})} conversations "
           f"({cfg.data.path}, {cfg.eval.split}); {len(records) - len(todo)} already answered in {run_dir}")
-
+    models = _Models(cfg, answer_llm, manager_llm)
     if todo:
-        from memr1_jax.memory import Retriever
-        from memr1_jax.memory.encoder import make_encoder
-
-        from memr1_jax.run.models import build_mesh, load_chat_model
-
-        batch = cfg.rollout.gen_batch_size
-        kind = pipeline(cfg)
-        own_weights = answer_llm is not None or manager_llm is not None
-        mesh = answer_llm.mesh if answer_llm is not None else build_mesh(cfg)
-        llm = answer_llm if answer_llm is not None else load_chat_model(answer_model(cfg), cfg, mesh)
-        if manager_llm is None and cfg.eval.manager_model and kind in ("base", "mem0") and cfg.eval.manager == "llm":
-            manager_llm = load_chat_model(cfg.eval.manager_model, cfg, mesh)
-        encoder = encoder if encoder is not None else make_encoder(cfg.model.encoder)
-        retriever = Retriever()
-        count = lambda s: len(llm.tokenizer.encode(s))  # noqa: E731
-        judge = None
-        if cfg.eval.judge:
-            from memr1_jax.eval.judge import make_judge
-            judge = make_judge(cfg.eval.judge, lambda name: llm if name == answer_model(cfg) else
-                               load_chat_model(name, cfg, mesh))
-
-        needed = sorted({r.conversation_id for r in todo})
-        banks = {}
-        if kind in ("base", "mem0"):
-            bank_path = run_dir / "banks" if own_weights else bank_dir(cfg, run_dir)
-            bank_path.mkdir(parents=True, exist_ok=True)
-            with entry_lock(bank_path):   # another run building the same banks: wait, then reuse them
-                missing = []
-                for cid in needed:
-                    banks[cid] = _cached_bank(bank_file(bank_path, conv_by_id[cid]))
-                    if banks[cid] is None:
-                        missing.append(conv_by_id[cid])
-                if missing:
-                    banks.update(_build_missing_banks(cfg, missing, encoder, retriever, manager_llm or llm,
-                                                      bank_path, progress))
-
-        # mem0: Mem0's answer prompt (no distillation); base: the configured distillation prompt.
-        acfg = dataclasses.replace(cfg.task.answer, distill=cfg.task.answer.distill and kind != "mem0")
-        chunk = max(batch * 4, 1)
-        with open(pred_path, "a") as out, tqdm(total=len(todo), desc="answering", disable=not progress) as bar:
-            for cid in needed:
-                conv = conv_by_id[cid]
-                recs = [r for r in todo if r.conversation_id == cid]
-                for i in range(0, len(recs), chunk):
-                    part = recs[i:i + chunk]
-                    qs = [r.qa.question for r in part]
-                    if kind in ("base", "mem0"):
-                        prompts = answer_prompts(conv, banks[cid], qs, encoder, retriever, acfg)
-                    elif kind == "rag":
-                        prompts = rag_prompts(conv, qs, encoder, count,
-                                              RagConfig(cfg.eval.rag_chunk_tokens, cfg.eval.rag_num_chunks))
-                    else:
-                        prompts = fullctx_prompts(conv, qs, count, cfg.eval.fullctx_tokens)
-                    completions = llm.complete(prompts, max_new_tokens=acfg.max_new_tokens)
-                    answers = [extract_answer(text) for text in completions]
-                    js = judge(qs, [r.qa.answer for r in part], [a for a, _ in answers]) if judge else [None] * len(part)
-                    for r, text, (ans, marked), j in zip(part, completions, answers, js):
-                        rec = {"key": f"{r.conversation_id}:{r.qa_index}", "conversation_id": r.conversation_id,
-                               "qa_index": r.qa_index, "category": r.qa.category,
-                               "label": category_label(r.qa.category), "question": r.qa.question,
-                               "gold": r.qa.answer, "prediction": ans, "answer_marker": marked,
-                               "completion": text, **score_answer(ans, r.qa.answer, r.qa.category), "j": j}
-                        out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                        done[rec["key"]] = rec
-                    out.flush()
-                    os.fsync(out.fileno())
-                    bar.update(len(part))
+        _answer(cfg, run_dir, split_convs, todo, done, pred_path, models, encoder, progress,
+                own_weights=answer_llm is not None or manager_llm is not None)
+    judge_name = ""
+    if cfg.eval.judge:
+        judge_name = _judge(cfg, records, done, pred_path, models, progress)
 
     final = [done[f"{r.conversation_id}:{r.qa_index}"] for r in records]
     agg = aggregate(final)
     wall = time.time() - t0
-    _save_outputs(run_dir, agg, cfg, {"wall_seconds": wall, "num_questions": len(final)}, spec)
+    extra = {"wall_seconds": wall, "num_questions": len(final)}
+    if judge_name:
+        extra["judge"] = judge_name
+    _save_outputs(run_dir, agg, cfg, extra, spec)
     print(format_table(agg))
+    if judge_name:
+        print(f"J: LLM judge {judge_name}")
     print(f"wall time {wall:.0f} s; results in {run_dir} (metrics.json, results.md, results.png, predictions.jsonl)")
     return agg
+
+
+def _answer(cfg: RunConfig, run_dir: pathlib.Path, split_convs, todo, done: dict, pred_path: pathlib.Path,
+            models: _Models, encoder, progress: bool, own_weights: bool) -> None:
+    from tqdm import tqdm
+
+    from memr1_jax.memory import Retriever
+    from memr1_jax.memory.encoder import make_encoder
+
+    batch = cfg.rollout.gen_batch_size
+    kind = pipeline(cfg)
+    llm = models.answer
+    if models.manager is None and cfg.eval.manager_model and kind in ("base", "mem0") and cfg.eval.manager == "llm":
+        models.manager = models.load(cfg.eval.manager_model)
+    encoder = encoder if encoder is not None else make_encoder(cfg.model.encoder)
+    retriever = Retriever()
+    count = lambda s: len(llm.tokenizer.encode(s))  # noqa: E731
+    conv_by_id = {c.id: c for c in split_convs}
+    needed = sorted({r.conversation_id for r in todo})
+    banks = {}
+    if kind in ("base", "mem0"):
+        if cfg.data.facts == "extract":
+            extractor = models.load(cfg.data.extract_model) if cfg.data.extract_model else llm
+            own = own_weights and not cfg.data.extract_model
+            convs = extracted(cfg, [conv_by_id[cid] for cid in needed], extractor,
+                              run_dir / "facts" if own else pathlib.Path(cfg.data.facts_cache), progress)
+            conv_by_id.update({c.id: c for c in convs})
+        bank_path = run_dir / "banks" if own_weights else bank_dir(cfg, run_dir)
+        bank_path.mkdir(parents=True, exist_ok=True)
+        with entry_lock(bank_path):   # another run building the same banks: wait, then reuse them
+            missing = []
+            for cid in needed:
+                banks[cid] = _cached_bank(bank_file(bank_path, conv_by_id[cid]))
+                if banks[cid] is None:
+                    missing.append(conv_by_id[cid])
+            if missing:
+                banks.update(_build_missing_banks(cfg, missing, encoder, retriever, models.manager or llm,
+                                                  bank_path, progress))
+
+    # mem0: Mem0's answer prompt (no distillation); base: the configured distillation prompt.
+    acfg = dataclasses.replace(cfg.task.answer, distill=cfg.task.answer.distill and kind != "mem0")
+    chunk = max(batch * 4, 1)
+    with open(pred_path, "a") as out, tqdm(total=len(todo), desc="answering", disable=not progress) as bar:
+        for cid in needed:
+            conv = conv_by_id[cid]
+            recs = [r for r in todo if r.conversation_id == cid]
+            for i in range(0, len(recs), chunk):
+                part = recs[i:i + chunk]
+                qs = [r.qa.question for r in part]
+                if kind in ("base", "mem0"):
+                    prompts = answer_prompts(conv, banks[cid], qs, encoder, retriever, acfg)
+                elif kind == "rag":
+                    prompts = rag_prompts(conv, qs, encoder, count,
+                                          RagConfig(cfg.eval.rag_chunk_tokens, cfg.eval.rag_num_chunks))
+                else:
+                    prompts = fullctx_prompts(conv, qs, count, cfg.eval.fullctx_tokens)
+                completions = llm.complete(prompts, max_new_tokens=acfg.max_new_tokens)
+                recs_out = []
+                for r, text in zip(part, completions):
+                    ans, marked = extract_answer(text)
+                    recs_out.append({"key": f"{r.conversation_id}:{r.qa_index}", "conversation_id": r.conversation_id,
+                                     "qa_index": r.qa_index, "category": r.qa.category, "label": r.qa.label,
+                                     "question": r.qa.question, "gold": r.qa.answer, "prediction": ans,
+                                     "answer_marker": marked, "completion": text,
+                                     **score_answer(ans, r.qa.answer, r.qa.category), "j": None})
+                _append(out, recs_out, done)
+                bar.update(len(part))
+
+
+def _append(out, recs: list[dict], done: dict) -> None:
+    """Appends prediction records (a later line of the same key replaces an earlier one) durably."""
+    for rec in recs:
+        out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        done[rec["key"]] = rec
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def _judge(cfg: RunConfig, records, done: dict, pred_path: pathlib.Path, models: _Models, progress: bool) -> str:
+    """Labels, with the judge ``cfg.eval.judge``, every answer it has not labelled; returns its name.
+
+    As Mem0's evaluation scores it: j = 1 for CORRECT and 0 otherwise; an output naming
+    neither label counts as WRONG and is flagged (``judge_unparsed``)."""
+    from tqdm import tqdm
+
+    from memr1_jax.eval.judge import make_judge
+    judge = make_judge(cfg.eval.judge, models.named)
+    keys = [f"{r.conversation_id}:{r.qa_index}" for r in records]
+    todo = [k for k in keys if done[k].get("judge") != judge.name or done[k].get("j") is None]
+    if not todo:
+        return judge.name
+    chunk = max(cfg.rollout.gen_batch_size * 4, 1)
+    with open(pred_path, "a") as out, tqdm(total=len(todo), desc=f"judging ({judge.name})",
+                                           disable=not progress) as bar:
+        for i in range(0, len(todo), chunk):
+            part = [done[k] for k in todo[i:i + chunk]]
+            labels = judge([r["question"] for r in part], [r["gold"] for r in part], [r["prediction"] for r in part])
+            _append(out, [{**r, "j": int(lab == 1), "judge": judge.name, "judge_unparsed": lab is None}
+                          for r, lab in zip(part, labels)], done)
+            bar.update(len(part))
+    return judge.name

@@ -47,10 +47,25 @@ class Backbone:
 
 def load_backbone(cfg: RunConfig) -> Backbone:
     llm = load_chat_model(cfg.model.name, cfg, build_mesh(cfg))
-    split = default_split(load_conversations(cfg.data.path))
+    split = default_split(load_conversations(cfg.data.path, cfg.data.format), cfg.data.train_ids,
+                          cfg.data.validation_ids)
     if not split.train or not split.validation:
-        raise ValueError(f"data.path={cfg.data.path!r}: the split needs train and validation conversations")
+        ids = ", ".join(c.id for c in split.all)
+        raise ValueError(f"data.path={cfg.data.path!r}: training needs train and validation conversations; "
+                         f"choose them with data.train_ids and data.validation_ids (the data has {ids:.300})")
+    if cfg.data.facts == "extract":
+        split = _extracted_split(cfg, llm, split)
     return Backbone(cfg, llm, make_encoder(cfg.model.encoder), Retriever(), split)
+
+
+def _extracted_split(cfg: RunConfig, llm, split):
+    """The train and validation conversations with facts extracted from their dialogue (by
+    data.extract_model or the untrained backbone), cached in data.facts_cache."""
+    from memr1_jax.eval.run import extracted
+    extractor = load_chat_model(cfg.data.extract_model, cfg, llm.mesh) if cfg.data.extract_model else llm
+    train = extracted(cfg, split.train, extractor, pathlib.Path(cfg.data.facts_cache), progress=False)
+    val = extracted(cfg, split.validation, extractor, pathlib.Path(cfg.data.facts_cache), progress=False)
+    return dataclasses.replace(split, train=train, validation=val)
 
 
 class Task(Protocol):
