@@ -198,10 +198,14 @@ def extract_answer(completion: str) -> tuple[str, bool]:
 
 
 def parse_judge_label(completion: str) -> int | None:
-    """1 for CORRECT, 0 for WRONG, None when the judge output names neither."""
-    m = re.search(r'"label"\s*:\s*"(CORRECT|WRONG)"', completion, re.IGNORECASE)
+    """1 for CORRECT, 0 for WRONG, None when the judge output names neither.
+
+    A JSON ``"label"`` decides as in Mem0's evaluation: 1 only for exactly ``"CORRECT"``,
+    0 for any other value. Without one (output Mem0's code could not read), a bare
+    CORRECT or WRONG word decides, and None when both or neither appear."""
+    m = re.search(r'"label"\s*:\s*"([^"]*)"', completion)
     if m:
-        return int(m.group(1).upper() == "CORRECT")
+        return int(m.group(1) == "CORRECT")
     has_c = re.search(r"\bCORRECT\b", completion, re.IGNORECASE) is not None
     has_w = re.search(r"\bWRONG\b", completion, re.IGNORECASE) is not None
     if has_c != has_w:

@@ -61,7 +61,7 @@ def parse_episode(item: Any, source: str, line: int) -> Conversation:
         if isinstance(gap[0], (int, float)) and isinstance(gap[1], str):
             sess = Session(index=n, date_time=f"session {n} ({gap[0]:g} {gap[1]} gap)", turns=sess.turns)
         sessions.append(sess)
-    if "dialog" in item:
+    if item.get("dialog"):   # the current session, when it has begun
         sessions.append(_session(item["dialog"], len(sessions) + 1, source, f"{where}: dialog"))
     qa = QA(question=qa_raw["B"], answer=qa_raw["A"], evidence=(), category=OTHER, qtype=QUESTION_TYPE)
     return Conversation(id=f"msc-{line}", speaker_a=SPEAKERS[0], speaker_b=SPEAKERS[1],
