@@ -12,8 +12,8 @@ import pytest
 
 from memr1_jax.agents.prompts import parse_judge_label
 from memr1_jax.config import evaluation_defaults, override
-from memr1_jax.eval.judge import OpenAIJudge
-from memr1_jax.eval.metrics import aggregate
+from memr1_jax.eval.judge import OpenAIJudge, make_judge
+from memr1_jax.eval.metrics import aggregate, judge_agreement
 from memr1_jax.eval.run import evaluate
 
 
@@ -49,6 +49,36 @@ def test_labels_and_j_aggregate_as_mem0_computes_them():
     per, overall = mem0_j(cats, [mem0_label(c) for c in contents])
     assert {row["category"]: row["j"] for row in agg.values() if row["category"]} == pytest.approx(per, abs=1e-12)
     assert agg["overall"]["j"] == pytest.approx(overall, abs=1e-12)
+
+
+def test_a_local_judge_loads_its_model_on_the_first_batch_and_batches_it():
+    class Scripted:
+        batches = []
+
+        def complete(self, prompts, max_new_tokens=64):
+            self.batches.append(len(prompts))
+            return [RESPONSES[i % len(RESPONSES)] for i in range(len(prompts))]
+
+    loads = []
+    judge = make_judge("some-model", lambda name: loads.append(name) or Scripted())
+    assert judge.name == "some-model" and loads == []
+    labels = judge(["q"] * 8, ["g"] * 8, ["a"] * 8)
+    assert labels == [mem0_label(r) for r in RESPONSES] and loads == ["some-model"] and Scripted.batches == [8]
+    judge(["q"], ["g"], ["a"])
+    assert loads == ["some-model"]
+
+
+def test_judge_agreement_with_em_and_f1():
+    # j 1 1 0 0 1 0 against EM 1 0 0 0 1 1: 4 of 6 agree; both say yes half the time, so chance
+    # agreement is 0.5 and kappa (4/6 - 0.5) / 0.5 = 1/3. Against F1 >= 0.5 (1 1 0 0 1 0): all agree.
+    recs = [{"category": 1, "j": j, "em": em, "f1": f1, "b1": 0.0} for j, em, f1 in
+            [(1, 1, 1.0), (1, 0, 0.6), (0, 0, 0.2), (0, 0, 0.0), (1, 1, 1.0), (0, 1, 0.4)]]
+    recs += [{"category": 5, "j": 1, "em": 0, "f1": 0.0, "b1": 0.0}, {"category": 2, "j": None, "em": 1, "f1": 1.0}]
+    a = judge_agreement(recs)
+    assert a["n"] == 6 and a["judge_positive"] == 0.5
+    assert a["em"]["agreement"] == pytest.approx(4 / 6) and a["em"]["kappa"] == pytest.approx(1 / 3)
+    assert a["f1>=0.5"] == {"agreement": 1.0, "kappa": 1.0, "positive": 0.5}
+    assert judge_agreement([])["n"] == 0
 
 
 class _FakeChat(http.server.BaseHTTPRequestHandler):

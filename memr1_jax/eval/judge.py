@@ -23,12 +23,20 @@ ENV_MODEL = "MEMR1_JUDGE_MODEL"
 
 
 class LocalJudge:
-    """A registry model, greedy, as the paper's judge runs at temperature 0."""
+    """A registry model, greedy, as the paper's judge runs at temperature 0. ``llm`` is the
+    ChatLLM or a function that loads it (called on the first batch: a run with nothing left
+    to judge loads nothing); the batch goes to the model as one batched generation."""
 
-    def __init__(self, llm, max_new_tokens: int = 64):
-        self.llm = llm
+    def __init__(self, llm, max_new_tokens: int = 64, name: str = "local"):
+        self._llm = llm
         self.max_new_tokens = max_new_tokens
-        self.name = "local"
+        self.name = name
+
+    @property
+    def llm(self):
+        if callable(self._llm) and not hasattr(self._llm, "complete"):
+            self._llm = self._llm()
+        return self._llm
 
     def __call__(self, questions: Sequence[str], golds: Sequence[str],
                  answers: Sequence[str]) -> list[int | None]:
@@ -93,6 +101,4 @@ def make_judge(spec: str | None, llm_factory=None):
         return OpenAIJudge(os.environ[ENV_URL], os.environ[ENV_KEY], os.environ[ENV_MODEL])
     if llm_factory is None:
         raise ValueError(f"--judge {spec!r}: no model loader given")
-    judge = LocalJudge(llm_factory(spec))
-    judge.name = spec
-    return judge
+    return LocalJudge(lambda: llm_factory(spec), name=spec)

@@ -273,6 +273,31 @@ def aggregate(records: Iterable[Mapping[str, Any]], naming: str = "paper",
     return out
 
 
+def _kappa(a: list[int], b: list[int]) -> float | None:
+    """Cohen's kappa of two 0/1 labelings (None when chance agreement is total)."""
+    n = len(a)
+    po = sum(x == y for x, y in zip(a, b)) / n
+    pa, pb = sum(a) / n, sum(b) / n
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    return None if pe == 1 else (po - pe) / (1 - pe)
+
+
+def judge_agreement(records: Iterable[Mapping[str, Any]], f1_threshold: float = 0.5) -> dict[str, Any]:
+    """How the judge's labels agree with the automatic metrics on the judged records
+    (category 5 skipped): the share of equal labels and Cohen's kappa against EM and
+    against ``F1 >= f1_threshold``, with the judge's and each metric's positive rate."""
+    recs = [r for r in records if r.get("j") is not None and int(r["category"]) != ADVERSARIAL]
+    if not recs:
+        return {"n": 0}
+    j = [int(r["j"]) for r in recs]
+    out: dict[str, Any] = {"n": len(recs), "judge_positive": sum(j) / len(j)}
+    for name, labels in (("em", [int(float(r["em"]) >= 1.0) for r in recs]),
+                         (f"f1>={f1_threshold:g}", [int(float(r["f1"]) >= f1_threshold) for r in recs])):
+        out[name] = {"agreement": sum(x == y for x, y in zip(j, labels)) / len(j),
+                     "kappa": _kappa(j, labels), "positive": sum(labels) / len(labels)}
+    return out
+
+
 def format_table(agg: Mapping[str, Mapping[str, Any]]) -> str:
     """Plain-text table of :func:`aggregate` output (scores x100, "n/a" for missing)."""
     def fmt(v):

@@ -30,7 +30,7 @@ from memr1_jax.agents.prompts import extract_answer
 from memr1_jax.config import RunConfig, to_dict
 from memr1_jax.data import content_hash, default_split, load_conversations, question_records
 from memr1_jax.eval.baselines import RagConfig, fullctx_prompts, rag_prompts
-from memr1_jax.eval.metrics import aggregate, format_table, score_answer
+from memr1_jax.eval.metrics import aggregate, format_table, judge_agreement, score_answer
 from memr1_jax.files import atomic_write_text, child, entry_lock, folder_lock, rewrite_lines, safe_name
 
 
@@ -330,10 +330,15 @@ def _evaluate(cfg: RunConfig, run_dir: pathlib.Path, spec: dict, split_convs, re
     extra = {"wall_seconds": wall, "num_questions": len(final)}
     if judge_name:
         extra["judge"] = judge_name
+        extra["judge_agreement"] = judge_agreement(final)
     _save_outputs(run_dir, agg, cfg, extra, spec)
     print(format_table(agg))
-    if judge_name:
-        print(f"J: LLM judge {judge_name}")
+    if judge_name and extra["judge_agreement"]["n"]:
+        a = extra["judge_agreement"]
+        fmt = lambda k: "n/a" if k is None else f"{k:.2f}"  # noqa: E731
+        print(f"J: LLM judge {judge_name}; CORRECT for {100 * a['judge_positive']:.1f}% of {a['n']}; agreement "
+              f"with EM {100 * a['em']['agreement']:.1f}% (kappa {fmt(a['em']['kappa'])}), with F1>=0.5 "
+              f"{100 * a['f1>=0.5']['agreement']:.1f}% (kappa {fmt(a['f1>=0.5']['kappa'])})")
     print(f"wall time {wall:.0f} s; results in {run_dir} (metrics.json, results.md, results.png, predictions.jsonl)")
     return agg
 
