@@ -79,13 +79,16 @@ def test_cli_evaluates_a_folder_with_other_ids(tmp_path, capsys, monkeypatch):
     assert "'conv-26' not in the data (it has alpha, beta, gamma)" in capsys.readouterr().err
 
 
-def test_training_on_data_without_train_ids_names_the_keys(tmp_path):
+def test_training_takes_chosen_ids_and_names_the_keys_without_them(tmp_path):
     from memr1_jax.tasks.base import load_backbone
     folder, _ = _own_folder(tmp_path)
     cfg = override(evaluation_defaults(), {"data.path": str(folder), "model.name": "tiny-llama",
                                            "model.encoder": "hashing"})
     with pytest.raises(ValueError, match="data.train_ids and data.validation_ids.*alpha, beta, gamma"):
         load_backbone(cfg)
+    chosen = load_backbone(override(cfg, {"data.train_ids": "beta", "data.validation_ids": "alpha"}))
+    assert ([c.id for c in chosen.split.train], [c.id for c in chosen.split.validation],
+            [c.id for c in chosen.split.test]) == (["beta"], ["alpha"], ["gamma"])
 
 
 def test_config_refuses_unknown_split_format_and_facts():
@@ -345,3 +348,22 @@ def test_evaluation_on_raw_dialogue_builds_banks_from_extracted_facts(tmp_path):
     bank = load_bank(bank_path)
     assert bank.size > 0
     assert list((tmp_path / "run" / "facts").glob("*/*.facts.json"))
+
+
+def test_training_on_raw_dialogue_extracts_the_facts_of_its_conversations(tmp_path):
+    from memr1_jax.tasks.base import load_backbone
+    folder = tmp_path / "raw"
+    convs = [dataclasses.replace(_raw(c), id=n) for c, n in zip(make_embedded_dataset(), ("alpha", "beta", "gamma"))]
+    write_flat(convs, folder)
+    cfg = override(evaluation_defaults(), {
+        "data.path": str(folder), "data.train_ids": "alpha", "data.validation_ids": "beta", "data.facts": "extract",
+        "data.facts_cache": str(tmp_path / "facts"), "model.name": "tiny-llama", "model.encoder": "hashing"})
+    b = load_backbone(cfg)
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "facts").glob("*/*.facts.json"))
+    assert cached == ["alpha", "beta"]   # the test conversation is not the trainer's
+    # the split's conversations carry what the cache holds (the random tiny model's facts, if any)
+    for conv in b.split.train + b.split.validation:
+        (path,) = (tmp_path / "facts").glob(f"*/{conv.id}-*.facts.json")
+        data = json.loads(path.read_text())
+        n_cached = sum(len(v) for by in data["facts"].values() for v in by.values())
+        assert n_cached == sum(len(f) for s in conv.sessions for f in s.observations.values())
