@@ -240,13 +240,15 @@ def extracted(cfg: RunConfig, convs, llm, cache_root: pathlib.Path | None, progr
 
 
 def evaluate(cfg: RunConfig, progress: bool = True, *, answer_llm=None, manager_llm=None,
-             encoder=None) -> dict[str, Any]:
+             encoder=None, extract_llm=None) -> dict[str, Any]:
     """Run (or resume) one evaluation; returns the aggregated table.
 
     ``answer_llm`` (a ChatLLM, e.g. with freshly trained params) replaces the model named by
     the config, ``manager_llm`` the model that builds the banks; weights passed in are not
     identified by any name, so their banks (and extracted facts) are kept inside the run
-    folder. ``encoder`` replaces the one named by ``cfg.model.encoder``. With a judge
+    folder. ``extract_llm`` (data.facts=extract) is the model named by ``data.extract_model``
+    or ``model.name``, already loaded (the trainer's untrained backbone): its facts are cached
+    as that model's. ``encoder`` replaces the one named by ``cfg.model.encoder``. With a judge
     (``cfg.eval.judge``) every answer not yet labelled by that judge is labelled; the
     answers themselves are reused."""
     t0 = time.time()
@@ -261,15 +263,17 @@ def evaluate(cfg: RunConfig, progress: bool = True, *, answer_llm=None, manager_
     spec = _spec(cfg, data_digest(split_convs))
     run_dir = pathlib.Path(cfg.eval.run_dir) if cfg.eval.run_dir else default_run_dir(cfg, spec["data_content"])
     with folder_lock(run_dir, "evaluation run folder", scaffolding=("config.json",)):
-        return _evaluate(cfg, run_dir, spec, split_convs, records, t0, progress, answer_llm, manager_llm, encoder)
+        return _evaluate(cfg, run_dir, spec, split_convs, records, t0, progress,
+                         _Models(cfg, answer_llm, manager_llm, extract_llm), encoder)
 
 
 class _Models:
     """The run's models, loaded when first needed (a resumed run that only needs judging
     loads only the judge)."""
 
-    def __init__(self, cfg: RunConfig, answer_llm, manager_llm):
-        self.cfg, self._answer, self.manager = cfg, answer_llm, manager_llm
+    def __init__(self, cfg: RunConfig, answer_llm, manager_llm, extract_llm=None):
+        self.cfg, self._answer, self.manager, self._extract = cfg, answer_llm, manager_llm, extract_llm
+        self.own_weights = answer_llm is not None or manager_llm is not None
         self._mesh = answer_llm.mesh if answer_llm is not None else None
         self._mesh_built = answer_llm is not None
         self._given = answer_llm is not None   # weights passed in are not the named model
@@ -291,6 +295,14 @@ class _Models:
             self._answer = self.load(answer_model(self.cfg))
         return self._answer
 
+    def extractor(self):
+        """(the fact-extracting model, whether it is the model its name says: cacheable)."""
+        if self._extract is None and self.cfg.data.extract_model:
+            self._extract = self.load(self.cfg.data.extract_model)
+        if self._extract is not None:
+            return self._extract, True
+        return self.answer, not self._given
+
     def named(self, name: str):
         """The answer model when ``name`` names it (loaded once), else the model ``name``."""
         if name == answer_model(self.cfg) and not self._given:
@@ -299,7 +311,7 @@ class _Models:
 
 
 def _evaluate(cfg: RunConfig, run_dir: pathlib.Path, spec: dict, split_convs, records, t0: float, progress: bool,
-              answer_llm, manager_llm, encoder) -> dict[str, Any]:
+              models: "_Models", encoder) -> dict[str, Any]:
     cfg_path = run_dir / "config.json"
     cfg_json = json.dumps(spec, indent=2, sort_keys=True)
     if cfg_path.exists():
@@ -316,10 +328,8 @@ def _evaluate(cfg: RunConfig, run_dir: pathlib.Path, spec: dict, split_convs, re
     todo = [r for r in records if f"{r.conversation_id}:{r.qa_index}" not in done]
     print(f"{len(records)} questions from {len({r.conversation_id for r in records})} conversations "
           f"({cfg.data.path}, {cfg.eval.split}); {len(records) - len(todo)} already answered in {run_dir}")
-    models = _Models(cfg, answer_llm, manager_llm)
     if todo:
-        _answer(cfg, run_dir, split_convs, todo, done, pred_path, models, encoder, progress,
-                own_weights=answer_llm is not None or manager_llm is not None)
+        _answer(cfg, run_dir, split_convs, todo, done, pred_path, models, encoder, progress)
     judge_name = ""
     if cfg.eval.judge:
         judge_name = _judge(cfg, records, done, pred_path, models, progress)
@@ -344,7 +354,7 @@ def _evaluate(cfg: RunConfig, run_dir: pathlib.Path, spec: dict, split_convs, re
 
 
 def _answer(cfg: RunConfig, run_dir: pathlib.Path, split_convs, todo, done: dict, pred_path: pathlib.Path,
-            models: _Models, encoder, progress: bool, own_weights: bool) -> None:
+            models: _Models, encoder, progress: bool) -> None:
     from tqdm import tqdm
 
     from memr1_jax.memory import Retriever
@@ -363,12 +373,11 @@ def _answer(cfg: RunConfig, run_dir: pathlib.Path, split_convs, todo, done: dict
     banks = {}
     if kind in ("base", "mem0"):
         if cfg.data.facts == "extract":
-            extractor = models.load(cfg.data.extract_model) if cfg.data.extract_model else llm
-            own = own_weights and not cfg.data.extract_model
+            extractor, named = models.extractor()
             convs = extracted(cfg, [conv_by_id[cid] for cid in needed], extractor,
-                              run_dir / "facts" if own else pathlib.Path(cfg.data.facts_cache), progress)
+                              pathlib.Path(cfg.data.facts_cache) if named else run_dir / "facts", progress)
             conv_by_id.update({c.id: c for c in convs})
-        bank_path = run_dir / "banks" if own_weights else bank_dir(cfg, run_dir)
+        bank_path = run_dir / "banks" if models.own_weights else bank_dir(cfg, run_dir)
         bank_path.mkdir(parents=True, exist_ok=True)
         with entry_lock(bank_path):   # another run building the same banks: wait, then reuse them
             missing = []

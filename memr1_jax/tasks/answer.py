@@ -69,5 +69,6 @@ class AnswerTask:
         builder = b.llm if t.bank == "llm" and not t.bank_manager_model else None
         systems = [("trained", params)] + ([("base", b.llm.params)] if b.cfg.eval.base_too else [])
         return {tag: evaluate(final_eval_config(b.cfg, run_dir, tag, keys), progress=False,
-                              answer_llm=b.with_params(p), manager_llm=builder, encoder=b.encoder)
+                              answer_llm=b.with_params(p), manager_llm=builder, encoder=b.encoder,
+                              extract_llm=None if b.cfg.data.extract_model else b.llm)
                 for tag, p in systems}

@@ -93,5 +93,6 @@ class ManagerTask:
         b = self.backbone
         systems = [("trained", params)] + ([("base", b.llm.params)] if b.cfg.eval.base_too else [])
         return {tag: evaluate(final_eval_config(b.cfg, run_dir, tag, {"eval.manager": "llm"}), progress=False,
-                              answer_llm=self.answer_llm, manager_llm=b.with_params(p), encoder=b.encoder)
+                              answer_llm=self.answer_llm, manager_llm=b.with_params(p), encoder=b.encoder,
+                              extract_llm=None if b.cfg.data.extract_model else b.llm)
                 for tag, p in systems}
