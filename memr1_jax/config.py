@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 from memr1_jax.agents.answer_agent import AnswerConfig
 from memr1_jax.agents.memory_manager import ManagerConfig
+from memr1_jax.data import FORMATS as DATA_FORMATS
 from memr1_jax.parallel.mesh import MeshConfig
 from memr1_jax.rl.lora import DEFAULT_TARGETS, LoraConfig
 from memr1_jax.rl.train_state import RLConfig
@@ -36,7 +37,6 @@ AGENTS = ("answer", "manager")
 DTYPES = ("float32", "bfloat16")
 SYSTEMS = ("base", "mem0", "rag", "fullctx")
 SPLITS = ("train", "validation", "test", "all")
-DATA_FORMATS = ("auto", "locomo", "longmemeval", "msc")
 
 
 class ConfigError(ValueError):
