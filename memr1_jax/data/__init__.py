@@ -1,4 +1,4 @@
-"""Conversations and questions: LoCoMo (read from disk) and the embedded default dataset."""
+"""Conversations and questions: LoCoMo-format files, LongMemEval, MSC, and the embedded default dataset."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Sequence
 
 from memr1_jax.data.embedded import (EMBEDDED_TRAIN_IDS, EMBEDDED_VALIDATION_IDS, EmbeddedConfig,
                                      embedded_split, make_embedded_dataset)
-from memr1_jax.data.longmemeval import load_longmemeval
-from memr1_jax.data.msc import load_msc
 from memr1_jax.data.locomo import (LOCOMO_LABELS, PAPER_LABELS, QA, Conversation, LocomoFormatError,
                                    LocomoWarning, QuestionRecord, Session, Split, Turn, category_counts, category_label,
                                    TRAIN_IDS, VALIDATION_IDS, content_hash,
                                    download_locomo, load_locomo, question_records, split_conversations,
                                    write_flat, write_nested)
+from memr1_jax.data.longmemeval import load_longmemeval
+from memr1_jax.data.msc import load_msc
 
 
 FORMATS = ("auto", "locomo", "longmemeval", "msc")
