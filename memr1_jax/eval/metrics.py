@@ -37,7 +37,7 @@ from collections import Counter
 from typing import Any, Iterable, Mapping
 
 # Map category numbers to labels without importing the data package's I/O code.
-from memr1_jax.data.locomo import ADVERSARIAL, category_label
+from memr1_jax.data.locomo import ADVERSARIAL, OTHER, PAPER_CATEGORIES, category_label
 
 # ----------------------------------------------------------------------------- Mem0 / A-Mem F1
 
@@ -206,7 +206,7 @@ def score_answer(prediction: Any, gold: Any, category: int) -> dict[str, float |
     without a LoCoMo category: its rules are per category)."""
     return {"f1": token_f1(prediction, gold), "b1": bleu1(prediction, gold),
             "em": exact_match(prediction, gold),
-            "locomo_f1": locomo_f1(prediction, gold, category) if category in (1, 2, 3, 4) else None}
+            "locomo_f1": locomo_f1(prediction, gold, category) if category in PAPER_CATEGORIES else None}
 
 
 # LongMemEval's question types in the order of the Memory-R1 paper's Table 4 (its "OD" column
@@ -247,8 +247,8 @@ def aggregate(records: Iterable[Mapping[str, Any]], naming: str = "paper",
         for key in ("f1", "b1", "em"):
             if key not in rec:
                 raise ValueError(f"record {i}: missing score {key!r}")
-        if cat == 0:
-            label = str(rec.get("label") or "question")
+        if cat == OTHER:
+            label = str(rec.get("label") or category_label(OTHER))
             rank = TYPE_ORDER.index(label) if label in TYPE_ORDER else len(TYPE_ORDER)
             key = (1, rank, seen.setdefault(label, len(seen)))
         else:

@@ -15,6 +15,7 @@ as JSON, Markdown and a PNG chart.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -274,16 +275,12 @@ class _Models:
     def __init__(self, cfg: RunConfig, answer_llm, manager_llm, extract_llm=None):
         self.cfg, self._answer, self.manager, self._extract = cfg, answer_llm, manager_llm, extract_llm
         self.own_weights = answer_llm is not None or manager_llm is not None
-        self._mesh = answer_llm.mesh if answer_llm is not None else None
-        self._mesh_built = answer_llm is not None
         self._given = answer_llm is not None   # weights passed in are not the named model
 
-    @property
+    @functools.cached_property
     def mesh(self):
         from memr1_jax.run.models import build_mesh
-        if not self._mesh_built:
-            self._mesh, self._mesh_built = build_mesh(self.cfg), True
-        return self._mesh
+        return self._answer.mesh if self._given else build_mesh(self.cfg)
 
     def load(self, name: str):
         from memr1_jax.run.models import load_chat_model
