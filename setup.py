@@ -24,6 +24,9 @@ INSTALL_REQUIRES = [
     "nltk>=3.8",
     "protobuf>=4",
     "filelock>=3.12",  # one writer per run folder and cache entry
+    # the memory service (python -m memr1_jax.serve)
+    "fastapi>=0.115",
+    "uvicorn>=0.30",
 ]
 
 EXTRAS = {
@@ -33,7 +36,9 @@ EXTRAS = {
     "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "torch==2.13.0", "transformers>=4.50",
              "accelerate>=1.0",
              # the notebooks in notebooks/, executed by tests/test_notebooks.py
-             "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "matplotlib-inline>=0.1"],
+             "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "matplotlib-inline>=0.1",
+             # the memory service's tests: HTTP clients, and real Mem0 for shapes and the mem0-oss system
+             "httpx>=0.27", "openai>=1.40", "mem0ai==2.2.1"],
 }
 
 setup(

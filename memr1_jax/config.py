@@ -35,7 +35,7 @@ from memr1_jax.rl.train_state import RLConfig
 
 AGENTS = ("answer", "manager")
 DTYPES = ("float32", "bfloat16")
-SYSTEMS = ("base", "mem0", "rag", "fullctx")
+SYSTEMS = ("base", "mem0", "mem0-oss", "rag", "fullctx")
 SPLITS = ("train", "validation", "test", "all")
 
 
@@ -133,7 +133,7 @@ class TaskSection:
 
 @dataclasses.dataclass(frozen=True)
 class EvalSection:
-    system: str = "base"        # base | mem0 | rag | fullctx | checkpoint:PATH (python -m memr1_jax.evaluate)
+    system: str = "base"        # base | mem0 | mem0-oss | rag | fullctx | checkpoint:PATH (python -m memr1_jax.evaluate)
     split: str = "test"
     limit: int = 16             # first N questions of the split (0: all)
     judge: str = ""             # "": no J | "openai" | a registry model name
@@ -142,6 +142,7 @@ class EvalSection:
     rag_chunk_tokens: int = 256
     rag_num_chunks: int = 2
     fullctx_tokens: int = 2048
+    mem0_messages_per_add: int = 2  # mem0-oss: messages per Mem0 add call (Mem0's LoCoMo evaluation: 2)
     run_dir: str = ""           # evaluation output folder ("": runs/evaluate/<derived from the config>)
     after_training: bool = True  # train: evaluate the selected weights on `split` at the end
     base_too: bool = True        # ... and the untrained model on the same questions
@@ -155,6 +156,8 @@ class EvalSection:
             raise ConfigError(f"eval.manager={self.manager!r}: expected 'llm' or 'add-all'")
         if self.limit < 0:
             raise ConfigError(f"eval.limit={self.limit}: must be >= 0 (0: all questions)")
+        if self.mem0_messages_per_add < 1:
+            raise ConfigError(f"eval.mem0_messages_per_add={self.mem0_messages_per_add}: must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,8 @@ Systems (all on the same backbone):
   base            the Memory-R1 pipeline with untrained agents: LLM memory manager,
                   Answer Agent prompt with memory distillation
   mem0            the same LLM memory manager, Mem0's answer prompt (no distillation)
+  mem0-oss        real Mem0 (pip install mem0ai): Mem0's own add pipeline with the backbone
+                  and encoder served to it on a loopback port; Mem0's answer prompt
   rag             top chunks of raw dialogue, no memory manager
   fullctx         the dialogue truncated (from the start) to the context budget
   checkpoint:PATH the base pipeline with the model weights in PATH (an HF folder,
@@ -41,6 +43,7 @@ FLAGS = {
     "answer_prompt": "task.answer.prompt", "run_dir": "eval.run_dir", "encoder": "model.encoder",
     "format": "data.format", "train_ids": "data.train_ids", "validation_ids": "data.validation_ids",
     "facts": "data.facts", "extract_model": "data.extract_model",
+    "mem0_messages_per_add": "eval.mem0_messages_per_add",
 }
 
 
@@ -60,7 +63,9 @@ def _parser(d: RunConfig) -> argparse.ArgumentParser:
                    "extracted from the dialogue by the model (cached in data.facts_cache)")
     p.add_argument("--extract-model", help="--facts extract: the extracting model (default: --model)")
     p.add_argument("--model", help=f"registry preset or model folder (default {d.model.name})")
-    p.add_argument("--system", help="base | mem0 | rag | fullctx | checkpoint:PATH")
+    p.add_argument("--system", help="base | mem0 | mem0-oss | rag | fullctx | checkpoint:PATH")
+    p.add_argument("--mem0-messages-per-add", type=int, help="mem0-oss: messages per Mem0 add call "
+                   f"(default {d.eval.mem0_messages_per_add}, as Mem0's LoCoMo evaluation)")
     p.add_argument("--limit", type=int, help=f"first N questions of the split (default {d.eval.limit}; 0: all)")
     p.add_argument("--judge", help="none (default: J is n/a) | openai (endpoint from $MEMR1_JUDGE_BASE_URL, "
                    "$MEMR1_JUDGE_API_KEY, $MEMR1_JUDGE_MODEL) | a registry model name")

@@ -36,7 +36,7 @@ from memr1_jax.files import atomic_write_text, child, entry_lock, folder_lock, r
 
 
 def pipeline(cfg: RunConfig) -> str:
-    """base | mem0 | rag | fullctx (checkpoint:PATH is the base pipeline with other weights)."""
+    """base | mem0 | mem0-oss | rag | fullctx (checkpoint:PATH is the base pipeline with other weights)."""
     return "base" if cfg.eval.system.startswith("checkpoint:") else cfg.eval.system
 
 
@@ -81,6 +81,9 @@ def _spec(cfg: RunConfig, digest: str = "") -> dict:
         spec["facts"] = {"extractor": extractor_identity(cfg)}
     if e.system.startswith("checkpoint:"):
         spec["weights"] = model_identity(answer_model(cfg))
+    if pipeline(cfg) == "mem0-oss":
+        from memr1_jax.eval.mem0_oss import mem0_version
+        spec["mem0"] = {"version": mem0_version(), "max_tokens": cfg.task.manager.max_new_tokens}
     if pipeline(cfg) in ("base", "mem0"):
         spec["manager"] = to_dict(cfg.task.manager)
         if e.manager_model:
@@ -102,6 +105,14 @@ def bank_dir(cfg: RunConfig, run_dir: pathlib.Path) -> pathlib.Path:
     key = json.dumps([builder, cfg.model.encoder, cfg.eval.manager, m.retrieve_k, m.max_facts_per_step,
                       m.max_new_tokens, m.template], sort_keys=True)
     return run_dir.parent / "banks" / hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def mem0_bank_dir(cfg: RunConfig, run_dir: pathlib.Path) -> pathlib.Path:
+    """Banks Mem0 built (mem0-oss): keyed by Mem0's version and settings, the model and the encoder."""
+    from memr1_jax.eval.mem0_oss import mem0_version
+    key = json.dumps(["mem0-oss", mem0_version(), cfg.eval.mem0_messages_per_add, cfg.task.manager.max_new_tokens,
+                      model_identity(answer_model(cfg)), cfg.model.encoder], sort_keys=True)
+    return run_dir.parent / "banks" / ("mem0-" + hashlib.sha1(key.encode()).hexdigest()[:12])
 
 
 def bank_file(folder: pathlib.Path, conv) -> pathlib.Path:
@@ -195,6 +206,30 @@ def _build_missing_banks(cfg: RunConfig, convs, encoder, retriever, llm, bank_pa
                                    retriever=retriever, progress=bar.update, on_step=on_step)
     print(f"memory construction: {stats.steps} manager steps, ops {stats.ops}, "
           f"{stats.parse_failures} steps with format problems, {stats.skipped_ops} ops skipped")
+    by_id = {c.id: c for c in convs}
+    for cid, bank in built.items():
+        save_bank(bank, bank_file(bank_path, by_id[cid]))
+    return built
+
+
+def _build_mem0_banks(cfg: RunConfig, convs, encoder, llm, bank_path: pathlib.Path, progress: bool) -> dict:
+    """mem0-oss: Mem0 adds each conversation through this project's endpoints; banks saved."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    from memr1_jax.eval.mem0_oss import build_banks, count_calls, mem0_version
+    from memr1_jax.memory import save_bank
+    per_add = cfg.eval.mem0_messages_per_add
+    with tempfile.TemporaryDirectory(dir=bank_path) as work, \
+            tqdm(total=count_calls(convs, per_add), desc="mem0 add", disable=not progress) as bar:
+        built, stats = build_banks(convs, llm, encoder, pathlib.Path(work), encoder_name=cfg.model.encoder,
+                                   messages_per_add=per_add, max_tokens=cfg.task.manager.max_new_tokens,
+                                   progress=bar.update)
+    print(f"mem0 (mem0ai {mem0_version()}): {stats.add_calls} add calls, {stats.failed_calls} failed, "
+          f"{stats.memories} memories kept, {stats.seconds:.0f} s")
+    if stats.errors:
+        print(f"first mem0 error: {stats.errors[0]}")
     by_id = {c.id: c for c in convs}
     for cid, bank in built.items():
         save_bank(bank, bank_file(bank_path, by_id[cid]))
@@ -385,9 +420,20 @@ def _answer(cfg: RunConfig, run_dir: pathlib.Path, split_convs, todo, done: dict
             if missing:
                 banks.update(_build_missing_banks(cfg, missing, encoder, retriever, models.manager or llm,
                                                   bank_path, progress))
+    elif kind == "mem0-oss":
+        bank_path = run_dir / "banks" if models.own_weights else mem0_bank_dir(cfg, run_dir)
+        bank_path.mkdir(parents=True, exist_ok=True)
+        with entry_lock(bank_path):
+            missing = []
+            for cid in needed:
+                banks[cid] = _cached_bank(bank_file(bank_path, conv_by_id[cid]))
+                if banks[cid] is None:
+                    missing.append(conv_by_id[cid])
+            if missing:
+                banks.update(_build_mem0_banks(cfg, missing, encoder, llm, bank_path, progress))
 
-    # mem0: Mem0's answer prompt (no distillation); base: the configured distillation prompt.
-    acfg = dataclasses.replace(cfg.task.answer, distill=cfg.task.answer.distill and kind != "mem0")
+    # mem0 / mem0-oss: Mem0's answer prompt (no distillation); base: the configured distillation prompt.
+    acfg = dataclasses.replace(cfg.task.answer, distill=cfg.task.answer.distill and kind not in ("mem0", "mem0-oss"))
     chunk = max(batch * 4, 1)
     with open(pred_path, "a") as out, tqdm(total=len(todo), desc="answering", disable=not progress) as bar:
         for cid in needed:
@@ -396,7 +442,7 @@ def _answer(cfg: RunConfig, run_dir: pathlib.Path, split_convs, todo, done: dict
             for i in range(0, len(recs), chunk):
                 part = recs[i:i + chunk]
                 qs = [r.qa.question for r in part]
-                if kind in ("base", "mem0"):
+                if kind in ("base", "mem0", "mem0-oss"):
                     prompts = answer_prompts(conv, banks[cid], qs, encoder, retriever, acfg)
                 elif kind == "rag":
                     prompts = rag_prompts(conv, qs, encoder, count,

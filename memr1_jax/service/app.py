@@ -1,0 +1,293 @@
+"""The HTTP face of ``Memory``: Mem0's REST routes and OpenAI-compatible ``/v1`` endpoints.
+
+``create_app(memory, api_key=...)`` builds the FastAPI app that ``python -m memr1_jax.serve``
+runs under uvicorn. Routes (as Mem0's server): POST /memories, GET /memories, DELETE /memories,
+GET / PUT / DELETE /memories/{id}, GET /memories/{id}/history, POST /search, POST /reset; plus
+POST /answer (the Answer Agent), GET /health, and /v1/chat/completions, /v1/embeddings,
+/v1/models over the service's model and encoder (concurrent chat requests are batched by the
+Engine). With a key every route but /health needs it, as ``X-API-Key: KEY`` or
+``Authorization: Bearer KEY`` (Mem0's client sends ``Token KEY``: accepted too).
+
+Bad requests get 4xx with a ``detail`` naming the field: 401 without the key, 404 for an
+unknown memory id, 413 for a body over ``max_body_bytes``, 422 for malformed JSON or fields of
+the wrong type, 400 for values Memory rejects. A handler never writes before validating.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import time
+import uuid
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from memr1_jax.sampling.sampler import SamplingConfig
+from memr1_jax.service.memory import Memory, MemoryNotFound
+
+MAX_BODY_BYTES = 1 << 20
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")   # Mem0 / OpenAI clients send fields we do not use
+
+
+class Message(_Body):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = Field(max_length=200_000)
+    name: str | None = None
+
+
+class Scope(_Body):
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+
+    def ids(self) -> dict:
+        return {k: v for k, v in (("user_id", self.user_id), ("agent_id", self.agent_id),
+                                  ("run_id", self.run_id)) if v is not None}
+
+
+class MemoryCreate(Scope):
+    messages: list[Message] | str = Field(min_length=1)
+    metadata: dict[str, Any] | None = None
+    infer: bool = True
+    timestamp: str | float | None = None
+    prompt: str | None = None
+
+
+class SearchRequest(Scope):
+    query: str = Field(min_length=1, max_length=20_000)
+    filters: dict[str, Any] | None = None
+    top_k: int | None = Field(None, ge=1, le=10_000)
+    limit: int | None = Field(None, ge=1, le=10_000)     # Mem0's older name for top_k
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+
+
+class MemoryUpdate(_Body):
+    text: str | None = None
+    memory: str | None = None     # Mem0's REST clients send the new text under one of these
+    data: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class AnswerRequest(Scope):
+    question: str = Field(min_length=1, max_length=20_000)
+    filters: dict[str, Any] | None = None
+    top_k: int | None = Field(None, ge=1, le=1000)
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(_Body):
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = 1
+    stream: bool = False
+
+
+class EmbeddingRequest(_Body):
+    input: str | list[str]
+    model: str | None = None
+    dimensions: int | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+
+
+class _LimitBody:
+    """ASGI middleware: 413 once a request body passes ``limit`` bytes (declared or streamed)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await JSONResponse({"detail": f"request body over {self.limit} bytes"}, 413)(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return msg
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await JSONResponse({"detail": f"request body over {self.limit} bytes"}, 413)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _key_check(api_key: str | None):
+    def check(request: Request) -> None:
+        if not api_key:
+            return
+        given = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if given is None and " " in auth:
+            kind, _, value = auth.partition(" ")
+            if kind.lower() in ("bearer", "token"):
+                given = value.strip()
+        if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise HTTPException(401, "missing or wrong API key (X-API-Key or Authorization: Bearer)",
+                                headers={"WWW-Authenticate": "Bearer"})
+    return check
+
+
+def _call(fn, *args, **kw):
+    """Memory's errors as HTTP errors: unknown id 404, rejected value 400."""
+    try:
+        return fn(*args, **kw)
+    except MemoryNotFound as e:
+        raise HTTPException(404, str(e)) from None
+    except (ValueError, TypeError) as e:
+        raise HTTPException(400, str(e)) from None
+
+
+def create_app(memory: Memory, *, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               model_name: str | None = None, encoder_name: str | None = None) -> FastAPI:
+    app = FastAPI(title="memr1-jax memory service",
+                  description="Mem0-compatible memory API driven by the Memory-R1 agents")
+    guard = [Depends(_key_check(api_key))]
+    model_name = model_name or memory.config.llm
+    encoder_name = encoder_name or memory.config.encoder
+    started = time.time()
+
+    def scoped(req: Scope, filters: dict | None) -> dict:
+        return {**(filters or {}), **req.ids()}
+
+    @app.get("/health")
+    def health():
+        out = {"status": "ok", "memories": memory.store.count(), "model": model_name, "encoder": encoder_name,
+               "auth": bool(api_key), "uptime_s": round(time.time() - started, 1)}
+        batches = getattr(memory.loaded_llm, "batches", None)
+        if batches is not None:   # how the Engine grouped the requests it served
+            out["generation_batches"], out["largest_batch"] = len(batches), max(batches, default=0)
+        return out
+
+    @app.post("/memories", dependencies=guard)
+    def add_memory(req: MemoryCreate):
+        msgs = req.messages if isinstance(req.messages, str) else [m.model_dump(exclude_none=True) for m in req.messages]
+        return _call(memory.add, msgs, metadata=req.metadata, infer=req.infer, timestamp=req.timestamp,
+                     prompt=req.prompt, **req.ids())
+
+    @app.get("/memories", dependencies=guard)
+    def get_all(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
+                limit: int = 100):
+        ids = Scope(user_id=user_id, agent_id=agent_id, run_id=run_id).ids()
+        if not 1 <= limit <= 10_000:
+            raise HTTPException(422, "limit must be in [1, 10000]")
+        return _call(memory.get_all, filters=ids, top_k=limit)
+
+    @app.delete("/memories", dependencies=guard)
+    def delete_all(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None):
+        return _call(memory.delete_all, user_id=user_id, agent_id=agent_id, run_id=run_id)
+
+    @app.get("/memories/{memory_id}", dependencies=guard)
+    def get_memory(memory_id: str):
+        item = memory.get(memory_id)
+        if item is None:
+            raise HTTPException(404, f"Memory with id {memory_id} not found")
+        return item
+
+    @app.put("/memories/{memory_id}", dependencies=guard)
+    def update_memory(memory_id: str, req: MemoryUpdate):
+        text = next((t for t in (req.text, req.memory, req.data) if t is not None), None)
+        return _call(memory.update, memory_id, text=text, metadata=req.metadata)
+
+    @app.delete("/memories/{memory_id}", dependencies=guard)
+    def delete_memory(memory_id: str):
+        return _call(memory.delete, memory_id)
+
+    @app.get("/memories/{memory_id}/history", dependencies=guard)
+    def history(memory_id: str):
+        rows = memory.history(memory_id)
+        if not rows and memory.get(memory_id) is None:
+            raise HTTPException(404, f"Memory with id {memory_id} not found")
+        return rows
+
+    @app.post("/search", dependencies=guard)
+    def search(req: SearchRequest):
+        top_k = req.top_k or req.limit or 20
+        return _call(memory.search, req.query, top_k=top_k, filters=scoped(req, req.filters),
+                     threshold=req.threshold)
+
+    @app.post("/reset", dependencies=guard)
+    def reset():
+        memory.reset()
+        return {"message": "All memories reset"}
+
+    @app.post("/answer", dependencies=guard)
+    def answer(req: AnswerRequest):
+        return _call(memory.answer, req.question, filters=scoped(req, req.filters), top_k=req.top_k)
+
+    # ------------------------------------------------------------ OpenAI-compatible
+    @app.get("/v1/models", dependencies=guard)
+    def models():
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "memr1-jax"},
+                                           {"id": encoder_name, "object": "model", "owned_by": "memr1-jax"}]}
+
+    @app.post("/v1/chat/completions", dependencies=guard)
+    def chat(req: ChatRequest):
+        if req.stream:
+            raise HTTPException(400, "stream=true is not supported; send stream=false")
+        if req.n != 1:
+            raise HTTPException(400, f"n={req.n}: only n=1 is supported")
+        engine = memory.llm
+        if not hasattr(engine, "chat_ids"):
+            raise HTTPException(503, "this service's model is not behind a batching Engine")
+        ids = engine.chat_ids([m.model_dump() for m in req.messages])
+        limit = req.max_completion_tokens or req.max_tokens or 256
+        room = engine.max_context - len(ids)
+        if room < 1:
+            raise HTTPException(400, f"prompt of {len(ids)} tokens fills the model's context of {engine.max_context}")
+        sampling = SamplingConfig(temperature=req.temperature, top_p=req.top_p)
+        g = engine.submit(ids, min(limit, room), sampling).result()
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                "model": model_name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
+                             "finish_reason": "stop" if g.stopped else "length"}],
+                "usage": {"prompt_tokens": len(ids), "completion_tokens": len(g.completion_ids),
+                          "total_tokens": len(ids) + len(g.completion_ids)}}
+
+    @app.post("/v1/embeddings", dependencies=guard)
+    def embeddings(req: EmbeddingRequest):
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        if not texts or len(texts) > 2048:
+            raise HTTPException(400, f"input must hold 1 to 2048 strings, got {len(texts)}")
+        vecs = memory.embed(texts)
+        if req.dimensions is not None and req.dimensions != vecs.shape[1]:
+            raise HTTPException(400, f"dimensions={req.dimensions}: {encoder_name} embeds into {vecs.shape[1]}")
+
+        def enc(v: np.ndarray):
+            if req.encoding_format == "base64":
+                return base64.b64encode(v.astype("<f4").tobytes()).decode()
+            return [float(x) for x in v]
+
+        tokens = sum(len(t.split()) for t in texts)
+        return {"object": "list", "model": encoder_name,
+                "data": [{"object": "embedding", "index": i, "embedding": enc(v)} for i, v in enumerate(vecs)],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    if max_body_bytes:
+        app.add_middleware(_LimitBody, limit=max_body_bytes)
+    return app

@@ -1,0 +1,421 @@
+"""``memr1_jax.Memory``: Mem0's ``Memory`` API with the Memory-R1 agents behind it.
+
+Code written against Mem0 2.x ports by changing the import::
+
+    from memr1_jax import Memory
+    m = Memory()                                   # or Memory.from_config({...})
+    m.add([{"role": "user", "content": "I moved to Lisbon"}], user_id="alice")
+    m.search("where does alice live?", filters={"user_id": "alice"})
+    m.answer("Where does Alice live?", filters={"user_id": "alice"})
+
+``add`` extracts the facts of the messages (the extraction prompt of
+:mod:`memr1_jax.agents.fact_extraction`), shows them with the memories most related to each to
+the Memory Manager (a trained one with ``manager_model``), and applies its ADD / UPDATE /
+DELETE / NONE operations, where Mem0 2.x only ever adds. ``answer`` is the Answer Agent:
+retrieve, distil, answer. Memories, embeddings and history persist in one SQLite file
+(:mod:`memr1_jax.service.store`); the models load on first use, so ``infer=False`` adds,
+search and the rest need no LLM.
+
+Shapes follow Mem0 2.x: ``add`` -> ``{"results": [{"id", "memory", "event"}...]}`` (UPDATE
+also has ``previous_memory``), ``search`` / ``get_all`` -> ``{"results": [MemoryItem...]}``,
+``get`` -> a MemoryItem or None, ``update`` / ``delete`` / ``delete_all`` -> ``{"message"}``,
+``history`` -> a list of Mem0's history rows. Unlike Mem0 OSS, ``add`` takes ``timestamp``
+(when the messages were said; the memories carry it to the Answer Agent), and ``search`` /
+``get_all`` also accept the scope ids as keywords.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import pathlib
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from memr1_jax.agents.fact_extraction import parse_facts
+from memr1_jax.agents.prompts import (FACT_EXTRACTION_PROMPT, answer_template, extract_answer, format_memory_line,
+                                      render_answer_prompt, render_manager_prompt)
+from memr1_jax.memory import Event, parse_memory_ops, render_memories
+from memr1_jax.service.filters import matches, split_filters
+from memr1_jax.service.store import SCOPE_KEYS, MemoryStore, now, text_hash
+
+log = logging.getLogger(__name__)
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class MemoryNotFound(ValueError):
+    """No memory has this id (ValueError, as Mem0 raises)."""
+
+    def __init__(self, memory_id):
+        super().__init__(f"Memory with id {memory_id} not found")
+        self.memory_id = memory_id
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryConfig:
+    path: str = "~/.memr1_jax/memory.db"   # the SQLite store
+    llm: str = "smollm2-135m-instruct"      # extraction and Answer Agent: registry preset or model folder
+    manager_model: str | None = None        # the Memory Manager's weights (a trained run's hf/); None: llm
+    encoder: str = "minilm"                 # "minilm" | "hashing" (tests only)
+    manager: str = "llm"                    # "llm" | "add-all" (every extracted fact ADDed, no manager call)
+    retrieve_k: int = 5                     # related memories shown per new fact (Mem0: 5)
+    manager_max_new_tokens: int = 256
+    extract_max_new_tokens: int = 160
+    max_facts: int = 12
+    answer_k: int = 30                      # memories read by the Answer Agent (the paper: 30 per speaker)
+    answer_prompt: str = "full"             # "full" (distillation) | "compact" | "mem0" (no distillation)
+    answer_max_new_tokens: int = 96
+    search_threshold: float = 0.1           # Mem0's default minimum score
+    batch: int = 8                          # most concurrent requests generated together
+    batch_window_s: float = 0.01            # how long the Engine waits for requests to join a batch
+
+    def __post_init__(self):
+        if self.manager not in ("llm", "add-all"):
+            raise ValueError(f"MemoryConfig.manager={self.manager!r}: expected 'llm' or 'add-all'")
+        if self.answer_prompt != "mem0":
+            answer_template(self.answer_prompt)
+        for name in ("retrieve_k", "manager_max_new_tokens", "extract_max_new_tokens", "max_facts", "answer_k",
+                     "answer_max_new_tokens", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MemoryConfig.{name}={getattr(self, name)}: must be >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MemoryConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"MemoryConfig: unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def _messages(messages) -> list[dict]:
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    elif isinstance(messages, dict):
+        messages = [messages]
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages must be a non-empty string, a message dict or a list of message dicts")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise ValueError(f"messages[{i}].role={role!r}: expected one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise ValueError(f"messages[{i}].content must be a string, got {type(content).__name__}")
+        name = m.get("name")
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"messages[{i}].name must be a string")
+        out.append({"role": role, "content": content, **({"name": name} if name else {})})
+    return out
+
+
+def _timestamp(value) -> str | None:
+    """When the messages were said: a string as given, a datetime or a unix time as ISO-8601."""
+    if value is None or isinstance(value, str):
+        return value or None
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value, dt.timezone.utc).isoformat()
+    raise ValueError(f"timestamp must be a string, a datetime or a unix time, got {type(value).__name__}")
+
+
+def _scope(user_id, agent_id, run_id, method: str) -> dict:
+    scope = {}
+    for k, v in zip(SCOPE_KEYS, (user_id, agent_id, run_id)):
+        if v is not None:
+            if not isinstance(v, str) or not v.strip():
+                raise ValueError(f"{method}: {k} must be a non-empty string, got {v!r}")
+            scope[k] = v.strip()
+    if not scope:
+        raise ValueError(f"{method}: one of user_id, agent_id, run_id is required")
+    return scope
+
+
+class _Locked:
+    """An LLM without its own batching queue, called by one thread at a time."""
+
+    def __init__(self, llm):
+        self.llm, self._lock = llm, threading.Lock()
+
+    def generate(self, prompts, max_new_tokens: int = 64, **kw):
+        with self._lock:
+            return self.llm.generate(prompts, max_new_tokens=max_new_tokens, **kw)
+
+
+class Memory:
+    """A memory layer: extraction, the Memory Manager's operations, search, the Answer Agent."""
+
+    def __init__(self, config: MemoryConfig | dict | None = None, *, llm=None, manager_llm=None, encoder=None):
+        """``llm`` / ``manager_llm`` (a ChatLLM, a service Engine, or anything with
+        ``generate(prompts, max_new_tokens)``) and ``encoder`` replace the models the config names."""
+        cfg = config if isinstance(config, MemoryConfig) else MemoryConfig.from_dict(config or {})
+        self.config = cfg
+        if encoder is None:
+            from memr1_jax.memory.encoder import make_encoder
+            encoder = make_encoder(cfg.encoder)
+        self.encoder = encoder
+        self._encode_lock = threading.Lock()
+        dim = int(self.embed(["probe"]).shape[-1])
+        path = pathlib.Path(cfg.path).expanduser()
+        self.store = MemoryStore(path, dim, encoder=cfg.encoder)
+        self._llm = self._wrap(llm)
+        self._manager = self._wrap(manager_llm)
+        self._load_lock = threading.Lock()
+        self._scope_locks: dict[tuple, threading.Lock] = {}
+        self._scope_guard = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config_dict: dict, **kw) -> "Memory":
+        return cls(MemoryConfig.from_dict(config_dict), **kw)
+
+    @staticmethod
+    def _wrap(llm):
+        if llm is None or getattr(llm, "thread_safe", False):
+            return llm
+        return _Locked(llm)
+
+    # ----------------------------------------------------------------- models
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        with self._encode_lock:
+            return np.asarray(self.encoder(list(texts)), np.float32)
+
+    @property
+    def llm(self):
+        with self._load_lock:
+            if self._llm is None:
+                self._llm = self._load(self.config.llm)
+            return self._llm
+
+    @property
+    def loaded_llm(self):
+        """The LLM if loaded (or given), else None: never loads."""
+        return self._llm
+
+    @property
+    def manager_llm(self):
+        if self.config.manager_model is None:
+            return self.llm
+        with self._load_lock:
+            if self._manager is None:
+                self._manager = self._load(self.config.manager_model)
+            return self._manager
+
+    def _load(self, name: str):
+        from memr1_jax.agents.llm import ChatLLM
+        from memr1_jax.service.engine import Engine
+        return Engine(ChatLLM.from_registry(name, batch_size=self.config.batch), window_s=self.config.batch_window_s)
+
+    @contextlib.contextmanager
+    def _scope_lock(self, scope: dict):
+        # One add at a time per scope: the manager decides on the memories it was shown.
+        key = tuple(scope.get(k) for k in SCOPE_KEYS)
+        with self._scope_guard:
+            lock = self._scope_locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    # -------------------------------------------------------------------- add
+    def add(self, messages, *, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
+            metadata: dict | None = None, timestamp=None, infer: bool = True, prompt: str | None = None) -> dict:
+        msgs = _messages(messages)
+        scope = _scope(user_id, agent_id, run_id, "add")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError(f"add: metadata must be a dict, got {type(metadata).__name__}")
+        when = _timestamp(timestamp)
+        base = {"scope": scope, "metadata": dict(metadata or {}), "created_at": when}
+        if not infer:
+            kept = [m for m in msgs if m["role"] != "system" and m["content"].strip()]
+            if not kept:
+                return {"results": []}
+            vecs = self.embed([m["content"] for m in kept])
+            changes = [dict(base, event="ADD", memory=m["content"], embedding=v, role=m["role"],
+                            actor_id=m.get("name")) for m, v in zip(kept, vecs)]
+            results = self.store.apply(changes)
+            for r, m in zip(results, kept):   # as Mem0's infer=False results
+                r.update(actor_id=m.get("name"), role=m["role"])
+            return {"results": results}
+        facts = self._extract(msgs, scope, when, prompt)
+        if not facts:
+            return {"results": []}
+        with self._scope_lock(scope):
+            changes = self._decide(facts, scope, base)
+            return {"results": self.store.apply(changes, missing="skip")}
+
+    def _speaker(self, msgs: list[dict], scope: dict) -> str:
+        for m in msgs:
+            if m["role"] == "user" and m.get("name"):
+                return m["name"]
+        return scope.get("user_id") or scope.get("agent_id") or "the user"
+
+    def _extract(self, msgs: list[dict], scope: dict, when: str | None, instructions: str | None) -> list[str]:
+        speaker = self._speaker(msgs, scope)
+        other = scope.get("agent_id") or "assistant"
+        lines = [f"{m.get('name') or (speaker if m['role'] == 'user' else other)}: {m['content']}"
+                 for m in msgs if m["role"] in ("user", "assistant")]
+        if not lines:
+            return []
+        text = FACT_EXTRACTION_PROMPT.format(speaker=speaker, date=when or now()[:10], conversation="\n".join(lines))
+        if instructions:
+            text = f"{instructions}\n\n{text}"
+        out = self.llm.generate([text], max_new_tokens=self.config.extract_max_new_tokens)[0].text
+        return parse_facts(out, self.config.max_facts)
+
+    def _decide(self, facts: list[str], scope: dict, base: dict) -> list[dict]:
+        """The Memory Manager's step: related memories + facts -> prompt -> operations -> changes."""
+        cfg = self.config
+        rows = self.store.rows(scope)
+        fact_vecs = self.embed(facts)
+        related = []
+        if rows and cfg.manager == "llm":
+            mat = np.stack([r.embedding for r in rows])
+            k = min(cfg.retrieve_k, len(rows))
+            seen = set()
+            for scores in fact_vecs @ mat.T:     # fact-major, best first, de-duplicated (as Mem0)
+                for j in np.argsort(-scores, kind="stable")[:k]:
+                    if int(j) not in seen:
+                        seen.add(int(j))
+                        related.append(rows[int(j)])
+        if cfg.manager == "add-all":
+            ops = [(Event.ADD, None, f) for f in facts]
+        else:
+            shown, id_map = render_memories([{"id": i, "text": r.memory} for i, r in enumerate(related)])
+            prompt = render_manager_prompt(shown if related else "", facts)
+            completion = self.manager_llm.generate([prompt], max_new_tokens=cfg.manager_max_new_tokens)[0].text
+            parsed = parse_memory_ops(completion, id_map)
+            if parsed.problems:
+                log.info("memory manager output for %s: %s", scope, "; ".join(parsed.problems))
+            ops = [(op.event, op.target_id, op.text) for op in parsed.ops]
+        live = {text_hash(r.memory) for r in rows}
+        changes, texts = [], []
+        for event, target, text in ops:
+            if event == Event.ADD:
+                h = text_hash(text)
+                if h in live:          # Mem0's hash dedup: the same memory twice is not kept twice
+                    continue
+                live.add(h)
+                changes.append(dict(base, event="ADD", memory=text, role="user"))
+                texts.append(text)
+            elif event == Event.UPDATE:
+                changes.append({"event": "UPDATE", "id": related[target].id, "memory": text})
+                texts.append(text)
+            elif event == Event.DELETE:
+                changes.append({"event": "DELETE", "id": related[target].id})
+        if texts:
+            vecs = iter(self.embed(texts))
+            for ch in changes:
+                if ch["event"] in ("ADD", "UPDATE"):
+                    ch["embedding"] = next(vecs)
+        return changes
+
+    # ------------------------------------------------------------------ reads
+    def _filters(self, filters, kw: dict, method: str) -> tuple[dict, dict]:
+        merged = dict(filters or {})
+        for k in SCOPE_KEYS:
+            if kw.get(k) is not None:
+                merged[k] = kw.pop(k)
+        if kw:
+            raise TypeError(f"{method}() got unexpected keyword arguments {sorted(kw)}")
+        return split_filters(merged, method)
+
+    def search(self, query: str, *, top_k: int = 20, filters: dict | None = None, threshold: float | None = None,
+               **kw) -> dict:
+        """The ``top_k`` memories of the scope most similar to ``query`` (cosine, scores >= threshold)."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("search: query must be a non-empty string")
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise ValueError(f"search: top_k must be a positive integer, got {top_k!r}")
+        threshold = self.config.search_threshold if threshold is None else float(threshold)
+        scope, cond = self._filters(filters, kw, "search")
+        return {"results": [row.as_item(score) for row, score in self._ranked(query, scope, cond, top_k, threshold)]}
+
+    def _ranked(self, query: str, scope: dict, cond: dict, top_k: int, threshold: float):
+        rows = [r for r in self.store.rows(scope) if matches(r, cond)]
+        if not rows:
+            return []
+        q = self.embed([query])[0]
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        scores = np.stack([r.embedding for r in rows]) @ q
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        return [(rows[i], float(scores[i])) for i in order if scores[i] >= threshold]
+
+    def get(self, memory_id: str) -> dict | None:
+        row = self.store.get(memory_id)
+        return row.as_item() if row else None
+
+    def get_all(self, *, filters: dict | None = None, top_k: int = 20, **kw) -> dict:
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise ValueError(f"get_all: top_k must be a positive integer, got {top_k!r}")
+        scope, cond = self._filters(filters, kw, "get_all")
+        rows = [r for r in self.store.rows(scope) if matches(r, cond)]
+        return {"results": [r.as_item(with_score=False) for r in rows[:top_k]]}
+
+    def history(self, memory_id: str) -> list[dict]:
+        return self.store.history(memory_id)
+
+    # ----------------------------------------------------------------- writes
+    def update(self, memory_id: str, text: str | None = None, metadata: dict | None = None,
+               data: str | None = None) -> dict:
+        text = data if text is None else text
+        if text is None and metadata is None:
+            raise ValueError("update: at least one of text or metadata must be provided")
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise ValueError("update: text must be a non-empty string")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError(f"update: metadata must be a dict, got {type(metadata).__name__}")
+        change = {"event": "UPDATE", "id": memory_id, "memory": text, "metadata": metadata}
+        if text is not None:
+            change["embedding"] = self.embed([text])[0]
+        try:
+            self.store.apply([change])
+        except KeyError:
+            raise MemoryNotFound(memory_id) from None
+        return {"message": "Memory updated successfully!"}
+
+    def delete(self, memory_id: str) -> dict:
+        try:
+            self.store.apply([{"event": "DELETE", "id": memory_id}])
+        except KeyError:
+            raise MemoryNotFound(memory_id) from None
+        return {"message": "Memory deleted successfully!"}
+
+    def delete_all(self, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None) -> dict:
+        scope = _scope(user_id, agent_id, run_id, "delete_all")
+        n = self.store.delete_scope(scope)
+        log.info("deleted %d memories of %s", n, scope)
+        return {"message": "Memories deleted successfully!"}
+
+    def reset(self) -> None:
+        """Every memory and all history gone (the store file stays, empty)."""
+        self.store.reset()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ----------------------------------------------------------------- answer
+    def answer(self, question: str, *, filters: dict | None = None, top_k: int | None = None, **kw) -> dict:
+        """The Answer Agent over the scope's memories: {"answer", "memories" (those read), "completion"}."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("answer: question must be a non-empty string")
+        scope, cond = self._filters(filters, kw, "answer")
+        ranked = self._ranked(question, scope, cond, top_k or self.config.answer_k, -1.0)
+        lines = [format_memory_line(r.created_at, r.memory) for r, _ in ranked]
+        name = scope.get("user_id") or scope.get("agent_id") or scope.get("run_id")
+        distill = self.config.answer_prompt != "mem0"
+        template = answer_template(self.config.answer_prompt) if distill else None
+        prompt = render_answer_prompt(question, name, lines, "assistant", [], distill, template)
+        completion = self.llm.generate([prompt], max_new_tokens=self.config.answer_max_new_tokens)[0].text
+        answer, _ = extract_answer(completion)
+        return {"answer": answer, "memories": [r.as_item(s) for r, s in ranked], "completion": completion}

@@ -1,0 +1,251 @@
+"""memr1_jax.Memory in process: Mem0's API and shapes, the manager's operations, the store, the Engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+
+from memr1_jax import Memory
+from memr1_jax.agents.memory_manager import ManagerConfig, apply_step, make_step
+from memr1_jax.memory import Retriever, empty_bank
+from memr1_jax.memory.encoder import HashingTestEncoder
+from memr1_jax.service import MemoryNotFound, StoreError
+
+_OLD = re.compile(r"Old Memory:\n```\n(.*?)\n```\n\nNew facts:\n```\n(.*?)\n```", re.S)
+
+
+def _key(text: str) -> str:
+    return " ".join(text.split()[:2]).lower()    # "Alice lives ..." -> "alice lives"
+
+
+def policy(prompt: str) -> str:
+    """A scripted model: extraction lists the user's lines; the manager UPDATEs (or, for "no
+    longer", DELETEs) the memory with the fact's subject and verb, else ADDs."""
+    if "Extract the distinct facts" in prompt:
+        conv = prompt.split("Conversation (", 1)[1].split("\n", 1)[1]
+        facts = [ln.split(": ", 1)[1] for ln in conv.splitlines() if ln.startswith("alice: ")]
+        return json.dumps({"facts": facts})
+    old, new = _OLD.search(prompt).groups()
+    shown = [] if old.startswith("Current memory is empty") else json.loads(old)
+    out = []
+    for fact in json.loads(new):
+        hit = next((m for m in shown if _key(m["text"]) == _key(fact)), None)
+        if hit is None:
+            out.append({"id": "new", "text": fact, "event": "ADD"})
+        elif "no longer" in fact:
+            out.append({"id": hit["id"], "text": hit["text"], "event": "DELETE"})
+        else:
+            out.append({"id": hit["id"], "text": fact, "event": "UPDATE", "old_memory": hit["text"]})
+    return json.dumps({"memory": out})
+
+
+class Scripted:
+    thread_safe = True   # called concurrently, as the batching Engine is
+
+    def __init__(self, delay: float = 0.0):
+        self.prompts, self.delay = [], delay
+
+    def generate(self, prompts, max_new_tokens=64, **kw):
+        self.prompts += list(prompts)
+        time.sleep(self.delay)   # a model takes time: concurrent callers overlap
+        return [types.SimpleNamespace(text=policy(p)) for p in prompts]
+
+
+STEPS = [["Alice lives in Paris", "Alice works as a nurse"],
+         ["Alice lives in Rome", "Alice has a cat named Tom"],
+         ["Alice works as a pilot"],
+         ["Alice has no longer a cat"],
+         ["Alice likes jazz", "Alice lives in Oslo"]]
+
+
+@pytest.fixture
+def memory(tmp_path):
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing"}, llm=Scripted())
+    yield m
+    m.close()
+
+
+def test_add_applies_the_managers_operations_as_the_training_environment_does(memory):
+    # The same facts and the same policy through the RL environment's bank (make_step /
+    # apply_step) and through the service must leave the same memories behind.
+    enc, cfg = HashingTestEncoder(), ManagerConfig()
+    bank, retriever = empty_bank(enc.dim), Retriever()
+    events = []
+    for i, facts in enumerate(STEPS):
+        state = make_step(bank, facts, 0, i, f"day {i}", enc, retriever, cfg)
+        bank, report, problems = apply_step(bank, state, policy(state.prompt), enc, cfg)
+        assert not problems
+        out = memory.add([{"role": "user", "content": f} for f in facts], user_id="alice", timestamp=f"day {i}")
+        events += [r["event"] for r in out["results"]]
+    assert events == ["ADD", "ADD", "UPDATE", "ADD", "UPDATE", "DELETE", "ADD", "UPDATE"]
+    kept = sorted(m["memory"] for m in memory.get_all(filters={"user_id": "alice"})["results"])
+    assert kept == sorted(e["text"] for e in bank.entries()) == [
+        "Alice likes jazz", "Alice lives in Oslo", "Alice works as a pilot"]
+    lives = next(m for m in memory.get_all(filters={"user_id": "alice"})["results"] if "lives" in m["memory"])
+    assert [(h["event"], h["old_memory"], h["new_memory"]) for h in memory.history(lives["id"])] == [
+        ("ADD", None, "Alice lives in Paris"), ("UPDATE", "Alice lives in Paris", "Alice lives in Rome"),
+        ("UPDATE", "Alice lives in Rome", "Alice lives in Oslo")]
+    assert lives["created_at"] == "day 0"    # the timestamp the facts were said at
+
+
+def test_concurrent_adds_to_one_user_are_decided_one_after_another(tmp_path):
+    # Without the per-scope lock two managers could both see no "lives" memory and both ADD.
+    memory = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing"}, llm=Scripted(delay=0.05))
+    cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Quito"]
+    threads = [threading.Thread(target=memory.add, args=(f"Alice lives in {c}",), kwargs={"user_id": "alice"})
+               for c in cities]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    kept = memory.get_all(filters={"user_id": "alice"})["results"]
+    assert len(kept) == 1 and kept[0]["memory"].startswith("Alice lives in ")
+    assert [h["event"] for h in memory.history(kept[0]["id"])] == ["ADD"] + ["UPDATE"] * 5
+
+
+def test_add_without_inference_and_every_call_return_mem0s_shapes(memory):
+    out = memory.add([{"role": "user", "content": "I like tea"}, {"role": "assistant", "content": "Noted"},
+                      {"role": "system", "content": "ignored"}], user_id="u1", metadata={"src": "chat"}, infer=False)
+    assert [set(r) for r in out["results"]] == [{"id", "memory", "event", "actor_id", "role"}] * 2
+    mid = out["results"][0]["id"]
+    item = memory.get(mid)
+    assert set(item) == {"id", "memory", "hash", "created_at", "updated_at", "score", "user_id", "role", "metadata"}
+    assert item["metadata"] == {"src": "chat"} and item["score"] is None
+    assert "score" not in memory.get_all(filters={"user_id": "u1"})["results"][0]
+    hits = memory.search("I like tea", filters={"user_id": "u1"})["results"]
+    assert hits[0]["id"] == mid and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert memory.search("I like tea", user_id="u2")["results"] == []     # scopes do not mix
+    assert memory.update(mid, text="I like green tea") == {"message": "Memory updated successfully!"}
+    assert memory.get(mid)["memory"] == "I like green tea"
+    assert memory.delete(mid) == {"message": "Memory deleted successfully!"}
+    assert memory.get(mid) is None
+    assert [h["event"] for h in memory.history(mid)] == ["ADD", "UPDATE", "DELETE"]
+    assert memory.history(mid)[-1]["is_deleted"] is True
+    assert memory.delete_all(user_id="u1") == {"message": "Memories deleted successfully!"}
+    assert memory.get_all(filters={"user_id": "u1"})["results"] == []
+
+
+def test_filters_select_by_metadata_with_mem0s_operators(memory):
+    for i, (topic, n) in enumerate([("food", 1), ("food", 5), ("travel", 9)]):
+        memory.add(f"memory {i}", user_id="u", metadata={"topic": topic, "n": n}, infer=False)
+
+    def got(**cond):
+        return sorted(m["memory"] for m in memory.get_all(filters={"user_id": "u", **cond})["results"])
+    assert got(topic="food") == ["memory 0", "memory 1"]
+    assert got(n={"gte": 5}) == ["memory 1", "memory 2"]
+    assert got(topic={"in": ["travel"]}) == ["memory 2"]
+    assert got(topic={"ne": "food"}) == ["memory 2"]
+    assert got(OR=[{"n": 1}, {"n": 9}]) == ["memory 0", "memory 2"]
+    assert got(NOT=[{"topic": "food"}]) == ["memory 2"]
+    assert got(topic="*") == ["memory 0", "memory 1", "memory 2"]
+    assert got(topic={"icontains": "TRAV"}) == ["memory 2"]
+    assert got(n={"gt": "3"}) == []          # incomparable types: no match, no error
+    with pytest.raises(ValueError, match="near"):
+        got(n={"near": 3})
+    with pytest.raises(ValueError, match="at least one of user_id"):
+        memory.get_all(filters={"topic": "food"})
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m: m.add([], user_id="u"), "non-empty"),
+    (lambda m: m.add([{"role": "boss", "content": "x"}], user_id="u"), r"messages\[0\].role='boss'"),
+    (lambda m: m.add([{"role": "user", "content": 3}], user_id="u"), r"messages\[0\].content"),
+    (lambda m: m.add("x"), "one of user_id, agent_id, run_id"),
+    (lambda m: m.add("x", user_id=" "), "user_id must be a non-empty string"),
+    (lambda m: m.add("x", user_id="u", metadata=[1]), "metadata must be a dict"),
+    (lambda m: m.add("x", user_id="u", timestamp=object()), "timestamp"),
+    (lambda m: m.search("", user_id="u"), "query"),
+    (lambda m: m.search("q", user_id="u", top_k=0), "top_k"),
+    (lambda m: m.update("nope", text="x"), "Memory with id nope not found"),
+    (lambda m: m.update("nope"), "at least one of text or metadata"),
+    (lambda m: m.delete("nope"), "Memory with id nope not found"),
+])
+def test_bad_calls_name_the_problem_and_change_nothing(memory, call, match):
+    memory.add("kept", user_id="u", infer=False)
+    with pytest.raises(ValueError, match=match):
+        call(memory)
+    assert [m["memory"] for m in memory.get_all(user_id="u")["results"]] == ["kept"]
+
+
+def test_unknown_ids_raise_memory_not_found(memory):
+    with pytest.raises(MemoryNotFound):
+        memory.delete("missing")
+
+
+def test_threads_adding_and_searching_lose_nothing(memory):
+    acked, errors = [], []
+
+    def client(k):
+        try:
+            for i in range(15):
+                r = memory.add(f"fact {k} {i}", user_id=f"user{k % 3}", infer=False)
+                acked.append(r["results"][0]["id"])
+                memory.search(f"fact {k}", user_id=f"user{k % 3}")
+        except Exception as e:   # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    stored = {m["id"] for u in range(3) for m in memory.get_all(user_id=f"user{u}", top_k=1000)["results"]}
+    assert len(acked) == 120 and stored == set(acked)
+
+
+def test_store_persists_and_refuses_another_encoder_or_a_damaged_file(tmp_path):
+    path = tmp_path / "m.db"
+    with Memory({"path": str(path), "encoder": "hashing"}) as m:
+        mid = m.add("durable", user_id="u", infer=False)["results"][0]["id"]
+    with Memory({"path": str(path), "encoder": "hashing"}) as m:
+        assert m.get(mid)["memory"] == "durable"
+    with pytest.raises(StoreError, match=r"m\.db.*dim="):
+        Memory({"path": str(path), "encoder": "hashing"}, encoder=HashingTestEncoder(dim=16))
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(os.urandom(4096))
+    with pytest.raises(StoreError, match=r"bad\.db"):
+        Memory({"path": str(bad), "encoder": "hashing"})
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_config_rejects_unknown_keys_and_values(tmp_path):
+    with pytest.raises(ValueError, match="unknown keys.*'lm'"):
+        Memory({"lm": "x"})
+    with pytest.raises(ValueError, match="manager"):
+        Memory({"path": str(tmp_path / "m.db"), "manager": "magic"})
+
+
+def test_answer_reads_the_scopes_memories(memory):
+    memory.add("Alice lives in Oslo", user_id="alice", infer=False, timestamp="8 May, 2023")
+    memory.add("Bob lives in Lima", user_id="bob", infer=False)
+    memory.llm.generate = lambda prompts, max_new_tokens=64, **kw: [
+        types.SimpleNamespace(text="Relevant: ...\n**Answer:** Oslo") for _ in prompts]
+    out = memory.answer("Where does Alice live?", user_id="alice")
+    assert out["answer"] == "Oslo"
+    assert [m["memory"] for m in out["memories"]] == ["Alice lives in Oslo"]
+
+
+# ---------------------------------------------------------------------------- Engine
+def test_engine_batches_concurrent_requests_and_matches_a_direct_batch():
+    from memr1_jax.agents.llm import ChatLLM
+    from memr1_jax.service.engine import Engine
+    llm = ChatLLM.from_registry("tiny-qwen2")
+    prompts = [llm.chat_ids(p) for p in ("hello there", "a", "what is the capital", "xyz")]
+    direct = llm.generate_ids(prompts, max_new_tokens=6)
+    engine = Engine(llm, max_batch=4, window_s=1.0)
+    limits = [6, 2, 6, 3]
+    futs = [engine.submit(p, n) for p, n in zip(prompts, limits)]
+    got = [f.result(timeout=120) for f in futs]
+    engine.close()
+    assert engine.batches == [4]
+    for g, d, n in zip(got, direct, limits):
+        assert g.completion_ids == d.completion_ids[:n]
+        np.testing.assert_allclose(g.logprobs, d.logprobs[:n], rtol=0, atol=1e-6)
