@@ -5,6 +5,8 @@ import pytest
 
 # Eight virtual CPU devices so mesh/sharding code is exercised on any machine.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# mem0ai (the mem0-oss tests) reports usage to PostHog unless told not to: tests stay off the network.
+os.environ["MEM0_TELEMETRY"] = "False"
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LOCOMO_DIR = REPO.parent / "shared" / "data" / "locomo10"

@@ -205,8 +205,11 @@ def test_store_persists_and_refuses_another_encoder_or_a_damaged_file(tmp_path):
     path = tmp_path / "m.db"
     with Memory({"path": str(path), "encoder": "hashing"}) as m:
         mid = m.add("durable", user_id="u", infer=False)["results"][0]["id"]
-    with Memory({"path": str(path), "encoder": "hashing"}) as m:
+    with Memory({"path": str(path), "encoder": "hashing"}) as m, Memory({"path": str(path), "encoder": "hashing"}) as other:
         assert m.get(mid)["memory"] == "durable"
+        assert [h["memory"] for h in m.search("durable", user_id="u")["results"]] == ["durable"]
+        other.update(mid, text="still durable")    # another connection writes: the search cache sees it
+        assert [h["memory"] for h in m.search("still durable", user_id="u")["results"]] == ["still durable"]
     with pytest.raises(StoreError, match=r"m\.db.*dim="):
         Memory({"path": str(path), "encoder": "hashing"}, encoder=HashingTestEncoder(dim=16))
     bad = tmp_path / "bad.db"

@@ -23,6 +23,7 @@ import os
 import pathlib
 import secrets
 import socket
+import sys
 import threading
 import time
 from typing import Callable, Iterator, Sequence
@@ -125,7 +126,8 @@ def build_banks(convs: Sequence, llm, encoder, work: pathlib.Path, *, encoder_na
                 progress: Callable[[int], None] | None = None) -> tuple[dict[str, MemoryBank], Mem0Stats]:
     """One bank per conversation holding what Mem0 kept (speaker 0 = speaker_a)."""
     mem0_version()
-    os.environ.setdefault("MEM0_TELEMETRY", "False")   # read when mem0 is imported: no calls out
+    if "mem0" not in sys.modules:   # mem0 reads this once, when imported: no usage reports sent out
+        os.environ.setdefault("MEM0_TELEMETRY", "False")
     from mem0 import Memory as Mem0Memory
     work.mkdir(parents=True, exist_ok=True)
     dim = int(encoder(["probe"]).shape[-1])

@@ -270,11 +270,10 @@ class Memory:
     def _decide(self, facts: list[str], scope: dict, base: dict) -> list[dict]:
         """The Memory Manager's step: related memories + facts -> prompt -> operations -> changes."""
         cfg = self.config
-        rows = self.store.rows(scope)
+        rows, mat = self.store.scope_index(scope)
         fact_vecs = self.embed(facts)
         related = []
         if rows and cfg.manager == "llm":
-            mat = np.stack([r.embedding for r in rows])
             k = min(cfg.retrieve_k, len(rows))
             seen = set()
             for scores in fact_vecs @ mat.T:     # fact-major, best first, de-duplicated (as Mem0)
@@ -336,13 +335,18 @@ class Memory:
         return {"results": [row.as_item(score) for row, score in self._ranked(query, scope, cond, top_k, threshold)]}
 
     def _ranked(self, query: str, scope: dict, cond: dict, top_k: int, threshold: float):
-        rows = [r for r in self.store.rows(scope) if matches(r, cond)]
+        """Exact cosine search over the scope (its matrix cached by the store until a write)."""
+        rows, mat = self.store.scope_index(scope)
+        if cond:
+            keep = [i for i, r in enumerate(rows) if matches(r, cond)]
+            rows, mat = [rows[i] for i in keep], mat[keep]
         if not rows:
             return []
         q = self.embed([query])[0]
-        q = q / max(float(np.linalg.norm(q)), 1e-12)
-        scores = np.stack([r.embedding for r in rows]) @ q
-        order = np.argsort(-scores, kind="stable")[:top_k]
+        scores = mat @ (q / max(float(np.linalg.norm(q)), 1e-12))
+        k = min(top_k, len(rows))
+        top = np.argpartition(-scores, k - 1)[:k]
+        order = top[np.argsort(-scores[top], kind="stable")]
         return [(rows[i], float(scores[i])) for i in order if scores[i] >= threshold]
 
     def get(self, memory_id: str) -> dict | None:

@@ -38,11 +38,13 @@ CREATE TABLE IF NOT EXISTS memories (
     metadata TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT,
     embedding BLOB NOT NULL, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS memories_scope ON memories (user_id, agent_id, run_id);
+CREATE INDEX IF NOT EXISTS memories_seq ON memories (seq);
 CREATE TABLE IF NOT EXISTS history (
     id TEXT PRIMARY KEY, memory_id TEXT NOT NULL, old_memory TEXT, new_memory TEXT,
     event TEXT NOT NULL, created_at TEXT, updated_at TEXT, is_deleted INTEGER NOT NULL,
     actor_id TEXT, role TEXT, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS history_memory ON history (memory_id);
+CREATE INDEX IF NOT EXISTS history_seq ON history (seq);
 """
 
 
@@ -96,6 +98,8 @@ class MemoryStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dim = int(dim)
         self._lock = threading.RLock()
+        self._writes = 0          # this connection's commits (data_version counts the others')
+        self._cache: dict[tuple, tuple] = {}
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -128,6 +132,7 @@ class MemoryStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._writes += 1
 
     def close(self) -> None:
         with self._lock:
@@ -154,6 +159,21 @@ class MemoryStore:
             rs = self._db.execute(f"SELECT {self._COLUMNS} FROM memories WHERE {where} ORDER BY seq",
                                   args).fetchall()
         return [self._row(r) for r in rs]
+
+    def scope_index(self, scope: dict) -> tuple[list[Row], np.ndarray]:
+        """(rows, [n, D] embeddings) of a scope, cached until any connection writes the file."""
+        key = tuple(scope.get(k) for k in SCOPE_KEYS)
+        with self._lock:
+            version = (self._writes, self._db.execute("PRAGMA data_version").fetchone()[0])
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == version:
+                return hit[1], hit[2]
+            rows = self.rows(scope)
+            mat = np.stack([r.embedding for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
+            if len(self._cache) > 256:   # many scopes: keep memory bounded
+                self._cache.clear()
+            self._cache[key] = (version, rows, mat)
+            return rows, mat
 
     def count(self) -> int:
         with self._lock:

@@ -1,0 +1,204 @@
+"""Memory service benchmark: requests/s and p50 / p99 latency of add and search over HTTP.
+
+Starts ``python -m memr1_jax.serve`` (MiniLM encoder, a fresh store, an API key) on a free
+127.0.0.1 port, fills one user with ``--prefill`` memories, then for 1, 8 and 32 concurrent
+clients runs ``--seconds`` of POST /memories (infer=False: storage and embedding, no LLM) and
+of POST /search (top_k 10). Reports the server's peak RSS.
+
+Peer, in the same run: mem0ai's ``Memory`` (its 2.x pipeline with local Qdrant on disk and
+SQLite history), in process, with the same MiniLM encoder in process, against
+``memr1_jax.Memory`` in process, both driven by 8 threads with the same texts and queries.
+Last line: ``search speedup vs mem0ai X.Y.Z (in-process, 8 threads): S`` (memr1 / mem0 requests/s).
+
+Usage: python benchmarks/serve.py [--seconds 10] [--prefill 1000] [--clients 1,8,32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+os.environ.setdefault("MEM0_TELEMETRY", "False")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+KEY = "benchmark-key"
+WORDS = ("tea coffee Paris Rome Oslo nurse pilot cat dog jazz chess hiking piano Lisbon sister "
+         "brother garden novel marathon cooking").split()
+
+
+def sentence(rng) -> str:
+    w = rng.choice(WORDS, 4)
+    return f"User {rng.integers(1000)} likes {w[0]} and {w[1]}, lives near {w[2]}, talks about {w[3]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_clients(n: int, seconds: float, request) -> tuple[int, np.ndarray, int]:
+    """(requests done, latencies in ms, failures) of ``n`` threads calling ``request(k, i)``."""
+    lat, fails, lock = [], [0], threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def loop(k):
+        i, mine = 0, []
+        while time.monotonic() < stop:
+            t = time.perf_counter()
+            ok = request(k, i)
+            mine.append((time.perf_counter() - t) * 1000)
+            if not ok:
+                with lock:
+                    fails[0] += 1
+            i += 1
+        with lock:
+            lat.extend(mine)
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(lat), np.asarray(lat), fails[0]
+
+
+def http_table(args) -> list[tuple]:
+    import httpx
+    tmp = tempfile.mkdtemp()
+    port = free_port()
+    env = dict(os.environ, MEMR1_API_KEY=KEY)
+    proc = subprocess.Popen([sys.executable, "-m", "memr1_jax.serve", "--port", str(port), "--store",
+                             f"{tmp}/bench.db", "--log-level", "warning"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        rng = np.random.default_rng(0)
+        with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=120) as c:
+            for s in range(0, args.prefill, 50):
+                msgs = [{"role": "user", "content": sentence(rng)} for _ in range(min(50, args.prefill - s))]
+                c.post("/memories", json={"messages": msgs, "user_id": "bench", "infer": False}).raise_for_status()
+        rows = []
+        for n in args.clients:
+            clients = [httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=120) for _ in range(n)]
+            texts = [[sentence(np.random.default_rng(1000 * n + k)) for _ in range(4096)] for k in range(n)]
+
+            def add(k, i):
+                r = clients[k].post("/memories", json={"messages": [{"role": "user", "content": texts[k][i % 4096]}],
+                                                       "user_id": f"client{k}", "infer": False})
+                return r.status_code == 200
+
+            def search(k, i):
+                r = clients[k].post("/search", json={"query": texts[k][i % 4096], "user_id": "bench", "top_k": 10})
+                return r.status_code == 200
+            for name, fn in (("add", add), ("search", search)):
+                run_clients(n, 1.0, fn)   # warm-up: the encoder compiles its shape buckets
+                done, lat, fails = run_clients(n, args.seconds, fn)
+                rows.append((name, n, done, done / args.seconds, np.percentile(lat, 50), np.percentile(lat, 99), fails))
+            for c in clients:
+                c.close()
+        with open(f"/proc/{proc.pid}/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+        return rows, peak
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+class _Mem0Embedder:
+    """mem0's embedder interface over the same in-process MiniLM encoder."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def embed(self, text, memory_action=None):
+        return self.encoder([text])[0].tolist()
+
+    def embed_batch(self, texts, memory_action=None):
+        return [v.tolist() for v in self.encoder(list(texts))]
+
+
+def peer(args, encoder) -> tuple[list[tuple], str]:
+    from importlib.metadata import version
+
+    from mem0 import Memory as Mem0
+
+    from memr1_jax import Memory
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    dim = int(encoder(["probe"]).shape[-1])
+    m0 = Mem0.from_config({
+        # the LLM is never called (infer=False); an OpenAI config that names no reachable server
+        "llm": {"provider": "openai", "config": {"api_key": "unused", "openai_base_url": "http://127.0.0.1:9/v1"}},
+        "embedder": {"provider": "openai", "config": {"api_key": "unused", "embedding_dims": dim,
+                                                       "openai_base_url": "http://127.0.0.1:9/v1"}},
+        "vector_store": {"provider": "qdrant", "config": {"path": str(tmp / "qdrant"), "embedding_model_dims": dim,
+                                                          "on_disk": True}},
+        "history_db_path": str(tmp / "history.db")})
+    m0.embedding_model = _Mem0Embedder(encoder)
+    ours = Memory({"path": str(tmp / "memr1.db")}, encoder=encoder)
+    rng = np.random.default_rng(0)
+    pre = [sentence(rng) for _ in range(args.prefill)]
+    rows = []
+    for name, m in (("memr1_jax.Memory", ours), (f"mem0ai {version('mem0ai')}", m0)):
+        for s in range(0, len(pre), 50):
+            m.add([{"role": "user", "content": t} for t in pre[s:s + 50]], user_id="bench", infer=False)
+        queries = [sentence(np.random.default_rng(7 + k)) for k in range(256)]
+
+        def add(k, i, m=m):
+            m.add(queries[(k * 31 + i) % 256], user_id=f"client{k}", infer=False)
+            return True
+
+        def search(k, i, m=m):
+            return bool(m.search(queries[(k * 31 + i) % 256], filters={"user_id": "bench"}, top_k=10)["results"])
+        for op, fn in (("add", add), ("search", search)):
+            run_clients(8, 1.0, fn)   # warm-up, as above
+            done, lat, fails = run_clients(8, args.seconds, fn)
+            rows.append((name, op, done / args.seconds, np.percentile(lat, 50), np.percentile(lat, 99), fails))
+    return rows, version("mem0ai")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--prefill", type=int, default=1000)
+    p.add_argument("--clients", default="1,8,32")
+    args = p.parse_args()
+    args.clients = [int(x) for x in args.clients.split(",")]
+    from memr1_jax.memory.encoder import load_minilm
+    print(f"python -m memr1_jax.serve, MiniLM encoder, {args.prefill} memories prefilled, {args.seconds:.0f} s "
+          f"per row, {os.cpu_count()} CPUs")
+    rows, server_peak = http_table(args)
+    print("\n| op | clients | requests | req/s | p50 ms | p99 ms | failed |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f} | {r[6]} |")
+    print(f"\nserver peak RSS: {server_peak:.0f} MiB")
+    encoder = load_minilm()
+    prow, mem0_ver = peer(args, encoder)
+    print("\nin process, 8 threads, the same MiniLM encoder:\n\n| library | op | req/s | p50 ms | p99 ms | failed |"
+          "\n|---|---|---|---|---|---|")
+    for r in prow:
+        print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.1f} | {r[5]} |")
+    print(f"\nbenchmark process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    ours = {r[1]: r[2] for r in prow if r[0] == "memr1_jax.Memory"}
+    theirs = {r[1]: r[2] for r in prow if r[0] != "memr1_jax.Memory"}
+    print(f"add speedup vs mem0ai {mem0_ver}: {ours['add'] / theirs['add']:.2f}")
+    print(f"search speedup vs mem0ai {mem0_ver} (in-process, 8 threads): {ours['search'] / theirs['search']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
