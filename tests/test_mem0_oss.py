@@ -67,7 +67,7 @@ def test_return_shapes_equal_real_mem0s(tmp_path):
 
 class _ScriptedBackbone:
     """tiny-qwen2's tokenizer with scripted completions: Mem0's extraction prompt gets back, as
-    JSON, the facts ("fact-...") of the lines its user said; any other prompt gets "{}"."""
+    JSON memories, the lines its user said; an answer prompt gets "**Answer:** Paris"."""
 
     def __init__(self):
         real = ChatLLM.from_registry("tiny-qwen2")
@@ -80,11 +80,14 @@ class _ScriptedBackbone:
         for ids in prompt_ids:
             text = self.tokenizer.decode(ids)
             self.prompts.append(text)
-            facts = sorted(set(re.findall(r"^user: \w+: (fact-\S+)", text, re.M)))
+            facts = sorted(set(re.findall(r"^user: \w+: (.+)$", text, re.M)))
             reply = json.dumps({"memory": [{"text": f} for f in facts]})
             done = self.tokenizer.encode(reply)
             out.append(Generation(reply, list(ids), done, np.zeros(len(done), np.float32), True))
         return out
+
+    def complete(self, prompts, max_new_tokens=64, **kw):
+        return ["**Answer:** Paris" for _ in prompts]
 
 
 def _conversation() -> Conversation:
@@ -117,3 +120,27 @@ def test_mem0_oss_counts_failed_calls_and_goes_on(tmp_path):
     banks, stats = mem0_oss.build_banks([conv], llm, HashingTestEncoder(), tmp_path, encoder_name="hashing")
     assert stats.add_calls == stats.failed_calls == 4 and banks["c1"].size == 0
     assert "400" in stats.errors[0]
+
+
+def test_evaluate_system_mem0_oss_builds_caches_and_answers(tmp_path):
+    from memr1_jax.config import evaluation_defaults, override
+    from memr1_jax.data import default_split, load_conversations
+    from memr1_jax.eval.run import evaluate
+    from memr1_jax.memory import load_bank
+    cfg = override(evaluation_defaults(), {"eval.system": "mem0-oss", "eval.limit": 3, "model.encoder": "hashing",
+                                           "eval.mem0_messages_per_add": 8, "eval.run_dir": str(tmp_path / "run"),
+                                           # Mem0's max_tokens: the scripted byte-token replies are long
+                                           "task.manager.max_new_tokens": 8192})
+    backbone = _ScriptedBackbone()
+    agg = evaluate(cfg, progress=False, answer_llm=backbone, encoder=HashingTestEncoder())
+    assert agg["overall"]["count"] == 3
+    (bank_file,) = (tmp_path / "run" / "banks").glob("*.bank")
+    conv = next(c for c in default_split(load_conversations("embedded")).test if bank_file.name.startswith(c.id))
+    bank = load_bank(bank_file)
+    for spk, name in enumerate((conv.speaker_a, conv.speaker_b)):   # what each speaker said, as Mem0 kept it
+        assert {e["text"] for e in bank.entries(spk)} == {t.text for t in conv.turns if t.speaker == name}
+    recs = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["prediction"] for r in recs] == ["Paris"] * 3
+    seen = len(backbone.prompts)
+    evaluate(cfg, progress=False, answer_llm=backbone, encoder=HashingTestEncoder())   # resumed: nothing redone
+    assert len(backbone.prompts) == seen

@@ -32,7 +32,7 @@ import datetime as dt
 import logging
 import pathlib
 import threading
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -265,7 +265,10 @@ class Memory:
         if instructions:
             text = f"{instructions}\n\n{text}"
         out = self.llm.generate([text], max_new_tokens=self.config.extract_max_new_tokens)[0].text
-        return parse_facts(out, self.config.max_facts)
+        facts = parse_facts(out, self.config.max_facts)
+        if not facts:   # an untrained small model often answers with no usable fact list
+            log.info("no facts extracted for %s from: %r", scope, out[:300])
+        return facts
 
     def _decide(self, facts: list[str], scope: dict, base: dict) -> list[dict]:
         """The Memory Manager's step: related memories + facts -> prompt -> operations -> changes."""
