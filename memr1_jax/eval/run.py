@@ -74,7 +74,7 @@ def _spec(cfg: RunConfig, digest: str = "") -> dict:
             "batch_size": cfg.rollout.gen_batch_size,
             # the judge only adds a column: a run judged later (or by another judge) keeps its answers
             "eval": {k: v for k, v in to_dict(e).items() if k not in ("run_dir", "after_training", "base_too",
-                                                                     "judge")}}
+                                                                     "judge", "mem0_messages_per_add")}}
     if d.format != "auto" or d.train_ids or d.validation_ids:
         spec["data_options"] = {"format": d.format, "train_ids": d.train_ids, "validation_ids": d.validation_ids}
     if d.facts == "extract" and pipeline(cfg) in ("base", "mem0"):
@@ -83,7 +83,8 @@ def _spec(cfg: RunConfig, digest: str = "") -> dict:
         spec["weights"] = model_identity(answer_model(cfg))
     if pipeline(cfg) == "mem0-oss":
         from memr1_jax.eval.mem0_oss import mem0_version
-        spec["mem0"] = {"version": mem0_version(), "max_tokens": cfg.task.manager.max_new_tokens}
+        spec["mem0"] = {"version": mem0_version(), "messages_per_add": e.mem0_messages_per_add,
+                        "max_tokens": cfg.task.manager.max_new_tokens}
     if pipeline(cfg) in ("base", "mem0"):
         spec["manager"] = to_dict(cfg.task.manager)
         if e.manager_model:
@@ -183,6 +184,18 @@ def _plot(path: pathlib.Path, agg: dict, cfg: RunConfig) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def _banks(bank_path: pathlib.Path, convs, build) -> dict:
+    """The banks of ``convs`` saved in ``bank_path``; ``build(missing convs, bank_path)`` makes
+    (and saves) the others. Another run building the same banks: wait, then reuse them."""
+    bank_path.mkdir(parents=True, exist_ok=True)
+    with entry_lock(bank_path):
+        banks = {c.id: _cached_bank(bank_file(bank_path, c)) for c in convs}
+        missing = [c for c in convs if banks[c.id] is None]
+        if missing:
+            banks.update(build(missing, bank_path))
+    return banks
 
 
 def _build_missing_banks(cfg: RunConfig, convs, encoder, retriever, llm, bank_path: pathlib.Path,
@@ -409,28 +422,14 @@ def _answer(cfg: RunConfig, run_dir: pathlib.Path, split_convs, todo, done: dict
             convs = extracted(cfg, [conv_by_id[cid] for cid in needed], extractor,
                               pathlib.Path(cfg.data.facts_cache) if named else run_dir / "facts", progress)
             conv_by_id.update({c.id: c for c in convs})
-        bank_path = run_dir / "banks" if models.own_weights else bank_dir(cfg, run_dir)
-        bank_path.mkdir(parents=True, exist_ok=True)
-        with entry_lock(bank_path):   # another run building the same banks: wait, then reuse them
-            missing = []
-            for cid in needed:
-                banks[cid] = _cached_bank(bank_file(bank_path, conv_by_id[cid]))
-                if banks[cid] is None:
-                    missing.append(conv_by_id[cid])
-            if missing:
-                banks.update(_build_missing_banks(cfg, missing, encoder, retriever, models.manager or llm,
-                                                  bank_path, progress))
+        banks = _banks(run_dir / "banks" if models.own_weights else bank_dir(cfg, run_dir),
+                       [conv_by_id[cid] for cid in needed],
+                       lambda convs, path: _build_missing_banks(cfg, convs, encoder, retriever,
+                                                                models.manager or llm, path, progress))
     elif kind == "mem0-oss":
-        bank_path = run_dir / "banks" if models.own_weights else mem0_bank_dir(cfg, run_dir)
-        bank_path.mkdir(parents=True, exist_ok=True)
-        with entry_lock(bank_path):
-            missing = []
-            for cid in needed:
-                banks[cid] = _cached_bank(bank_file(bank_path, conv_by_id[cid]))
-                if banks[cid] is None:
-                    missing.append(conv_by_id[cid])
-            if missing:
-                banks.update(_build_mem0_banks(cfg, missing, encoder, llm, bank_path, progress))
+        banks = _banks(run_dir / "banks" if models.own_weights else mem0_bank_dir(cfg, run_dir),
+                       [conv_by_id[cid] for cid in needed],
+                       lambda convs, path: _build_mem0_banks(cfg, convs, encoder, llm, path, progress))
 
     # mem0 / mem0-oss: Mem0's answer prompt (no distillation); base: the configured distillation prompt.
     acfg = dataclasses.replace(cfg.task.answer, distill=cfg.task.answer.distill and kind not in ("mem0", "mem0-oss"))
