@@ -27,6 +27,7 @@ INSTALL_REQUIRES = [
     # the memory service (python -m memr1_jax.serve)
     "fastapi>=0.115",
     "uvicorn>=0.30",
+    "outlines-core==0.2.14",  # constrained decoding: JSON schema -> token automaton
 ]
 
 EXTRAS = {

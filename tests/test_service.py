@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -68,7 +69,7 @@ STEPS = [["Alice lives in Paris", "Alice works as a nurse"],
 
 @pytest.fixture
 def memory(tmp_path):
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing"}, llm=Scripted())
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": False}, llm=Scripted())
     yield m
     m.close()
 
@@ -98,7 +99,8 @@ def test_add_applies_the_managers_operations_as_the_training_environment_does(me
 
 def test_concurrent_adds_to_one_user_are_decided_one_after_another(tmp_path):
     # Without the per-scope lock two managers could both see no "lives" memory and both ADD.
-    memory = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing"}, llm=Scripted(delay=0.05))
+    memory = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": False},
+                    llm=Scripted(delay=0.05))
     cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Quito"]
     threads = [threading.Thread(target=memory.add, args=(f"Alice lives in {c}",), kwargs={"user_id": "alice"})
                for c in cities]
@@ -234,6 +236,30 @@ def test_answer_reads_the_scopes_memories(memory):
     out = memory.answer("Where does Alice live?", user_id="alice")
     assert out["answer"] == "Oslo"
     assert [m["memory"] for m in out["memories"]] == ["Alice lives in Oslo"]
+
+
+def test_the_manager_decodes_under_its_schema_with_the_shown_ids(tmp_path):
+    pytest.importorskip("outlines_core")
+    from memr1_jax.models.registry import load_model
+    tiny = load_model("tiny-qwen2")
+
+    class Manager:   # records the automaton it is given; answers what the policy would
+        tokenizer, cfg, seen = tiny.tokenizer, tiny.cfg, []
+
+        def generate(self, prompts, max_new_tokens=64, constraints=None):
+            self.seen.append(constraints[0])
+            return [types.SimpleNamespace(text=policy(p)) for p in prompts]
+    manager = Manager()
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing"}, llm=Scripted(), manager_llm=manager)
+    m.config = dataclasses.replace(m.config, manager_model="given")   # the manager is manager_llm
+    for facts in STEPS[:2]:
+        m.add([{"role": "user", "content": f} for f in facts], user_id="alice")
+    second = manager.seen[-1]           # 2 memories shown ("0", "1"), 2 new facts ("2", "3")
+    enc = tiny.tokenizer.encode
+    assert second.accepts(enc('{"memory": [{"id": "0", "text": "x", "event": "DELETE"}]}'))
+    assert second.accepts(enc('{"memory": [{"id": "3", "text": "y", "event": "ADD"}]}'))
+    assert not second.accepts(enc('{"memory": [{"id": "4", "text": "y", "event": "ADD"}]}'))
+    assert len(m.get_all(user_id="alice")["results"]) == 3
 
 
 # ---------------------------------------------------------------------------- Engine

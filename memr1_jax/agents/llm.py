@@ -75,9 +75,11 @@ class ChatLLM:
     # --------------------------------------------------------------- generation
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int = 64,
                      sampling: SamplingConfig = SamplingConfig(), rng=None, num_samples: int = 1,
-                     params=None, progress: Callable[[int], None] | None = None) -> list[Generation]:
+                     params=None, progress: Callable[[int], None] | None = None,
+                     constraints=None) -> list[Generation]:
         """Generate for token-id prompts; returns prompt-major generations
-        (index i * num_samples + g). Prompts longer than the budget keep their tail."""
+        (index i * num_samples + g). Prompts longer than the budget keep their tail.
+        ``constraints``: one TokenAutomaton for all prompts or one (or None) per prompt."""
         params = self.params if params is None else params
         limit = self.max_prompt_tokens or (self.cfg.max_seq_len - max_new_tokens)
         prompts = [list(p)[-limit:] for p in prompt_ids]
@@ -86,13 +88,17 @@ class ChatLLM:
         out: list[Generation | None] = [None] * (len(prompts) * num_samples)
         stop = sorted(self.tokenizer.stop_ids)
         pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+        per = (list(constraints) if isinstance(constraints, (list, tuple)) else [constraints] * len(prompts))
+        if len(per) != len(prompts):
+            raise ValueError(f"generate_ids: expected one constraint per prompt ({len(prompts)}), got {len(per)}")
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             rng, key = jax.random.split(rng)
             res: SampleOutput = generate(
                 self.cfg, params, [prompts[i] for i in idx], sampling, key, stop_ids=stop,
                 max_new_tokens=max_new_tokens, num_samples=num_samples, pad_id=pad,
-                cache_dtype=self.cache_dtype, mesh=self.mesh, rules=self.rules)
+                cache_dtype=self.cache_dtype, mesh=self.mesh, rules=self.rules,
+                constraints=None if constraints is None else [per[i] for i in idx])
             for j, i in enumerate(idx):
                 for g in range(num_samples):
                     r = j * num_samples + g

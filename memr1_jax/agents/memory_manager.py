@@ -33,6 +33,10 @@ class ManagerConfig:
     # minus format_penalty when the completion holds no JSON operation list.
     f1_weight: float = 0.0
     format_penalty: float = 0.0
+    # Decode the manager's JSON under its schema (memr1_jax.sampling.constraint): every output
+    # parses, ids are the shown ones or new ones. Bank building only: the RL update does not
+    # apply the mask yet, so a trained policy's ratios would be off.
+    constrained: bool = False
 
     def __post_init__(self):
         if self.kind not in ("llm", "add-all"):
@@ -93,6 +97,12 @@ def apply_step(bank: MemoryBank, state: ManagerState, completion: str | None, en
     return new_bank, report, problems
 
 
+def step_constraint(llm, state: ManagerState):
+    """The automaton of valid outputs for one step: ids of the shown memories or new ones."""
+    from memr1_jax.sampling.constraint import manager_automaton
+    return manager_automaton(llm.tokenizer, llm.cfg.vocab_size, len(state.id_map), len(state.facts))
+
+
 def conversation_fact_batches(conv: Conversation, max_facts: int) -> list[tuple[int, int, str, list[str]]]:
     """(session index, speaker index, session date, facts) in conversation order, from
     LoCoMo's per-session observations; speaker 0 is speaker_a, 1 is speaker_b."""
@@ -149,7 +159,8 @@ def build_banks(convs: Sequence[Conversation], encoder: Encoder, cfg: ManagerCon
             sess, spk, date, facts = queues[key][rnd]
             states[key] = make_step(banks[key[0]], facts, spk, sess, date, encoder, retriever, cfg)
         if cfg.kind == "llm":
-            gens = llm.generate([states[key].prompt for key in active], max_new_tokens=cfg.max_new_tokens)
+            kw = {"constraints": [step_constraint(llm, states[key]) for key in active]} if cfg.constrained else {}
+            gens = llm.generate([states[key].prompt for key in active], max_new_tokens=cfg.max_new_tokens, **kw)
             completions = {key: g.text for key, g in zip(active, gens)}
         else:
             completions = {key: None for key in active}

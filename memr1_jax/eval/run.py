@@ -103,8 +103,9 @@ def bank_dir(cfg: RunConfig, run_dir: pathlib.Path) -> pathlib.Path:
     file named by its conversation's id and content hash: ``bank_file``)."""
     m = cfg.task.manager
     builder = model_identity(cfg.eval.manager_model or answer_model(cfg))
-    key = json.dumps([builder, cfg.model.encoder, cfg.eval.manager, m.retrieve_k, m.max_facts_per_step,
-                      m.max_new_tokens, m.template], sort_keys=True)
+    key = [builder, cfg.model.encoder, cfg.eval.manager, m.retrieve_k, m.max_facts_per_step, m.max_new_tokens,
+           m.template] + (["constrained"] if m.constrained and cfg.eval.manager == "llm" else [])
+    key = json.dumps(key, sort_keys=True)
     return run_dir.parent / "banks" / hashlib.sha1(key.encode()).hexdigest()[:12]
 
 

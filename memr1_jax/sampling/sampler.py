@@ -192,21 +192,29 @@ def prefill(cfg: ModelConfig, params, tokens: Array, valid: Array, *, cache_len:
 
 @functools.partial(jax.jit, static_argnames=("cfg", "sampling", "max_len"), donate_argnames=("state",))
 def decode(cfg: ModelConfig, params, state: dict[str, Any], rng, stop_ids: Array, max_new: Array,
-           *, sampling: SamplingConfig, max_len: int, pad_id: int = 0):
+           *, sampling: SamplingConfig, max_len: int, pad_id: int = 0, constraint: dict | None = None):
     """Sample up to `max_len` tokens per row after `prefill`.
 
     stop_ids [R, K] int32 (-1 = unused slot); max_new [R] int32 (per-row budget,
-    <= max_len; 0 marks a padding row that draws nothing). Returns
-    (outputs dict, final state); the input state is donated.
+    <= max_len; 0 marks a padding row that draws nothing). ``constraint``: {"next_state":
+    [S, V] int32 automaton table (-1: token not allowed), "state": [R] int32 start states}
+    (``constraint.py``); tokens not allowed get -inf logits, so tokens and log-probs are
+    those of the masked, renormalised policy. Returns (outputs dict, final state); the input
+    state is donated.
     """
     rows = state["logits"].shape[0]
     model = Decoder(cfg)
     pad = jnp.int32(pad_id)
     limit = jnp.minimum(jnp.max(max_new), max_len)
+    table = None if constraint is None else constraint["next_state"]
 
     def draw(logits, step, done, out):
+        if table is not None:
+            logits = jnp.where(table[out["cstate"]] >= 0, logits, -jnp.inf)
         tok, lp, slp = sample_tokens(logits, jax.random.fold_in(rng, step), sampling)
         live = ~done
+        if table is not None:
+            out = dict(out, cstate=jnp.where(live, table[out["cstate"], tok], out["cstate"]))
         tok = jnp.where(live, tok, pad)
         out = dict(out)
         out["tokens"] = jax.lax.dynamic_update_slice(out["tokens"], tok[:, None], (0, step))
@@ -227,6 +235,8 @@ def decode(cfg: ModelConfig, params, state: dict[str, Any], rng, stop_ids: Array
            "stopped": jnp.zeros((rows,), bool)}
     if sampling.scaled_logprobs:
         out["scaled_logprobs"] = jnp.zeros((rows, max_len), jnp.float32)
+    if table is not None:
+        out["cstate"] = constraint["state"]
     done0 = max_new <= 0
     tok, done, out = draw(state["logits"], 0, done0, out)
 
@@ -281,12 +291,40 @@ def _stop_table(stop_ids, n: int) -> list[list[int]]:
     return [shared for _ in range(n)]
 
 
+def _constraint_arrays(constraints, n: int, g: int, rows: int, vocab: int) -> dict | None:
+    """The automata of the rows stacked into one table (each keeps its own states, offset),
+    plus each row's start state; a row without one gets a state that allows every token."""
+    if constraints is None:
+        return None
+    per = list(constraints) if isinstance(constraints, (list, tuple)) else [constraints] * n
+    if len(per) != n:
+        raise ValueError(f"generate: expected one constraint per prompt ({n}), got {len(per)}")
+    if all(c is None for c in per):
+        return None
+    tables, offset, start = [np.zeros((1, vocab), np.int32)], {}, np.zeros((rows,), np.int32)  # state 0: free
+    total = 1
+    for i, c in enumerate(per):
+        if c is None:
+            continue
+        if c.next_state.shape[1] != vocab:
+            raise ValueError(f"generate: constraint {i} covers {c.next_state.shape[1]} tokens, the model {vocab}")
+        if id(c) not in offset:
+            offset[id(c)] = total
+            tables.append(np.where(c.next_state >= 0, c.next_state + total, -1).astype(np.int32))
+            total += c.num_states
+        start[i * g:(i + 1) * g] = offset[id(c)] + c.initial
+    return {"next_state": np.concatenate(tables), "state": start}
+
+
 def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
              sampling: SamplingConfig = SamplingConfig(), rng=None, stop_ids=None,
              max_new_tokens: int | Sequence[int] = 64, num_samples: int = 1, pad_id: int = 0,
              cache_dtype: str | None = None, min_prompt_bucket: int = 16,
-             bucket_batch: bool = True, mesh=None, rules=None) -> SampleOutput:
+             bucket_batch: bool = True, mesh=None, rules=None, constraints=None) -> SampleOutput:
     """Sample `num_samples` continuations of each prompt (token id lists).
+
+    constraints: None, one ``TokenAutomaton`` for all prompts, or one per prompt (None for an
+    unconstrained prompt): each row samples only tokens its automaton allows.
 
     With a ``mesh`` (params already placed by the logical-axis ``rules``), prompts and the
     per-row arrays are split over the batch axes and the KV cache by batch and kv-head.
@@ -341,8 +379,11 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
     with mesh_context(mesh, rules):
         state = prefill(cfg, params, put(tokens), put(valid), cache_len=t + max_len,
                         num_samples=g, cache_dtype=cache_dtype)
+        con = _constraint_arrays(constraints, n, g, rows, cfg.vocab_size)
+        if con is not None:
+            con = {"next_state": jnp.asarray(con["next_state"]), "state": put(con["state"])}
         out, _ = decode(cfg, params, state, rng, put(stop_arr), put(max_arr),
-                        sampling=sampling, max_len=max_len, pad_id=pad_id)
+                        sampling=sampling, max_len=max_len, pad_id=pad_id, constraint=con)
     out = fetch(out)
     r = n * g
     return SampleOutput(

@@ -29,6 +29,7 @@ class _Request:
     max_new_tokens: int
     sampling: SamplingConfig
     future: concurrent.futures.Future
+    constraint: object = None      # a TokenAutomaton, or None
 
 
 class Engine:
@@ -38,7 +39,7 @@ class Engine:
 
     def __init__(self, llm: ChatLLM, max_batch: int | None = None, window_s: float = 0.01, seed: int = 0):
         self.llm = llm
-        self.tokenizer = llm.tokenizer
+        self.cfg, self.tokenizer = llm.cfg, llm.tokenizer
         self.max_batch = max_batch or llm.batch_size
         self.window_s = window_s
         self._rng = jax.random.PRNGKey(seed)
@@ -52,23 +53,24 @@ class Engine:
         return int(self.llm.cfg.max_seq_len)
 
     # ---------------------------------------------------------------- clients
-    def submit(self, ids: Sequence[int], max_new_tokens: int, sampling: SamplingConfig = SamplingConfig()
-               ) -> concurrent.futures.Future:
+    def submit(self, ids: Sequence[int], max_new_tokens: int, sampling: SamplingConfig = SamplingConfig(),
+               constraint=None) -> concurrent.futures.Future:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 1")
         fut: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put(_Request(list(ids), int(max_new_tokens), sampling, fut))
+        self._queue.put(_Request(list(ids), int(max_new_tokens), sampling, fut, constraint))
         return fut
 
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int = 64,
-                     sampling: SamplingConfig = SamplingConfig()) -> list[Generation]:
-        futs = [self.submit(p, max_new_tokens, sampling) for p in prompt_ids]
+                     sampling: SamplingConfig = SamplingConfig(), constraints=None) -> list[Generation]:
+        per = list(constraints) if isinstance(constraints, (list, tuple)) else [constraints] * len(prompt_ids)
+        futs = [self.submit(p, max_new_tokens, sampling, c) for p, c in zip(prompt_ids, per)]
         return [f.result() for f in futs]
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 64, system: str | None = None,
-                 raw: bool = False, sampling: SamplingConfig = SamplingConfig()) -> list[Generation]:
+                 raw: bool = False, sampling: SamplingConfig = SamplingConfig(), constraints=None) -> list[Generation]:
         return self.generate_ids([self.llm.chat_ids(p, system=system, raw=raw) for p in prompts],
-                                 max_new_tokens, sampling)
+                                 max_new_tokens, sampling, constraints)
 
     def chat_ids(self, messages: Sequence[dict]) -> list[int]:
         """A multi-turn chat (OpenAI messages) rendered by the model's chat template; message
@@ -111,8 +113,10 @@ class Engine:
             for sampling, reqs in groups.items():
                 try:
                     self._rng, key = jax.random.split(self._rng)
+                    cons = [r.constraint for r in reqs]
                     gens = self.llm.generate_ids([r.ids for r in reqs], max(r.max_new_tokens for r in reqs),
-                                                 sampling=sampling, rng=key)
+                                                 sampling=sampling, rng=key,
+                                                 constraints=None if all(c is None for c in cons) else cons)
                     self.batches.append(len(reqs))
                     for r, g in zip(reqs, gens):
                         r.future.set_result(self._cut(g, r.max_new_tokens))

@@ -62,6 +62,7 @@ class MemoryConfig:
     manager_model: str | None = None        # the Memory Manager's weights (a trained run's hf/); None: llm
     encoder: str = "minilm"                 # "minilm" | "hashing" (tests only)
     manager: str = "llm"                    # "llm" | "add-all" (every extracted fact ADDed, no manager call)
+    constrained: bool = True                # the manager's JSON decoded under its schema (always parses)
     retrieve_k: int = 5                     # related memories shown per new fact (Mem0: 5)
     manager_max_new_tokens: int = 256
     extract_max_new_tokens: int = 160
@@ -147,6 +148,9 @@ class _Locked:
     def generate(self, prompts, max_new_tokens: int = 64, **kw):
         with self._lock:
             return self.llm.generate(prompts, max_new_tokens=max_new_tokens, **kw)
+
+    def __getattr__(self, name):   # tokenizer, cfg: what constrained decoding reads
+        return getattr(self.llm, name)
 
 
 class Memory:
@@ -289,7 +293,12 @@ class Memory:
         else:
             shown, id_map = render_memories([{"id": i, "text": r.memory} for i, r in enumerate(related)])
             prompt = render_manager_prompt(shown if related else "", facts)
-            completion = self.manager_llm.generate([prompt], max_new_tokens=cfg.manager_max_new_tokens)[0].text
+            llm = self.manager_llm
+            kw = {}
+            if cfg.constrained:
+                from memr1_jax.sampling.constraint import manager_automaton
+                kw["constraints"] = [manager_automaton(llm.tokenizer, llm.cfg.vocab_size, len(id_map), len(facts))]
+            completion = llm.generate([prompt], max_new_tokens=cfg.manager_max_new_tokens, **kw)[0].text
             parsed = parse_memory_ops(completion, id_map)
             if parsed.problems:
                 log.info("memory manager output for %s: %s", scope, "; ".join(parsed.problems))
@@ -297,6 +306,9 @@ class Memory:
         live = {text_hash(r.memory) for r in rows}
         changes, texts = [], []
         for event, target, text in ops:
+            text = text.strip() if isinstance(text, str) else ""
+            if event in (Event.ADD, Event.UPDATE) and not text:
+                continue               # as the bank does: no memory without text
             if event == Event.ADD:
                 h = text_hash(text)
                 if h in live:          # Mem0's hash dedup: the same memory twice is not kept twice
