@@ -250,7 +250,8 @@ def test_the_manager_decodes_under_its_schema_with_the_shown_ids(tmp_path):
             self.seen.append(constraints[0])
             return [types.SimpleNamespace(text=policy(p)) for p in prompts]
     manager = Manager()
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing"}, llm=Scripted(), manager_llm=manager)
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": True}, llm=Scripted(),
+               manager_llm=manager)
     m.config = dataclasses.replace(m.config, manager_model="given")   # the manager is manager_llm
     for facts in STEPS[:2]:
         m.add([{"role": "user", "content": f} for f in facts], user_id="alice")

@@ -62,7 +62,7 @@ class MemoryConfig:
     manager_model: str | None = None        # the Memory Manager's weights (a trained run's hf/); None: llm
     encoder: str = "minilm"                 # "minilm" | "hashing" (tests only)
     manager: str = "llm"                    # "llm" | "add-all" (every extracted fact ADDed, no manager call)
-    constrained: bool = True                # the manager's JSON decoded under its schema (always parses)
+    constrained: bool = False               # the manager's JSON decoded under its schema (valid prefixes only)
     retrieve_k: int = 5                     # related memories shown per new fact (Mem0: 5)
     manager_max_new_tokens: int = 256
     extract_max_new_tokens: int = 160
