@@ -207,3 +207,36 @@ def test_metrics_bounded_on_random_text():
         g = " ".join(rng.choice(words) for _ in range(rng.randrange(1, 6)))
         for v in (M.token_f1(p, g), M.bleu1(p, g), M.exact_match(p, g), M.locomo_f1(p, g, rng.randrange(1, 5))):
             assert 0.0 <= v <= 1.0
+
+
+def test_paired_bootstrap_interval_matches_the_normal_approximation():
+    import numpy as np
+
+    from memr1_jax.eval.metrics import paired_bootstrap
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(1.0, 3.0, 2000), rng.normal(0.0, 3.0, 2000)
+    r = paired_bootstrap(a, b, resamples=4000)
+    d = a - b
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))        # independent reference: CLT interval
+    assert r["mean"] == pytest.approx(d.mean())
+    assert r["lo"] == pytest.approx(d.mean() - half, abs=0.08 * half)
+    assert r["hi"] == pytest.approx(d.mean() + half, abs=0.08 * half)
+    assert r["p_a_better"] == 1.0 and r["wins"] + r["losses"] == 2000
+    same = paired_bootstrap([0.5, 0.2], [0.5, 0.2])
+    assert (same["lo"], same["hi"], same["wins"], same["losses"]) == (0.0, 0.0, 0, 0)
+    with pytest.raises(ValueError, match="non-empty"):
+        paired_bootstrap([], [])
+
+
+def test_compare_cli_pairs_runs_by_question(tmp_path, capsys):
+    import json
+
+    from memr1_jax.compare import main
+    for name, f1s in (("a", [1.0, 0.5, 0.0]), ("b", [0.0, 0.5, 0.0, 1.0])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "predictions.jsonl").write_text("".join(
+            json.dumps({"key": f"c:{i}", "f1": f, "b1": f, "em": 0.0}) + "\n" for i, f in enumerate(f1s)))
+    assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert "| b | 3 | +33.33 [" in row and row.endswith("| 1 / 0 |")
+    assert main([str(tmp_path / "a"), str(tmp_path / "nope")]) == 2

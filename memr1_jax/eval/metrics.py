@@ -34,7 +34,7 @@ import math
 import re
 import string
 from collections import Counter
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 # Map category numbers to labels without importing the data package's I/O code.
 from memr1_jax.data.locomo import ADVERSARIAL, OTHER, PAPER_CATEGORIES, category_label
@@ -308,3 +308,18 @@ def format_table(agg: Mapping[str, Mapping[str, Any]]) -> str:
         lines.append(f"{name:<16}{row['count']:>6}{fmt(row['f1']):>8}{fmt(row['b1']):>8}"
                      f"{fmt(row['em']):>8}{fmt(row.get('locomo_f1')):>11}{fmt(row.get('j')):>8}")
     return "\n".join(lines)
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 10_000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, float]:
+    """Mean of ``a - b`` over paired per-question scores, with the percentile bootstrap interval
+    (questions resampled with replacement) and the share of resamples where ``a`` wins."""
+    import numpy as np
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if d.ndim != 1 or not len(d):
+        raise ValueError(f"paired_bootstrap: need two equally long, non-empty score lists, got {len(a)} and {len(b)}")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (resamples, len(d)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"n": int(len(d)), "mean": float(d.mean()), "lo": float(lo), "hi": float(hi),
+            "p_a_better": float((means > 0).mean()), "wins": int((d > 0).sum()), "losses": int((d < 0).sum())}
