@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -252,7 +251,6 @@ def test_the_manager_decodes_under_its_schema_with_the_shown_ids(tmp_path):
     manager = Manager()
     m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": True}, llm=Scripted(),
                manager_llm=manager)
-    m.config = dataclasses.replace(m.config, manager_model="given")   # the manager is manager_llm
     for facts in STEPS[:2]:
         m.add([{"role": "user", "content": f} for f in facts], user_id="alice")
     second = manager.seen[-1]           # 2 memories shown ("0", "1"), 2 new facts ("2", "3")

@@ -204,7 +204,8 @@ class Memory:
 
     @property
     def manager_llm(self):
-        if self.config.manager_model is None:
+        """The given manager_llm, else the model ``manager_model`` names, else the LLM."""
+        if self._manager is None and self.config.manager_model is None:
             return self.llm
         with self._load_lock:
             if self._manager is None:
