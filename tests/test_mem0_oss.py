@@ -75,7 +75,7 @@ class _ScriptedBackbone:
         self.cfg = real.cfg.replace(max_seq_len=1 << 20)   # Mem0's prompt is long; nothing runs here
         self.prompts = []
 
-    def generate_ids(self, prompt_ids, max_new_tokens=64, sampling=None, rng=None):
+    def generate_ids(self, prompt_ids, max_new_tokens=64, sampling=None, rng=None, constraints=None):
         out = []
         for ids in prompt_ids:
             text = self.tokenizer.decode(ids)
