@@ -97,10 +97,10 @@ def apply_step(bank: MemoryBank, state: ManagerState, completion: str | None, en
     return new_bank, report, problems
 
 
-def step_constraint(llm, state: ManagerState):
+def step_constraint(llm, num_shown: int, num_facts: int):
     """The automaton of valid outputs for one step: ids of the shown memories or new ones."""
     from memr1_jax.sampling.constraint import manager_automaton
-    return manager_automaton(llm.tokenizer, llm.cfg.vocab_size, len(state.id_map), len(state.facts))
+    return manager_automaton(llm.tokenizer, llm.cfg.vocab_size, num_shown, num_facts)
 
 
 def conversation_fact_batches(conv: Conversation, max_facts: int) -> list[tuple[int, int, str, list[str]]]:
@@ -159,7 +159,8 @@ def build_banks(convs: Sequence[Conversation], encoder: Encoder, cfg: ManagerCon
             sess, spk, date, facts = queues[key][rnd]
             states[key] = make_step(banks[key[0]], facts, spk, sess, date, encoder, retriever, cfg)
         if cfg.kind == "llm":
-            kw = {"constraints": [step_constraint(llm, states[key]) for key in active]} if cfg.constrained else {}
+            kw = {"constraints": [step_constraint(llm, len(states[key].id_map), len(states[key].facts))
+                                  for key in active]} if cfg.constrained else {}
             gens = llm.generate([states[key].prompt for key in active], max_new_tokens=cfg.max_new_tokens, **kw)
             completions = {key: g.text for key, g in zip(active, gens)}
         else:

@@ -37,6 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from memr1_jax.agents.fact_extraction import parse_facts
+from memr1_jax.agents.memory_manager import step_constraint
 from memr1_jax.agents.prompts import (FACT_EXTRACTION_PROMPT, answer_template, extract_answer, format_memory_line,
                                       render_answer_prompt, render_manager_prompt)
 from memr1_jax.memory import Event, parse_memory_ops, render_memories
@@ -297,8 +298,7 @@ class Memory:
             llm = self.manager_llm
             kw = {}
             if cfg.constrained:
-                from memr1_jax.sampling.constraint import manager_automaton
-                kw["constraints"] = [manager_automaton(llm.tokenizer, llm.cfg.vocab_size, len(id_map), len(facts))]
+                kw["constraints"] = [step_constraint(llm, len(id_map), len(facts))]
             completion = llm.generate([prompt], max_new_tokens=cfg.manager_max_new_tokens, **kw)[0].text
             parsed = parse_memory_ops(completion, id_map)
             if parsed.problems:
