@@ -175,7 +175,8 @@ def _train_in(cfg: RunConfig, run_dir: pathlib.Path, progress: bool, guard: Pree
                 with mesh_context(mesh, cfg.mesh.rules):
                     batch = batch.replace(ref_logprobs=compute_logprobs(
                         base_params, updater.shard_batch(batch), rl.micro_batch_size or batch.tokens.shape[0],
-                        model_cfg=model_cfg, chunk_size=rl.logprob_chunk, temperature=rl.temperature))
+                        model_cfg=model_cfg, chunk_size=rl.logprob_chunk, temperature=rl.temperature,
+                        group=rl.group_size if rl.shared_prompt else 0))
             state, metrics = updater(state, batch)
             metrics = {k: float(np.asarray(v)) for k, v in metrics.items() if np.ndim(v) == 0}
             metrics.update(task.step_metrics(eps))

@@ -63,5 +63,5 @@ def rollout(cfg, params, rng, n_prompts, group, max_new=8, prompt_len=4):
     resp_mask = np.concatenate([np.zeros((rows, prompt_len), bool), resp], axis=1)
     sampler_lp = np.concatenate([np.zeros((rows, prompt_len), np.float32),
                                  np.where(resp, out.logprobs[:rows, :max_new], 0.0)], axis=1)
-    batch = make_batch(tokens, valid, resp_mask, rewards, sampler_logprobs=sampler_lp)
+    batch = make_batch(tokens, valid, resp_mask, rewards, prompt_len=prompt_len, sampler_logprobs=sampler_lp)
     return batch, rewards

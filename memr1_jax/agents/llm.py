@@ -76,10 +76,11 @@ class ChatLLM:
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int = 64,
                      sampling: SamplingConfig = SamplingConfig(), rng=None, num_samples: int = 1,
                      params=None, progress: Callable[[int], None] | None = None,
-                     constraints=None) -> list[Generation]:
+                     constraints=None, timings: dict | None = None) -> list[Generation]:
         """Generate for token-id prompts; returns prompt-major generations
         (index i * num_samples + g). Prompts longer than the budget keep their tail.
-        ``constraints``: one TokenAutomaton for all prompts or one (or None) per prompt."""
+        ``constraints``: one TokenAutomaton for all prompts or one (or None) per prompt;
+        ``timings``: see ``sampler.generate``."""
         params = self.params if params is None else params
         limit = self.max_prompt_tokens or (self.cfg.max_seq_len - max_new_tokens)
         prompts = [list(p)[-limit:] for p in prompt_ids]
@@ -98,7 +99,7 @@ class ChatLLM:
                 self.cfg, params, [prompts[i] for i in idx], sampling, key, stop_ids=stop,
                 max_new_tokens=max_new_tokens, num_samples=num_samples, pad_id=pad,
                 cache_dtype=self.cache_dtype, mesh=self.mesh, rules=self.rules,
-                constraints=None if constraints is None else [per[i] for i in idx])
+                constraints=None if constraints is None else [per[i] for i in idx], timings=timings)
             for j, i in enumerate(idx):
                 for g in range(num_samples):
                     r = j * num_samples + g

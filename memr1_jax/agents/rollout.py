@@ -75,7 +75,7 @@ def pack_episodes(episodes: Sequence[Episode], pad_id: int, min_bucket: int = 16
         resp[i, p_len:p_len + len(c)] = True
         lp[i, p_len:p_len + len(c)] = e.sampler_logprobs
     rewards = np.asarray([e.reward for e in episodes], np.float32)
-    return make_batch(tokens, valid, resp, rewards, sampler_logprobs=lp)
+    return make_batch(tokens, valid, resp, rewards, prompt_len=p_len, sampler_logprobs=lp)
 
 
 def _episode(gen, reward: float, info: dict) -> Episode:

@@ -47,6 +47,10 @@ class RLConfig:
     shuffle: bool = True
     logprob_micro_batch: int | None = None   # rows per forward when scoring (None: micro_batch_size)
     logprob_chunk: int = 256                 # sequence chunk of the LM head / log-softmax
+    # Batches that declare their prompt length (pack_episodes does): each group's prompt runs
+    # once and the head on response positions only (update.response_logprobs). False: the full
+    # pass on every row (the plain path, kept for comparison and for equivalence tests).
+    shared_prompt: bool = True
     temperature: float = 1.0                 # sampling temperature the log-probs describe
     # losses
     clip_eps: float = 0.2

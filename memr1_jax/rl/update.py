@@ -51,10 +51,15 @@ class RLBatch:
     advantages: jax.Array | None = None    # [B] or [B, T] (None: computed from rewards)
     values: jax.Array | None = None        # PPO [B, T] old values (None: computed at update start)
     returns: jax.Array | None = None       # PPO [B, T] (with advantages)
+    # Static: every row's prompt is tokens[:, :prompt_len] and its response tokens[:, prompt_len:]
+    # (as ``pack_episodes`` lays them out); 0 when unknown. With RLConfig.shared_prompt the
+    # update then runs each group's prompt once and the head on response positions only.
+    prompt_len: int = flax.struct.field(pytree_node=False, default=0)
 
 
-def make_batch(tokens, valid, response_mask, rewards, **optional) -> RLBatch:
-    """Builds an RLBatch, deriving positions from ``valid``; checks shapes."""
+def make_batch(tokens, valid, response_mask, rewards, prompt_len: int = 0, **optional) -> RLBatch:
+    """Builds an RLBatch, deriving positions from ``valid``; checks shapes. ``prompt_len`` > 0
+    declares that no response token lies before it (checked)."""
     tokens = jnp.asarray(tokens, jnp.int32)
     valid = jnp.asarray(valid, bool)
     response_mask = jnp.asarray(response_mask, bool) & valid
@@ -67,9 +72,14 @@ def make_batch(tokens, valid, response_mask, rewards, **optional) -> RLBatch:
     for k, v in optional.items():
         if v is not None and k != "advantages" and jnp.shape(v) != tokens.shape:
             raise ValueError(f"RLBatch.{k} has shape {jnp.shape(v)}, expected {tokens.shape}")
+    if prompt_len:
+        if not 0 < prompt_len < tokens.shape[1]:
+            raise ValueError(f"RLBatch.prompt_len={prompt_len}: must lie in (0, {tokens.shape[1]})")
+        if bool(jnp.any(response_mask[:, :prompt_len])):
+            raise ValueError(f"RLBatch.prompt_len={prompt_len}: response_mask has tokens before it")
     optional = {k: (None if v is None else jnp.asarray(v, jnp.float32)) for k, v in optional.items()}
     return RLBatch(tokens=tokens, valid=valid, positions=dec.positions_from_valid(valid),
-                   response_mask=response_mask, rewards=rewards, **optional)
+                   response_mask=response_mask, rewards=rewards, prompt_len=int(prompt_len), **optional)
 
 
 # ------------------------------------------------------------------ forward passes
@@ -90,6 +100,51 @@ def policy_logprobs(model_cfg: ModelConfig, params: Any, tokens, positions, vali
     if return_entropy:
         return _shift(out[0]), _shift(out[1])
     return _shift(out)
+
+
+def response_logprobs(model_cfg: ModelConfig, params: Any, tokens, positions, valid, *, prompt_len: int,
+                      group: int, chunk_size: int, temperature: float = 1.0, return_entropy: bool = False):
+    """``policy_logprobs`` restricted to the response (entries t >= prompt_len; 0 before), each
+    prompt computed once for its group of ``group`` consecutive rows.
+
+    The rows of a group share tokens[:, :prompt_len] (a GRPO group: one prompt, G samples). The
+    prompt runs as [B/G, P] into a KV cache; the responses [B, R] attend to it repeated over
+    the group (autodiff sums the prompt's gradient over its G samples). The head and the
+    log-softmax run on the R positions that predict response tokens only: the prompt's last
+    position and the response's first R-1. Same function of the parameters as the full pass
+    at every response position; the prompt work drops G-fold and the head work T/R-fold.
+    """
+    b, t = tokens.shape
+    p, r = prompt_len, t - prompt_len
+    if not 0 < p < t or b % group:
+        raise ValueError(f"response_logprobs: prompt_len={p} of {t} tokens, {b} rows in groups of {group}")
+    model = dec.Decoder(model_cfg)
+    variables = {"params": params}
+    first = lambda x: x[::group, :p]  # noqa: E731  (a group's prompt, from its first row)
+    cache = dec.init_cache(model_cfg, b // group, p)
+    h_prompt, cache = model.apply(variables, first(tokens), first(positions),
+                                  dec.cache_mask(first(valid), 0, p), cache, True)
+    grow = lambda x: jnp.repeat(jnp.pad(x, ((0, 0), (0, 0), (0, r), (0, 0))), group, axis=0)  # noqa: E731
+    cache = {"index": p, "layers": tuple({"k": grow(c["k"]), "v": grow(c["v"])} for c in cache["layers"])}
+    h_resp, _ = model.apply(variables, tokens[:, p:], positions[:, p:], dec.cache_mask(valid, p, r), cache, True)
+    hidden = jnp.concatenate([jnp.repeat(h_prompt[:, -1:], group, axis=0), h_resp[:, :-1]], axis=1)
+    head_fn = lambda h: model.apply(variables, h, method=dec.Decoder.head)  # noqa: E731
+    out = chunked_token_logprobs(hidden, tokens[:, p:], head_fn, chunk_size=max(1, min(chunk_size, r)),
+                                 temperature=temperature, return_entropy=return_entropy)
+    pad = lambda x: jnp.pad(x, ((0, 0), (p, 0)))  # noqa: E731
+    return (pad(out[0]), pad(out[1])) if return_entropy else pad(out)
+
+
+def _sequence_logprobs(model_cfg: ModelConfig, params: Any, tokens, positions, valid, *, prompt_len: int,
+                       group: int, chunk_size: int, temperature: float, return_entropy: bool = False):
+    """The response path when the batch declares its prompt length and ``group`` > 0, else the
+    full pass (``shared_prompt=False``: the plain path, kept for comparison)."""
+    if group and prompt_len:
+        return response_logprobs(model_cfg, params, tokens, positions, valid, prompt_len=prompt_len,
+                                 group=group, chunk_size=chunk_size, temperature=temperature,
+                                 return_entropy=return_entropy)
+    return policy_logprobs(model_cfg, params, tokens, positions, valid, chunk_size=max(1, min(chunk_size, tokens.shape[1] - 1)),
+                           temperature=temperature, return_entropy=return_entropy)
 
 
 def critic_values(model_cfg: ModelConfig, critic_params: Any, tokens, positions, valid) -> jax.Array:
@@ -113,19 +168,15 @@ def _micro_map(fn: Callable, arrays: Any, micro: int) -> Any:
     return jax.tree.map(lambda x: x.reshape((b,) + x.shape[2:]), out)
 
 
-def _chunk(cfg: RLConfig, t: int) -> int:
-    return max(1, min(cfg.logprob_chunk, t - 1))
-
-
-@functools.partial(jax.jit, static_argnames=("model_cfg", "micro_batch", "chunk_size", "temperature"))
+@functools.partial(jax.jit, static_argnames=("model_cfg", "micro_batch", "chunk_size", "temperature", "group"))
 def compute_logprobs(params: Any, batch: RLBatch, micro_batch: int, *, model_cfg: ModelConfig,
-                     chunk_size: int = 256, temperature: float = 1.0) -> jax.Array:
+                     chunk_size: int = 256, temperature: float = 1.0, group: int = 0) -> jax.Array:
     """Jitted scoring of ``batch.tokens`` in micro-batches of rows: [B, T] float32 log-probs
     (0 at entry 0). For the old policy pass the actor params (``effective_params``), for the
-    reference the frozen/reference params."""
-    t = batch.tokens.shape[1]
-    fn = lambda a: policy_logprobs(model_cfg, params, a[0], a[1], a[2],
-                                   chunk_size=max(1, min(chunk_size, t - 1)), temperature=temperature)
+    reference the frozen/reference params. ``group`` > 0 with ``batch.prompt_len``: response
+    positions only (0 on the prompt), each group's prompt once (``response_logprobs``)."""
+    fn = lambda a: _sequence_logprobs(model_cfg, params, a[0], a[1], a[2], prompt_len=batch.prompt_len,  # noqa: E731
+                                      group=group, chunk_size=chunk_size, temperature=temperature)
     return jax.lax.stop_gradient(_micro_map(fn, (batch.tokens, batch.positions, batch.valid), micro_batch))
 
 
@@ -143,13 +194,23 @@ def effective_params(cfg: RLConfig, state: TrainState) -> Any:
 
 
 # ------------------------------------------------------------------ update
-def _sizes(cfg: RLConfig, b: int) -> tuple[int, int]:
+def _group(cfg: RLConfig, batch: RLBatch) -> int:
+    """Rows per shared prompt in the update's forward passes; 0: the full pass per row."""
+    return cfg.group_size if cfg.shared_prompt and batch.prompt_len else 0
+
+
+def _sizes(cfg: RLConfig, b: int, group: int = 0) -> tuple[int, int]:
     mini = cfg.mini_batch_size or b
     micro = cfg.micro_batch_size or mini
     if b % mini:
         raise ValueError(f"RLConfig.mini_batch_size={mini} does not divide the batch of {b} rows")
     if mini % micro:
         raise ValueError(f"RLConfig.micro_batch_size={micro} does not divide mini_batch_size={mini}")
+    score_micro = cfg.logprob_micro_batch or micro
+    if group and (micro % group or score_micro % group):
+        raise ValueError(f"RLConfig.shared_prompt: micro_batch_size={micro} and logprob_micro_batch="
+                         f"{score_micro} must be multiples of group_size={group} (whole groups per "
+                         "micro-batch), or set shared_prompt=False")
     return mini, micro
 
 
@@ -159,9 +220,10 @@ def _prepare(model_cfg: ModelConfig, cfg: RLConfig, state: TrainState, batch: RL
     mask = batch.response_mask & batch.valid
     mask = mask.at[:, 0].set(False)
     batch = batch.replace(response_mask=mask)
-    micro = cfg.logprob_micro_batch or _sizes(cfg, b)[1]
+    group = _group(cfg, batch)
+    micro = cfg.logprob_micro_batch or _sizes(cfg, b, group)[1]
     score = functools.partial(compute_logprobs, micro_batch=micro, model_cfg=model_cfg,
-                              chunk_size=cfg.logprob_chunk, temperature=cfg.temperature)
+                              chunk_size=cfg.logprob_chunk, temperature=cfg.temperature, group=group)
     if batch.old_logprobs is None:
         batch = batch.replace(old_logprobs=score(effective_params(cfg, state), batch))
     if batch.ref_logprobs is None and cfg.beta != 0:
@@ -216,8 +278,9 @@ def _loss_sums(model_cfg: ModelConfig, cfg: RLConfig, trainable, critic, base, m
     t = mb.tokens.shape[1]
     params = trainable if cfg.lora is None else lora_lib.merge(
         jax.lax.stop_gradient(base), trainable, cfg.lora.alpha, cfg.lora.rank)
-    logp, ent = policy_logprobs(model_cfg, params, mb.tokens, mb.positions, mb.valid,
-                                chunk_size=_chunk(cfg, t), temperature=cfg.temperature, return_entropy=True)
+    logp, ent = _sequence_logprobs(model_cfg, params, mb.tokens, mb.positions, mb.valid, prompt_len=mb.prompt_len,
+                                   group=_group(cfg, mb), chunk_size=cfg.logprob_chunk,
+                                   temperature=cfg.temperature, return_entropy=True)
     if cfg.entropy_coef == 0:
         ent = jax.lax.stop_gradient(ent)  # metric only: no backward through the entropy
     kw = dict(epsilon_low=cfg.clip_eps, epsilon_high=cfg.clip_eps_high, clip_ratio_c=cfg.clip_ratio_c,
@@ -237,7 +300,8 @@ def _loss_sums(model_cfg: ModelConfig, cfg: RLConfig, trainable, critic, base, m
 
 def _update(model_cfg: ModelConfig, cfg: RLConfig, state: TrainState, batch: RLBatch):
     b = batch.tokens.shape[0]
-    mini, micro = _sizes(cfg, b)
+    group = _group(cfg, batch)
+    mini, micro = _sizes(cfg, b, group)
     n_mini, n_micro = b // mini, mini // micro
     batch, batch_metrics = _prepare(model_cfg, cfg, state, batch)
     ppo = cfg.algorithm == "ppo"
@@ -279,7 +343,11 @@ def _update(model_cfg: ModelConfig, cfg: RLConfig, state: TrainState, batch: RLB
         return (params, opt_state, critic, copt), (metrics, step_metrics)
 
     def epoch(carry, key):
-        perm = jax.random.permutation(key, b) if cfg.shuffle else jnp.arange(b)
+        perm = jnp.arange(b)
+        if cfg.shuffle and group:   # whole groups move together: a micro-batch holds whole groups
+            perm = (jax.random.permutation(key, b // group)[:, None] * group + jnp.arange(group)).reshape(b)
+        elif cfg.shuffle:
+            perm = jax.random.permutation(key, b)
         return jax.lax.scan(optimizer_step, carry, perm.reshape(n_mini, mini))
 
     rng, *keys = jax.random.split(state.rng, cfg.epochs + 1)

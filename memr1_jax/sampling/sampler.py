@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from typing import Any, Sequence
 
 import jax
@@ -320,7 +321,8 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
              sampling: SamplingConfig = SamplingConfig(), rng=None, stop_ids=None,
              max_new_tokens: int | Sequence[int] = 64, num_samples: int = 1, pad_id: int = 0,
              cache_dtype: str | None = None, min_prompt_bucket: int = 16,
-             bucket_batch: bool = True, mesh=None, rules=None, constraints=None) -> SampleOutput:
+             bucket_batch: bool = True, mesh=None, rules=None, constraints=None,
+             timings: dict | None = None) -> SampleOutput:
     """Sample `num_samples` continuations of each prompt (token id lists).
 
     constraints: None, one ``TokenAutomaton`` for all prompts, or one per prompt (None for an
@@ -331,6 +333,8 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
 
     stop_ids: ids shared by all prompts, or one collection per prompt.
     max_new_tokens: an int, or one budget per prompt.
+    timings: a dict to which "prefill_s" and "decode_s" are added (the device is waited for
+    after each phase, so pass one only when measuring).
     Returns numpy arrays with len(prompts) * num_samples rows, prompt-major
     (row i*G + g is sample g of prompt i) and N = max(max_new_tokens) columns.
     """
@@ -376,15 +380,22 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
         from memr1_jax.parallel import rules as rules_lib
         rules = rules_lib.DEFAULT_RULES if rules is None else rules
         put = lambda x: jax.device_put(np.asarray(x), rules_lib.batch_sharding(mesh, x.shape, rules))  # noqa: E731
+    clock = time.perf_counter()
     with mesh_context(mesh, rules):
         state = prefill(cfg, params, put(tokens), put(valid), cache_len=t + max_len,
                         num_samples=g, cache_dtype=cache_dtype)
+        if timings is not None:
+            jax.block_until_ready(state)
+            timings["prefill_s"] = timings.get("prefill_s", 0.0) + time.perf_counter() - clock
+            clock = time.perf_counter()
         con = _constraint_arrays(constraints, n, g, rows, cfg.vocab_size)
         if con is not None:
             con = {"next_state": jnp.asarray(con["next_state"]), "state": put(con["state"])}
         out, _ = decode(cfg, params, state, rng, put(stop_arr), put(max_arr),
                         sampling=sampling, max_len=max_len, pad_id=pad_id, constraint=con)
     out = fetch(out)
+    if timings is not None:
+        timings["decode_s"] = timings.get("decode_s", 0.0) + time.perf_counter() - clock
     r = n * g
     return SampleOutput(
         tokens=out["tokens"][:r, :n_new], lengths=out["lengths"][:r], logprobs=out["logprobs"][:r, :n_new],
