@@ -8,7 +8,9 @@ same thread count as XLA's CPU backend (torch.set_num_threads).
 JAX timings use AOT-compiled executables (compile time excluded and reported
 separately); transformers' decode time is generate(N) minus generate(1), i.e.
 its prefill subtracted. GFLOP/s uses ModelConfig.flops_per_token with the mean
-attention context, against an f32 2048x576x1536 matmul measured in this run.
+attention context (prefill: the head once per row, on the last position), against an f32
+2048x576x1536 matmul measured in this run; decode GB/s counts the weights and the KV cache read
+per step, against a numpy copy's bandwidth measured in this run.
 
     python benchmarks/decode.py [--batches 1,8,32] [--prompt-len 512] [--new-tokens 128]
 """
@@ -39,6 +41,17 @@ def matmul_peak_gflops(repeats: int = 5) -> float:
         f(a, b).block_until_ready()
         best = min(best, time.perf_counter() - t)
     return 2 * 2048 * 576 * 1536 / best / 1e9
+
+
+def bandwidth_gbs(repeats: int = 5) -> float:
+    src = np.ones(64 << 20, np.float32)     # 256 MiB read + 256 MiB written per copy
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t)
+    return 2 * src.nbytes / best / 1e9
 
 
 def bench_jax(model, prompts: np.ndarray, new_tokens: int, cache_dtype):
@@ -104,8 +117,9 @@ def main():
     cfg = model.cfg
     peak = matmul_peak_gflops()
     print(f"model {model.name} ({cfg.num_params() / 1e6:.1f} M params), source {model.source}")
+    bw = bandwidth_gbs()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.threads} threads; "
-          f"f32 matmul 2048x576x1536 peak: {peak:.1f} GFLOP/s")
+          f"f32 matmul 2048x576x1536 peak: {peak:.1f} GFLOP/s; memory (numpy copy): {bw:.1f} GB/s")
 
     hf_model = None
     if not args.skip_torch:
@@ -121,8 +135,13 @@ def main():
               f"(load {time.perf_counter() - t0:.1f}s)")
 
     t, n = args.prompt_len, args.new_tokens
-    prefill_flops = t * cfg.flops_per_token(context=t / 2)        # per row
+    head_flops = 2.0 * cfg.embed_dim * cfg.vocab_size
+    # Prefill runs the head on the last position only; decode on every token.
+    prefill_flops = t * (cfg.flops_per_token(context=t / 2) - head_flops) + head_flops   # per row
     decode_flops = n * cfg.flops_per_token(context=t + n / 2)     # per row
+    kv_slot_bytes = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 4
+    weight_bytes = 4.0 * cfg.num_params()
+    step_bytes = lambda b: weight_bytes + b * (t + n / 2) * kv_slot_bytes  # noqa: E731  (weights + KV read)
     rows = []
     rng = np.random.RandomState(0)
     for b in batches:
@@ -138,7 +157,7 @@ def main():
 
     print()
     hdr = (f"{'batch':>5} | {'engine':<12} | {'prefill tok/s':>13} | {'prefill GFLOP/s':>15} | "
-           f"{'decode tok/s':>12} | {'decode GFLOP/s':>14} | {'ms/step':>8} | {'compile s':>9}")
+           f"{'decode tok/s':>12} | {'decode GFLOP/s':>14} | {'decode GB/s':>13} | {'ms/step':>8} | {'compile s':>9}")
     print(hdr)
     print("-" * len(hdr))
     for row in rows:
@@ -150,14 +169,20 @@ def main():
             dec_tps = b * n / r["decode_s"] if name == "jax" else b * (n - 1) / r["decode_s"]
             pf_g = b * prefill_flops / r["prefill_s"] / 1e9
             dec_g = b * decode_flops / r["decode_s"] / 1e9
+            dec_bw = step_bytes(b) * n / r["decode_s"] / 1e9
             comp = f"{r['compile_s']:9.1f}" if "compile_s" in r else f"{'-':>9}"
             print(f"{b:>5} | {name:<12} | {pf_tps:13.0f} | {pf_g:8.1f} ({100 * pf_g / peak:3.0f}%) | "
                   f"{dec_tps:12.1f} | {dec_g:7.1f} ({100 * dec_g / peak:3.0f}%) | "
-                  f"{1000 * r['decode_s'] / n:8.1f} | {comp}")
+                  f"{dec_bw:6.1f} ({100 * dec_bw / bw:3.0f}%) | {1000 * r['decode_s'] / n:8.1f} | {comp}")
         if "agree" in row:
             print(f"{'':>5}   greedy token agreement jax vs transformers (first 16): {100 * row['agree']:.0f}%")
     print(f"peak memory (maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
+    print(f"decode bytes per step: weights {weight_bytes / 1e6:.0f} MB + KV {kv_slot_bytes / 1e3:.0f} kB per slot "
+          f"and row at the mean context {t + n / 2:.0f}")
     if hf_model is not None:
+        for row in rows:
+            print(f"prefill speedup vs transformers at batch {row['b']}: "
+                  f"{row['hf']['prefill_s'] / row['jax']['prefill_s']:.2f}")
         for row in rows:
             j, h = row["jax"], row["hf"]
             x = (row["b"] * n / j["decode_s"]) / (row["b"] * (n - 1) / h["decode_s"])
