@@ -7,7 +7,8 @@ same thread count as XLA's CPU backend (torch.set_num_threads).
 
 JAX timings use AOT-compiled executables (compile time excluded and reported
 separately); transformers' decode time is generate(N) minus generate(1), i.e.
-its prefill subtracted. GFLOP/s uses ModelConfig.flops_per_token with the mean
+its prefill subtracted. Each engine runs once untimed at each shape, then --repeats
+timed runs, best kept (run-to-run spread on a shared 2-core machine is 10-30%). GFLOP/s uses ModelConfig.flops_per_token with the mean
 attention context (prefill: the head once per row, on the last position), against an f32
 2048x576x1536 matmul measured in this run; decode GB/s counts the weights and the KV cache read
 per step, against a numpy copy's bandwidth measured in this run.
@@ -54,7 +55,7 @@ def bandwidth_gbs(repeats: int = 5) -> float:
     return 2 * src.nbytes / best / 1e9
 
 
-def bench_jax(model, prompts: np.ndarray, new_tokens: int, cache_dtype):
+def bench_jax(model, prompts: np.ndarray, new_tokens: int, cache_dtype, repeats: int):
     cfg, params = model.cfg, model.params
     b, t = prompts.shape
     tokens, valid = jnp.asarray(prompts, jnp.int32), jnp.ones((b, t), bool)
@@ -70,33 +71,37 @@ def bench_jax(model, prompts: np.ndarray, new_tokens: int, cache_dtype):
     decode = S.decode.lower(cfg, params, state_shape, jax.random.PRNGKey(0), stop, budget,
                             sampling=sc, max_len=new_tokens).compile()
     compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    state = prefill(params, tokens, valid)
-    jax.block_until_ready(state)
-    prefill_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out, _ = decode(params, state, jax.random.PRNGKey(0), stop, budget)
-    jax.block_until_ready(out)
-    decode_s = time.perf_counter() - t0
+    prefill_s, decode_s = [], []
+    for _ in range(repeats + 1):   # the first run is a warm-up (buffers allocated), as torch gets
+        t0 = time.perf_counter()
+        state = prefill(params, tokens, valid)
+        jax.block_until_ready(state)
+        prefill_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        out, _ = decode(params, state, jax.random.PRNGKey(0), stop, budget)
+        jax.block_until_ready(out)
+        decode_s.append(time.perf_counter() - t0)
     steps = int(out["steps"])
     assert steps == new_tokens and int(out["lengths"].min()) == new_tokens, (steps, out["lengths"])
-    return dict(prefill_s=prefill_s, decode_s=decode_s, compile_s=compile_s,
+    return dict(prefill_s=min(prefill_s[1:]), decode_s=min(decode_s[1:]), compile_s=compile_s,
                 tokens=np.asarray(out["tokens"]))
 
 
-def bench_torch(hf_model, prompts: np.ndarray, new_tokens: int):
+def bench_torch(hf_model, prompts: np.ndarray, new_tokens: int, repeats: int):
     import torch
     ids = torch.from_numpy(prompts.astype(np.int64))
     mask = torch.ones_like(ids)
     kw = dict(do_sample=False, attention_mask=mask, pad_token_id=0, eos_token_id=None)
+    prefill_s = total_s = float("inf")
     with torch.inference_mode():
-        hf_model.generate(ids[:, :16], max_new_tokens=2, min_new_tokens=2, **kw)  # warm-up
-        t0 = time.perf_counter()
-        hf_model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw)
-        prefill_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        out = hf_model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
-        total_s = time.perf_counter() - t0
+        hf_model.generate(ids, max_new_tokens=2, min_new_tokens=2, **kw)  # warm-up at this shape
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            hf_model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw)
+            prefill_s = min(prefill_s, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            out = hf_model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
+            total_s = min(total_s, time.perf_counter() - t0)
     return dict(prefill_s=prefill_s, decode_s=max(total_s - prefill_s, 1e-9), total_s=total_s,
                 tokens=out[:, prompts.shape[1]:].numpy())
 
@@ -109,6 +114,7 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--cache-dtype", default=None, help="KV cache dtype for JAX (default: compute dtype)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per engine after a warm-up; best kept")
     ap.add_argument("--skip-torch", action="store_true")
     args = ap.parse_args()
     batches = [int(x) for x in args.batches.split(",")]
@@ -146,10 +152,10 @@ def main():
     rng = np.random.RandomState(0)
     for b in batches:
         prompts = rng.randint(100, min(cfg.vocab_size, 40000), size=(b, t)).astype(np.int32)
-        j = bench_jax(model, prompts, n, args.cache_dtype)
+        j = bench_jax(model, prompts, n, args.cache_dtype, args.repeats)
         row = dict(b=b, jax=j)
         if hf_model is not None:
-            h = bench_torch(hf_model, prompts, n)
+            h = bench_torch(hf_model, prompts, n, args.repeats)
             row["hf"] = h
             row["agree"] = float(np.mean(h["tokens"][:, :16] == j["tokens"][:, :16]))
         rows.append(row)

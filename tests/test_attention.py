@@ -1,6 +1,6 @@
-"""Blockwise (flash-style) attention equals dense attention: the cores on random inputs
-(ragged blocks, fully masked rows, GQA) and the decoder's logits, gradients and KV-cache
-prefill, in float32."""
+"""Blockwise (flash-style) and causal-block attention equal dense attention: the cores on
+random inputs (ragged blocks, fully masked rows, GQA) and the decoder's logits, gradients and
+KV-cache prefill, in float32."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from memr1_jax.models import decoder as dec
-from memr1_jax.models.attention import blockwise_attention, dense_attention
+from memr1_jax.models.attention import blockwise_attention, causal_dense_attention, dense_attention
 from memr1_jax.models.registry import load_model
 
 
@@ -74,3 +74,66 @@ def test_decoder_blockwise_logits_and_gradients_equal_dense(preset):
     sd = prefill(dense_cfg, m.params, tokens, valid, cache_len=40)
     sb = prefill(block_cfg, m.params, tokens, valid, cache_len=40)
     np.testing.assert_allclose(np.asarray(sb["logits"]), np.asarray(sd["logits"]), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("block", [8, 5, 37, 64])
+def test_causal_block_core_equals_dense(block):
+    """Square causal attention with left padding: every query with a valid key gets dense's
+    output, and gradients (through those queries) agree."""
+    q, k, v, _ = _inputs(4, t=37, s=37)
+    valid = np.ones((2, 37), bool)
+    valid[1, :9] = False                                     # a left-padded row
+    mask = jnp.asarray(np.tril(np.ones((37, 37), bool))[None] & valid[:, None, :])
+    live = np.asarray(mask).any(-1)                          # [B, T] queries with a valid key
+    want = dense_attention(q, k, v, mask, 0.3)
+    got = causal_dense_attention(q, k, v, mask, 0.3, block)
+    sel = lambda x: np.asarray(x).transpose(0, 3, 1, 2, 4)[live]  # noqa: E731
+    np.testing.assert_allclose(sel(got), sel(want), atol=1e-5, rtol=1e-5)
+    w = jnp.asarray(np.random.default_rng(5).normal(size=want.shape) * live[:, None, None, :, None], jnp.float32)
+    gd = jax.grad(lambda *a: jnp.sum(dense_attention(*a, mask, 0.3) * w), argnums=(0, 1, 2))(q, k, v)
+    gc = jax.grad(lambda *a: jnp.sum(causal_dense_attention(*a, mask, 0.3, block) * w), argnums=(0, 1, 2))(q, k, v)
+    for x, y in zip(gc, gd):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=1e-5)
+    if block < 37:                                           # the skipped blocks are never formed
+        text = jax.jit(lambda *a: causal_dense_attention(*a, mask, 0.3, block)).lower(q, k, v).as_text()
+        assert "x37x37xf32" not in text
+
+
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-gemma3"])
+def test_fresh_prefill_equals_attending_all_cache_slots(preset):
+    """The sampler's prefill (the prompt's own keys, causal blocks of 128 skipped) gives the
+    last-position logits, hidden states and KV cache of the plain path that attends over every
+    cache slot under ``cache_mask``; prompts of 300 tokens span three query blocks."""
+    m = load_model(preset)
+    cfg, t, s = m.cfg, 300, 340
+    r = np.random.default_rng(6)
+    tokens = jnp.asarray(r.integers(0, cfg.vocab_size, size=(2, t)), jnp.int32)
+    valid = np.ones((2, t), bool)
+    valid[0, :131] = False                                   # padding across a block boundary
+    valid = jnp.asarray(valid)
+    pos = dec.positions_from_valid(valid)
+    key_valid = jnp.zeros((2, s), bool).at[:, :t].set(valid)
+    plain_h, plain_c = dec.forward(cfg, m.params, tokens, pos, dec.cache_mask(key_valid, 0, t),
+                                   dec.init_cache(cfg, 2, s), True)
+    fresh_h, fresh_c = dec.Decoder(cfg).apply({"params": m.params}, tokens, pos, dec.causal_mask(valid),
+                                              dec.init_cache(cfg, 2, s), True, fresh=True)
+    v = np.asarray(valid)
+    np.testing.assert_allclose(np.asarray(fresh_h)[v], np.asarray(plain_h)[v], atol=1e-5, rtol=1e-5)
+    for a, b in zip(fresh_c["layers"], plain_c["layers"]):
+        for name in ("k", "v"):   # cache rows of valid slots; padding slots are never read
+            np.testing.assert_allclose(np.asarray(a[name]).transpose(0, 2, 1, 3)[:, :t][v],
+                                       np.asarray(b[name]).transpose(0, 2, 1, 3)[:, :t][v], atol=1e-5, rtol=1e-5)
+    assert int(fresh_c["index"]) == int(plain_c["index"]) == t
+
+
+def test_decode_core_equals_dense():
+    """One query per row against a cache with invalid slots (GQA, a row with one valid key)."""
+    from memr1_jax.models.attention import decode_attention
+    q, k, v, _ = _inputs(7, t=4, s=45)
+    q = q[:, :, :, :1]
+    valid = np.random.default_rng(8).random((2, 45)) > 0.3
+    valid[1] = False
+    valid[1, 17] = True
+    mask = jnp.asarray(valid[:, None, :])
+    np.testing.assert_allclose(np.asarray(decode_attention(q, k, v, mask, 0.3)),
+                               np.asarray(dense_attention(q, k, v, mask, 0.3)), atol=1e-6, rtol=1e-5)

@@ -32,6 +32,39 @@ def dense_attention(q, keys, values, mask, scale: float):
     return jnp.einsum("bkqs,bksd->bkqd", probs, values).reshape(b, k, g, t, d)
 
 
+def decode_attention(q, keys, values, mask, scale: float):
+    """``dense_attention`` for one query per row (a decode step, T == 1). Logits are formed as
+    keys @ q -> [B, K, S, G] (the cache rows as the matrix, the G query heads as its columns)
+    and the softmax runs over S in that layout: XLA:CPU reads the cache ~2x faster this way
+    than as q @ keys^T, which made attention half of a batch-32 decode step."""
+    b, k, g, t, d = q.shape
+    logits = jnp.einsum("bksd,bkgd->bksg", keys, q[:, :, :, 0]).astype(jnp.float32) * scale
+    logits = jnp.where(mask[:, 0][:, None, :, None], logits, NEG_INF)   # mask [B, 1, S]
+    probs = jax.nn.softmax(logits, axis=2).astype(values.dtype)
+    return jnp.einsum("bksg,bksd->bkgd", probs, values)[:, :, :, None]
+
+
+CAUSAL_QUERY_BLOCK = 128
+
+
+def causal_dense_attention(q, keys, values, mask, scale: float, block: int = CAUSAL_QUERY_BLOCK):
+    """``dense_attention`` where query t and key t are the same position (a forward without a
+    cache, or a prefill into an empty one): query block [i, i + block) reads keys [0, i + block)
+    only, since later keys are masked for it anyway. About half the logits of the square at
+    T = 512 (0.56 with blocks of 128). Outputs equal ``dense_attention``'s at every query with at
+    least one valid key; a fully masked query (a padding slot) averages fewer keys, which no
+    valid token ever reads."""
+    t = q.shape[3]
+    if t <= block:
+        return dense_attention(q, keys, values, mask, scale)
+    outs = []
+    for start in range(0, t, block):
+        end = min(start + block, t)
+        outs.append(dense_attention(q[:, :, :, start:end], keys[:, :, :end], values[:, :, :end],
+                                    mask[:, start:end, :end], scale))
+    return jnp.concatenate(outs, axis=3)
+
+
 def _pad(x, axis: int, size: int, value=0):
     extra = size - x.shape[axis]
     if not extra:

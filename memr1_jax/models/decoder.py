@@ -11,6 +11,10 @@ and returns ``(logits or hidden states, cache)``:
 * cache: None, or {"index": int32 scalar (next slot to write), "layers":
   tuple of {"k", "v"} [B, kv_heads, S, head_dim]}. New keys and values are
   written at ``index``; the returned cache has ``index + T``.
+* fresh (static): the cache is empty and written from slot 0 (a prefill), so
+  attention reads this call's T keys only and the mask is [B, T, T]; with
+  ``attention="dense"`` such square attention skips key blocks after each
+  query block (``causal_dense_attention``), as a forward without a cache does.
 
 Every parameter carries logical axis names (embed, vocab, heads, kv_heads,
 head_dim, mlp, norm) so a rule table can map them onto a device mesh.
@@ -28,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memr1_jax.models.attention import blockwise_attention, dense_attention
+from memr1_jax.models.attention import (blockwise_attention, causal_dense_attention, decode_attention,
+                                        dense_attention)
 from memr1_jax.models.config import ModelConfig
 
 Array = jax.Array
@@ -114,7 +119,7 @@ class Attention(nn.Module):
     layer: int
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache, index):
+    def __call__(self, x, positions, mask, cache, index, fresh=False):
         cfg = self.cfg
         dt, pdt = cfg.compute_dtype, cfg.weight_dtype
         d, h, k, hd = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -150,7 +155,8 @@ class Attention(nn.Module):
             # transpose of the whole cache (2x faster decode at batch 32 on XLA:CPU).
             new_cache = {"k": keys, "v": values}
             keys, values = keys.astype(dt), values.astype(dt)
-        else:
+        square = cache is None or fresh   # query t and key t are one position
+        if square:
             keys, values = kk.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
         s = keys.shape[2]
@@ -164,6 +170,10 @@ class Attention(nn.Module):
         if cfg.attention == "blockwise" and t > 1:   # decode (t == 1) is a single row of logits
             out = blockwise_attention(q, keys, values, mask, cfg.attn_scale, cfg.attention_block,
                                       cfg.attention_block)
+        elif square:
+            out = causal_dense_attention(q, keys, values, mask, cfg.attn_scale)
+        elif t == 1:
+            out = decode_attention(q, keys, values, mask, cfg.attn_scale)
         else:
             out = dense_attention(q, keys, values, mask, cfg.attn_scale)
         out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * hd)
@@ -193,10 +203,10 @@ class Block(nn.Module):
     layer: int
 
     @nn.compact
-    def __call__(self, x, positions, mask, cache, index):
+    def __call__(self, x, positions, mask, cache, index, fresh=False):
         cfg, pdt = self.cfg, self.cfg.weight_dtype
         h = RMSNorm(cfg.rms_eps, "norm", pdt, name="attn_norm")(x)
-        a, cache = Attention(cfg, self.layer, name="attn")(h, positions, mask, cache, index)
+        a, cache = Attention(cfg, self.layer, name="attn")(h, positions, mask, cache, index, fresh)
         if cfg.post_norms:
             a = RMSNorm(cfg.rms_eps, "norm", pdt, name="post_attn_norm")(a)
         x = x + a
@@ -218,7 +228,8 @@ class Decoder(nn.Module):
         self.embedding = self.param(
             "embedding", _lp(nn.initializers.normal(stddev=1.0 if cfg.scale_embeddings else 0.02),
                              ("vocab", "embed")), (cfg.vocab_size, cfg.embed_dim), pdt)
-        block = nn.remat(Block) if cfg.remat else Block
+        # `fresh` (argument 6, self being 0) is a Python bool that picks the attention path.
+        block = nn.remat(Block, static_argnums=(6,)) if cfg.remat else Block
         self.layers = [block(cfg, i) for i in range(cfg.num_layers)]
         self.final_norm = RMSNorm(cfg.rms_eps, "norm", pdt)
         if not cfg.tie_embeddings:
@@ -239,12 +250,13 @@ class Decoder(nn.Module):
         w = self.embedding.T if self.cfg.tie_embeddings else self.lm_head
         return _dense(hidden.astype(dt), w.astype(dt)).astype(jnp.float32)
 
-    def __call__(self, tokens, positions, mask, cache: Cache | None = None, return_hidden: bool = False):
+    def __call__(self, tokens, positions, mask, cache: Cache | None = None, return_hidden: bool = False,
+                 fresh: bool = False):
         x = _constrain(self.embed(tokens), ("batch", "length", "act_embed"))
         index = cache["index"] if cache is not None else 0
         new_layers = []
         for i, layer in enumerate(self.layers):
-            x, c = layer(x, positions, mask, None if cache is None else cache["layers"][i], index)
+            x, c = layer(x, positions, mask, None if cache is None else cache["layers"][i], index, fresh)
             new_layers.append(c)
         x = self.final_norm(x)
         new_cache = None

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from memr1_jax.models.config import ModelConfig
-from memr1_jax.models.decoder import Decoder, cache_mask, init_cache, positions_from_valid
+from memr1_jax.models.decoder import Decoder, causal_mask, init_cache, positions_from_valid
 from memr1_jax.parallel.mesh import mesh_context
 
 Array = jax.Array
@@ -177,9 +177,10 @@ def prefill(cfg: ModelConfig, params, tokens: Array, valid: Array, *, cache_len:
     cache = init_cache(cfg, b, cache_len, cache_dtype)
     key_valid = jnp.zeros((b, cache_len), bool).at[:, :t].set(valid)
     positions = positions_from_valid(valid)
-    mask = cache_mask(key_valid, 0, t)
     model = Decoder(cfg)
-    hidden, cache = model.apply({"params": params}, tokens, positions, mask, cache, return_hidden=True)
+    # The cache is empty: the prompt attends to its own T keys (causal blocks skipped), not S slots.
+    hidden, cache = model.apply({"params": params}, tokens, positions, causal_mask(valid), cache,
+                                return_hidden=True, fresh=True)
     logits = model.apply({"params": params}, hidden[:, -1], method=Decoder.head)
     state = {"cache": cache, "key_valid": key_valid,
              "position": jnp.sum(valid, axis=1).astype(jnp.int32), "logits": logits}
