@@ -2,7 +2,9 @@
 
 One manager *step* sees a set of new facts (one speaker's facts of one session,
 as Mem0 adds a batch of messages at a time) together with the memories most
-related to them, and emits ADD / UPDATE / DELETE / NONE operations as JSON.
+related to them, and emits ADD / UPDATE / DELETE / NONE operations: as Mem0's
+JSON list (``output="json"``), or one ``<n>: OP [id]`` line per fact
+(``output="lines"``, ``memr1_jax.memory.line_ops``).
 ``build_banks`` runs steps over whole conversations to construct the memory
 that the Answer Agent reads; the RL trainer uses the same two step functions.
 """
@@ -14,10 +16,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from memr1_jax.agents.prompts import render_manager_prompt
+from memr1_jax.agents.prompts import render_manager_lines_prompt, render_manager_prompt
 from memr1_jax.data.locomo import Conversation
 from memr1_jax.memory import (ApplyReport, Event, MemoryBank, MemoryOp, Retriever, apply,
-                              empty_bank, parse_memory_ops, render_memories)
+                              empty_bank, parse_line_ops, parse_memory_ops, render_memories)
+
+OUTPUTS = ("json", "lines")
 
 Encoder = Callable[[Sequence[str]], np.ndarray]
 
@@ -37,10 +41,15 @@ class ManagerConfig:
     # parses, ids are the shown ones or new ones. Bank building only: the RL update does not
     # apply the mask yet, so a trained policy's ratios would be off.
     constrained: bool = False
+    # "json": Mem0's {"memory": [...]} list; "lines": one "<n>: ADD | UPDATE <id> | DELETE <id> |
+    # NONE" line per fact, the fact's own text stored (about 4 tokens a fact instead of ~20).
+    output: str = "json"
 
     def __post_init__(self):
         if self.kind not in ("llm", "add-all"):
             raise ValueError(f"ManagerConfig.kind={self.kind!r}: expected 'llm' or 'add-all'")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"ManagerConfig.output={self.output!r}: expected one of {OUTPUTS}")
         if self.retrieve_k < 1 or self.max_facts_per_step < 1 or self.max_new_tokens < 1:
             raise ValueError(f"ManagerConfig: retrieve_k={self.retrieve_k}, max_facts_per_step="
                              f"{self.max_facts_per_step} and max_new_tokens={self.max_new_tokens} must be >= 1")
@@ -70,7 +79,10 @@ def make_step(bank: MemoryBank, facts: Sequence[str], speaker: int, session: int
                 seen.add(mid)
                 related.append({"id": mid, "text": bank.text(mid)})
     old_json, id_map = render_memories(related)
-    prompt = render_manager_prompt(old_json if related else "", facts, cfg.template)
+    if cfg.output == "lines":
+        prompt = render_manager_lines_prompt([m["text"] for m in related], facts, cfg.template)
+    else:
+        prompt = render_manager_prompt(old_json if related else "", facts, cfg.template)
     return ManagerState(tuple(facts), speaker, session, timestamp, prompt, id_map)
 
 
@@ -84,10 +96,13 @@ def apply_step(bank: MemoryBank, state: ManagerState, completion: str | None, en
         ops: tuple[MemoryOp, ...] = tuple(MemoryOp(Event.ADD, text=f) for f in state.facts)
         problems: tuple[str, ...] = ()
     else:
-        parsed = parse_memory_ops(completion, state.id_map)
+        if cfg.output == "lines":
+            parsed = parse_line_ops(completion, state.facts, state.id_map)
+        else:
+            parsed = parse_memory_ops(completion, state.id_map)
         ops, problems = parsed.ops, parsed.problems
         if not parsed.found_json:
-            problems = problems + ("no JSON memory list found",)
+            problems = problems + ("no operation found" if cfg.output == "lines" else "no JSON memory list found",)
         # A rewritten memory states the newest fact, so it carries the date of the
         # session it came from (the Answer Agent reasons over these timestamps).
         ops = tuple(dataclasses.replace(op, timestamp=state.timestamp, session=state.session)
@@ -97,10 +112,11 @@ def apply_step(bank: MemoryBank, state: ManagerState, completion: str | None, en
     return new_bank, report, problems
 
 
-def step_constraint(llm, num_shown: int, num_facts: int):
-    """The automaton of valid outputs for one step: ids of the shown memories or new ones."""
+def step_constraint(llm, num_shown: int, num_facts: int, output: str = "json"):
+    """The automaton of valid outputs for one step: ids of the shown memories (or new ones, in
+    JSON); in the line format exactly one operation per fact."""
     from memr1_jax.sampling.constraint import manager_automaton
-    return manager_automaton(llm.tokenizer, llm.cfg.vocab_size, num_shown, num_facts)
+    return manager_automaton(llm.tokenizer, llm.cfg.vocab_size, num_shown, num_facts, output)
 
 
 def conversation_fact_batches(conv: Conversation, max_facts: int) -> list[tuple[int, int, str, list[str]]]:
@@ -159,7 +175,7 @@ def build_banks(convs: Sequence[Conversation], encoder: Encoder, cfg: ManagerCon
             sess, spk, date, facts = queues[key][rnd]
             states[key] = make_step(banks[key[0]], facts, spk, sess, date, encoder, retriever, cfg)
         if cfg.kind == "llm":
-            kw = {"constraints": [step_constraint(llm, len(states[key].id_map), len(states[key].facts))
+            kw = {"constraints": [step_constraint(llm, len(states[key].id_map), len(states[key].facts), cfg.output)
                                   for key in active]} if cfg.constrained else {}
             gens = llm.generate([states[key].prompt for key in active], max_new_tokens=cfg.max_new_tokens, **kw)
             completions = {key: g.text for key, g in zip(active, gens)}

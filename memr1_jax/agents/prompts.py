@@ -48,6 +48,37 @@ New facts:
 Return only JSON in this structure:
 {{"memory": [{{"id": "<id>", "text": "<memory text>", "event": "ADD|UPDATE|DELETE|NONE", "old_memory": "<previous text, UPDATE only>"}}]}}"""
 
+# The compact format (memr1_jax.memory.line_ops): the manager names one operation per fact and
+# never rewrites text; the example's facts and ids are not ones a real step would show.
+MEMORY_MANAGER_LINES_PROMPT = """You manage a memory of facts about a person. For each new fact choose one operation:
+ADD: the fact is new information. It is stored as a new memory.
+UPDATE <id>: the fact changes or adds detail to old memory <id>. It replaces that memory.
+DELETE <id>: the fact shows that old memory <id> is no longer true. That memory is removed.
+NONE: the fact is already in memory, or not worth keeping.
+
+Example
+Old memories:
+0: Likes to play cricket
+1: Works at a bakery
+New facts:
+1. Name is John
+2. Loves to play cricket with friends on Sundays
+3. Quit the bakery job
+4. Likes cricket
+Output:
+1: ADD
+2: UPDATE 0
+3: DELETE 1
+4: NONE
+
+Old memories:
+{old_memory}
+New facts:
+{new_facts}
+Write one line per new fact, in order, as in the example.
+Output:
+"""
+
 _ANSWER_INSTRUCTIONS = """You are an intelligent memory assistant who answers questions from conversation memories.
 
 # CONTEXT
@@ -169,6 +200,15 @@ def render_manager_prompt(old_memory_json: str, new_facts: Sequence[str],
     old = old_memory_json if old_memory_json and old_memory_json != "[]" else "Current memory is empty."
     return (template or MEMORY_MANAGER_PROMPT).format(
         old_memory=old, new_facts=json.dumps(list(new_facts), ensure_ascii=False))
+
+
+def render_manager_lines_prompt(shown: Sequence[str], new_facts: Sequence[str],
+                                template: str | None = None) -> str:
+    """Fill the line-format manager prompt: ``shown`` are the related memories' texts, listed
+    under their prompt ids 0, 1, ... (the order of ``render_memories``' id map)."""
+    old = "\n".join(f"{i}: {t}" for i, t in enumerate(shown)) or "(none)"
+    facts = "\n".join(f"{n}. {f}" for n, f in enumerate(new_facts, 1))
+    return (template or MEMORY_MANAGER_LINES_PROMPT).format(old_memory=old, new_facts=facts)
 
 
 def render_judge_prompt(question: str, gold_answer: str, generated_answer: str) -> str:

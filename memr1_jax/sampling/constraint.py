@@ -140,15 +140,22 @@ _MANAGER_CACHE: collections.OrderedDict = collections.OrderedDict()
 _MANAGER_LOCK = threading.Lock()
 
 
-def manager_automaton(tokenizer, vocab_size: int, num_shown: int, max_new: int, keep: int = 16) -> TokenAutomaton:
-    """``manager_schema(num_shown, max_new)`` compiled for this tokenizer; the ``keep`` most
-    recently used are cached (a SmolLM2 table is ~50 MB and takes ~2 s to build)."""
-    key = (id(tokenizer), vocab_size, num_shown, max_new)
+def manager_automaton(tokenizer, vocab_size: int, num_shown: int, max_new: int, output: str = "json",
+                      keep: int = 16) -> TokenAutomaton:
+    """The Memory Manager's outputs compiled for this tokenizer: ``manager_schema(num_shown,
+    max_new)`` for ``output="json"``; for ``"lines"``, ``line_ops_regex(num_shown, max_new)``
+    (``max_new`` is then the number of facts). The ``keep`` most recently used are cached (a
+    SmolLM2 JSON table is ~50 MB and takes ~2 s to build)."""
+    key = (id(tokenizer), vocab_size, num_shown, max_new, output)
     with _MANAGER_LOCK:
         if key in _MANAGER_CACHE:
             _MANAGER_CACHE.move_to_end(key)
             return _MANAGER_CACHE[key][1]
-    auto = compile_json_schema(manager_schema(num_shown, max_new), tokenizer, vocab_size)
+    if output == "lines":
+        from memr1_jax.memory.line_ops import line_ops_regex
+        auto = compile_regex(line_ops_regex(num_shown, max_new), tokenizer, vocab_size)
+    else:
+        auto = compile_json_schema(manager_schema(num_shown, max_new), tokenizer, vocab_size)
     with _MANAGER_LOCK:
         _MANAGER_CACHE[key] = (tokenizer, auto)   # the tokenizer is kept alive: its id stays unique
         while len(_MANAGER_CACHE) > keep:
