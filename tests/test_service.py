@@ -261,6 +261,40 @@ def test_the_manager_decodes_under_its_schema_with_the_shown_ids(tmp_path):
     assert len(m.get_all(user_id="alice")["results"]) == 3
 
 
+def test_the_line_format_manager_applies_one_operation_per_fact(tmp_path):
+    """manager_output="lines": the manager sees "<id>: <memory>" and numbered facts, writes one
+    line per fact under the regex automaton, and its lines become the store's changes."""
+    pytest.importorskip("outlines_core")
+    from memr1_jax.models.registry import load_model
+    tiny = load_model("tiny-qwen2")
+
+    class Manager:
+        tokenizer, cfg, seen, prompts = tiny.tokenizer, tiny.cfg, [], []
+
+        def generate(self, prompts, max_new_tokens=64, constraints=None):
+            self.seen.append(constraints[0])
+            self.prompts.append(prompts[0])
+            p = prompts[0].rsplit("Old memories:", 1)[1]
+            if "0: Lives in Porto" in p:            # the second add: move, and forget the cat
+                return [types.SimpleNamespace(text="1: UPDATE 0\n2: DELETE 1")]
+            return [types.SimpleNamespace(text="1: ADD\n2: ADD")]
+    manager = Manager()
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": True,
+                "manager_output": "lines", "retrieve_k": 1}, llm=Scripted(), manager_llm=manager)
+    m.add([{"role": "user", "content": f} for f in ("Lives in Porto", "Has a cat")], user_id="alice")
+    out = m.add([{"role": "user", "content": f} for f in ("Lives in Lisbon now", "Has no cat anymore")],
+                user_id="alice")
+    assert [r["event"] for r in out["results"]] == ["UPDATE", "DELETE"]
+    assert [r["memory"] for r in m.get_all(user_id="alice")["results"]] == ["Lives in Lisbon now"]
+    second = manager.seen[-1]
+    enc = tiny.tokenizer.encode
+    assert second.accepts(enc("1: UPDATE 0\n2: DELETE 1")) and second.accepts(enc("1: ADD\n2: NONE"))
+    assert not second.accepts(enc("1: UPDATE 2\n2: ADD")) and not second.accepts(enc("1: ADD"))
+    assert "1. Lives in Lisbon now\n2. Has no cat anymore" in manager.prompts[-1]
+    with pytest.raises(ValueError, match="manager_output='xml'"):
+        Memory({"path": str(tmp_path / "n.db"), "encoder": "hashing", "manager_output": "xml"}, llm=Scripted())
+
+
 # ---------------------------------------------------------------------------- Engine
 def test_engine_batches_concurrent_requests_and_matches_a_direct_batch():
     from memr1_jax.agents.llm import ChatLLM

@@ -37,10 +37,10 @@ from typing import Sequence
 import numpy as np
 
 from memr1_jax.agents.fact_extraction import parse_facts
-from memr1_jax.agents.memory_manager import step_constraint
+from memr1_jax.agents.memory_manager import OUTPUTS, step_constraint
 from memr1_jax.agents.prompts import (FACT_EXTRACTION_PROMPT, answer_template, extract_answer, format_memory_line,
-                                      render_answer_prompt, render_manager_prompt)
-from memr1_jax.memory import Event, parse_memory_ops, render_memories
+                                      render_answer_prompt, render_manager_lines_prompt, render_manager_prompt)
+from memr1_jax.memory import Event, parse_line_ops, parse_memory_ops, render_memories
 from memr1_jax.service.filters import matches, split_filters
 from memr1_jax.service.store import SCOPE_KEYS, MemoryStore, now, text_hash
 
@@ -63,7 +63,8 @@ class MemoryConfig:
     manager_model: str | None = None        # the Memory Manager's weights (a trained run's hf/); None: llm
     encoder: str = "minilm"                 # "minilm" | "hashing" (tests only)
     manager: str = "llm"                    # "llm" | "add-all" (every extracted fact ADDed, no manager call)
-    constrained: bool = False               # the manager's JSON decoded under its schema (valid prefixes only)
+    constrained: bool = False               # the manager's output decoded under its schema / regex
+    manager_output: str = "json"            # "json" (Mem0's list) | "lines" (one operation line per fact)
     retrieve_k: int = 5                     # related memories shown per new fact (Mem0: 5)
     manager_max_new_tokens: int = 256
     extract_max_new_tokens: int = 160
@@ -78,6 +79,8 @@ class MemoryConfig:
     def __post_init__(self):
         if self.manager not in ("llm", "add-all"):
             raise ValueError(f"MemoryConfig.manager={self.manager!r}: expected 'llm' or 'add-all'")
+        if self.manager_output not in OUTPUTS:
+            raise ValueError(f"MemoryConfig.manager_output={self.manager_output!r}: expected one of {OUTPUTS}")
         if self.answer_prompt != "mem0":
             answer_template(self.answer_prompt)
         for name in ("retrieve_k", "manager_max_new_tokens", "extract_max_new_tokens", "max_facts", "answer_k",
@@ -294,13 +297,17 @@ class Memory:
             ops = [(Event.ADD, None, f) for f in facts]
         else:
             shown, id_map = render_memories([{"id": i, "text": r.memory} for i, r in enumerate(related)])
-            prompt = render_manager_prompt(shown if related else "", facts)
+            if cfg.manager_output == "lines":
+                prompt = render_manager_lines_prompt([r.memory for r in related], facts)
+            else:
+                prompt = render_manager_prompt(shown if related else "", facts)
             llm = self.manager_llm
             kw = {}
             if cfg.constrained:
-                kw["constraints"] = [step_constraint(llm, len(id_map), len(facts))]
+                kw["constraints"] = [step_constraint(llm, len(id_map), len(facts), cfg.manager_output)]
             completion = llm.generate([prompt], max_new_tokens=cfg.manager_max_new_tokens, **kw)[0].text
-            parsed = parse_memory_ops(completion, id_map)
+            parsed = (parse_line_ops(completion, facts, id_map) if cfg.manager_output == "lines"
+                      else parse_memory_ops(completion, id_map))
             if parsed.problems:
                 log.info("memory manager output for %s: %s", scope, "; ".join(parsed.problems))
             ops = [(op.event, op.target_id, op.text) for op in parsed.ops]
