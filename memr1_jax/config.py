@@ -227,6 +227,11 @@ class RunConfig:
                               f"(rollout.questions_per_step x rl.group_size)")
         if micro and mini % min(micro, mini):
             raise ConfigError(f"rl.micro_batch_size={micro} does not divide rl.mini_batch_size={mini}")
+        if self.task.agent == "manager" and self.task.manager.constrained and self.rollout.old_logprobs_from_sampler:
+            # The sampler reports the masked policy's log-probs; the update scores the model's own
+            # (unmasked) ones, so the ratio must start from the update's scoring of the same tokens.
+            raise ConfigError("task.manager.constrained=true trains on the unmasked log-probs of the constrained "
+                              "samples: set rollout.old_logprobs_from_sampler=false")
         return self
 
     def update_config(self, num_layers: int) -> RLConfig:

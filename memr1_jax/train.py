@@ -249,11 +249,17 @@ def _finish(cfg: RunConfig, task, rec: RunRecords, best: dict, best_ckpt: RLChec
     rec.plot_curves()
     rec.log(f"best validation F1 {100 * best['score']:.1f} at step {best['step']} (step 0 = untrained)")
     backbone = task.backbone
+    out = {}
     if best["step"] > 0:
-        params = fetch(effective_params(rl, best_ckpt.restore(state, best["step"]).state))
+        best_state = best_ckpt.restore(state, best["step"]).state
+        params = fetch(effective_params(rl, best_state))
+        if rl.lora is not None and rec.primary:   # the adapters alone: a few MB over the named base model
+            from memr1_jax.weights.adapters import save_adapters
+            out["adapter"] = str(save_adapters(rec.dir / "adapter", fetch(best_state.params), cfg.model.name,
+                                               rl.lora.rank, rl.lora.alpha))
+            rec.log(f"exported the best step's LoRA adapters to {out['adapter']} (a model name wherever one is taken)")
     else:
         params = fetch(backbone.llm.params)
-    out = {}
     if cfg.export_hf and rec.primary:
         from memr1_jax.weights.safetensors_loader import save_hf_checkpoint
         hf = rec.dir / "hf"

@@ -100,6 +100,12 @@ def test_cross_field_errors_name_the_keys():
         C.override(C.default_config(), {"rl.mini_batch_size": 5})
     with pytest.raises(C.ConfigError, match="rl.lora"):
         C.override(C.default_config(), {"rl": RLConfig(lora={"rank": 4})})
+    # constrained manager samples: the sampler's masked log-probs are not the update's old policy
+    manager = {"task.agent": "manager", "task.manager.constrained": True}
+    with pytest.raises(C.ConfigError, match="rollout.old_logprobs_from_sampler=false"):
+        C.override(C.default_config(), manager)
+    C.override(C.default_config(), {**manager, "rollout.old_logprobs_from_sampler": False})
+    C.override(C.default_config(), {"task.manager.constrained": True})   # bank building only: fine
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

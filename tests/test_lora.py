@@ -79,3 +79,37 @@ def test_bad_targets_raise():
         lora.init_adapters(params, lora.LoraConfig(targets=((r"nothing_here", 1),)), jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="rank"):
         lora.LoraConfig(rank=0)
+
+
+def test_adapter_folder_loads_as_a_model_over_its_base(tmp_path):
+    """A saved adapter folder is a model name: load_model gives the base (a registry preset) with
+    the adapters merged, equal to merging in memory; damaged folders are named in the error."""
+    import json
+
+    from memr1_jax.models.registry import load_model
+    from memr1_jax.weights.adapters import save_adapters
+    base = load_model("tiny-llama")
+    lc = lora.LoraConfig(rank=4, alpha=8.0)
+    adapters = lora.init_adapters(base.params, lc, jax.random.PRNGKey(1))
+    adapters = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(2), x.shape), adapters)
+    folder = save_adapters(tmp_path / "adapter", jax.device_get(adapters), "tiny-llama", 4, 8.0)
+    loaded = load_model(str(folder))
+    want = lora.merge(base.params, adapters, 8.0, 4)
+    for x, y in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-6)
+    assert loaded.cfg == base.cfg and loaded.tokenizer is not None
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 2 * sum(np.size(x) * 4 for x in jax.tree.leaves(adapters))
+
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**cfg, "rank": "four"}))
+    with pytest.raises(ValueError, match=r"adapter_config.json: field 'rank'"):
+        load_model(str(folder))
+    wrong = jax.device_get(adapters)
+    wrong["layers_0"]["attn"]["q_proj"]["b"] = np.zeros((4, 3), np.float32)   # another model's shape
+    other = save_adapters(tmp_path / "other", wrong, "tiny-llama", 4, 8.0)
+    with pytest.raises(ValueError, match=r"other: adapters do not fit base model 'tiny-llama'.*q_proj"):
+        load_model(str(other))
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    (folder / "adapter.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    with pytest.raises(ValueError, match=r"adapter.safetensors: not a readable safetensors file"):
+        load_model(str(folder))

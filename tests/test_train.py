@@ -49,8 +49,10 @@ class ScriptedLLM:
         self.prompts[key] = text
         return [key, 1, 2]
 
-    def generate_ids(self, ids, max_new_tokens=64, sampling=None, rng=None, num_samples=1, params=None):
+    def generate_ids(self, ids, max_new_tokens=64, sampling=None, rng=None, num_samples=1, params=None,
+                     constraints=None):
         self.calls.append((len(ids), num_samples, sampling, params))
+        self.constraints = constraints
         out = []
         for p in ids:
             prompt = self.prompts[p[0]]
@@ -258,6 +260,37 @@ def test_manager_rollout_reward_follows_the_bank():
     assert frozen.calls[0][0] == 4 and frozen.calls[0][2].greedy and frozen.calls[0][3] == "FROZEN"
     # the snapshot bank itself is untouched by the episodes
     assert spec.bank.size == 2
+
+
+def test_manager_rollout_in_the_line_format_under_its_automaton():
+    """output="lines", constrained: each spec's automaton (its shown ids, its number of facts) goes
+    to the sampler; each line's operation is applied to the fact it names."""
+    from memr1_jax.models.registry import load_model
+    pytest.importorskip("outlines_core")
+    tiny = load_model("tiny-qwen2")
+    conv = _two_session_conv()
+    cfg = ManagerConfig(max_facts_per_step=4, max_new_tokens=16, output="lines", constrained=True)
+    (spec,) = manager_episode_specs(conv, conv.questions, ENC, Retriever(), cfg)
+    paris = next(k for k, v in spec.state.id_map.items() if spec.bank.text(v) == "Ann lives in Paris.")
+    oslo = 1 + spec.state.facts.index("Ann moved to Oslo.")
+    outputs = [f"{oslo}: UPDATE {paris}", f"{oslo}: ADD", f"{oslo}: NONE", f"{oslo}: DELETE {paris}"]
+
+    def respond(prompt, g):
+        if prompt.startswith("You manage a memory"):
+            return outputs[g]
+        return "**Answer:** Oslo" if "Oslo" in prompt else "**Answer:** Paris"
+
+    llm = ScriptedLLM(respond)
+    llm.tokenizer, llm.cfg = tiny.tokenizer, tiny.cfg
+    eps = manager_rollouts(llm, "POLICY", ScriptedLLM(respond), "FROZEN", [spec], ENC, Retriever(), cfg,
+                           AnswerConfig(k_per_speaker=5, max_new_tokens=8), 4, SamplingConfig(1.0),
+                           jax.random.PRNGKey(0))
+    assert [e.reward for e in eps] == [1.0, 1.0, 0.0, 0.0]
+    assert [e.info["applied"] for e in eps] == [["UPDATE"], ["ADD"], [], ["DELETE"]]
+    (auto,) = llm.constraints
+    lines = "\n".join(f"{n}: NONE" for n in range(1, len(spec.state.facts) + 1))
+    assert auto.accepts(tiny.tokenizer.encode(lines))
+    assert not auto.accepts(tiny.tokenizer.encode(f"1: UPDATE {len(spec.state.id_map)}"))
 
 
 def test_manager_sensitive_specs_keep_episodes_the_bank_decides():

@@ -27,7 +27,7 @@ import numpy as np
 from memr1_jax.agents.answer_agent import AnswerConfig, answer_prompts, answer_reward
 from memr1_jax.agents.llm import ChatLLM
 from memr1_jax.agents.memory_manager import (ManagerConfig, ManagerState, apply_step, build_banks,
-                                             make_step)
+                                             make_step, step_constraint)
 from memr1_jax.data.locomo import QA, Conversation
 from memr1_jax.eval.metrics import exact_match, token_f1
 from memr1_jax.memory import MemoryBank, Retriever
@@ -216,10 +216,13 @@ def manager_rollouts(llm: ChatLLM, params: Any, answer_llm: ChatLLM, answer_para
                      rng) -> list[Episode]:
     """``group`` manager completions per spec (``llm`` with ``params``), each applied and scored
     by the frozen Answer Agent (``answer_llm`` with ``answer_params``, greedy). Reward: EM +
-    cfg.f1_weight * F1 of its answer, minus cfg.format_penalty without a JSON operation list."""
+    cfg.f1_weight * F1 of its answer, minus cfg.format_penalty without an operation list. With
+    cfg.constrained the completions are sampled under the step's automaton (``step_constraint``)."""
     ids = [llm.chat_ids(s.state.prompt) for s in specs]
+    kw = {"constraints": [step_constraint(llm, len(s.state.id_map), len(s.state.facts), cfg.output)
+                          for s in specs]} if cfg.constrained else {}
     gens = llm.generate_ids(ids, max_new_tokens=cfg.max_new_tokens, sampling=sampling, rng=rng,
-                            num_samples=group, params=params)
+                            num_samples=group, params=params, **kw)
     rows = []
     for i, spec in enumerate(specs):
         for g in range(group):
@@ -231,7 +234,7 @@ def manager_rollouts(llm: ChatLLM, params: Any, answer_llm: ChatLLM, answer_para
     out = []
     for (spec, gen, report, problems, _), ans in zip(rows, answers):
         em, f1, reward = _frozen_answer_reward(ans, spec.qa.answer, cfg.f1_weight)
-        no_json = any("no JSON" in p for p in problems)
+        no_json = any(p.startswith(("no JSON", "no operation")) for p in problems)
         reward -= cfg.format_penalty if no_json else 0.0
         out.append(_episode(gen, reward, {
             "agent": "manager", "conversation_id": spec.conv.id, "question": spec.qa.question,

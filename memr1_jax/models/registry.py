@@ -264,7 +264,8 @@ def _finish(name, cfg, params, tok, family, source, t0) -> LoadedModel:
 def load_model(name_or_path: str, dtype=None, shardings=None, *, path=None, seed: int = 0,
                with_tokenizer: bool = True, use_cache: bool = True,
                stats: dict | None = None, **tiny_overrides) -> LoadedModel:
-    """Load a preset (see ``list_presets()``), a GGUF file or an HF checkpoint folder.
+    """Load a preset (see ``list_presets()``), a GGUF file, an HF checkpoint folder, or a LoRA
+    adapter folder (``memr1_jax.weights.adapters``: its base model with the adapters merged).
 
     dtype: parameter storage dtype (default float32; HF folders default to their
     config's dtype). shardings: pytree like the params (e.g.
@@ -275,6 +276,11 @@ def load_model(name_or_path: str, dtype=None, shardings=None, *, path=None, seed
     preset = PRESETS.get(name_or_path)
     if preset is None:
         p = pathlib.Path(name_or_path)
+        from memr1_jax.weights.adapters import is_adapter_folder, load_adapters, merge_into
+        if is_adapter_folder(p):   # a LoRA adapter folder: its base model with the adapters merged in
+            base = load_model(load_adapters(p)[1]["base_model"], dtype, shardings, seed=seed,
+                              with_tokenizer=with_tokenizer, use_cache=use_cache, stats=stats, **tiny_overrides)
+            return _finish(p.name, base.cfg, merge_into(base.params, p), base.tokenizer, base.family, p, t0)
         if p.is_file() and p.suffix == ".gguf":
             preset = Preset(p.stem, "gguf", None)
             gguf_path, sha = p, None
@@ -282,7 +288,7 @@ def load_model(name_or_path: str, dtype=None, shardings=None, *, path=None, seed
             preset, path = Preset(p.name, "hf", None), p
         else:
             raise ValueError(f"unknown model {name_or_path!r}: not a preset ({', '.join(PRESETS)}), "
-                             "a .gguf file or a folder with config.json")
+                             "a .gguf file, a folder with config.json or an adapter folder (adapter_config.json)")
     elif preset.kind == "gguf":
         gguf_path, sha = assets.fetch_payload(preset.payload), preset.payload.sha256
 
