@@ -4,7 +4,7 @@
     python -m memr1_jax.train --config configs/tiny_cpu.py --config.run_dir=runs/train/t
     python -m memr1_jax.train --config configs/memory_manager_grpo_cpu.py --config.rl.beta=0.04
     python -m memr1_jax.train --config configs/tiny_cpu.py --print_config
-    python -m memr1_jax.train --export runs/train/<run> [--step N]  # checkpoint -> <run>/hf
+    python -m memr1_jax.train --export runs/train/<run> [--step N]  # checkpoint -> <run>/hf (+ adapter/ with LoRA)
 
 ``--config FILE`` names a Python file whose ``get_config()`` returns a ``memr1_jax.config.RunConfig``
 (default: ``memr1_jax.config.default_config()``); ``--config.KEY=VALUE`` sets any field of it.
@@ -319,6 +319,11 @@ def export_checkpoint(run_dir: str | pathlib.Path, step: int | None = None) -> p
     save_hf_checkpoint(model_cfg, params, hf)
     m.tokenizer.save(hf)
     print(f"exported step {step} of {run} to {hf}")
+    if rl.lora is not None:
+        from memr1_jax.weights.adapters import save_adapters
+        adapter = save_adapters(run / "adapter", fetch(restored.state.params), cfg.model.name, rl.lora.rank,
+                                rl.lora.alpha)
+        print(f"exported step {step}'s LoRA adapters to {adapter}")
     return hf
 
 

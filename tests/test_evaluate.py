@@ -78,6 +78,11 @@ def test_manager_model_builds_the_banks_and_keys_their_cache(tmp_path, registry_
     assert default_run_dir(other) != default_run_dir(plain)
     assert "tiny-qwen2-manager" in default_run_dir(other).name
     assert bank_dir(other, tmp_path / "x") != bank_dir(plain, tmp_path / "x")
+    # banks of the line-format manager are other banks; the JSON format keeps its older key
+    lines = _cfg(tmp_path, "base", **keys, **{"task.manager.output": "lines"})
+    assert bank_dir(lines, tmp_path / "x") != bank_dir(plain, tmp_path / "x")
+    assert bank_dir(_cfg(tmp_path, "base", **keys, **{"task.manager.output": "json"}), tmp_path / "x") == \
+        bank_dir(plain, tmp_path / "x")
     agg = evaluate(other, progress=False)
     assert agg["overall"]["count"] == 2
     assert loaded == ["tiny-llama", "tiny-qwen2"]

@@ -370,6 +370,10 @@ def test_train_answer_grpo_end_to_end(tmp_path):
     assert not np.allclose(q(exported), base, atol=1e-6)          # LoRA of step 2 merged in
     if summary["best"]["step"] == 2:
         np.testing.assert_allclose(q(exported), q(load_hf_checkpoint(end_hf)[1]), atol=1e-6)
+    # ... and the LoRA adapters alone: a model name that loads as the base with them merged
+    assert ("adapter" in summary) == (summary["best"]["step"] > 0)
+    adapted = load_model(str(run / "adapter"))
+    np.testing.assert_allclose(q(adapted.params), q(exported), atol=1e-6)
     assert main(["--export", str(run), "--step", "7"]) == 2       # names the steps on disk
     assert main(["--export", str(tmp_path / "nope")]) == 2
 

@@ -37,9 +37,10 @@ class ManagerConfig:
     # minus format_penalty when the completion holds no JSON operation list.
     f1_weight: float = 0.0
     format_penalty: float = 0.0
-    # Decode the manager's JSON under its schema (memr1_jax.sampling.constraint): every output
-    # parses, ids are the shown ones or new ones. Bank building only: the RL update does not
-    # apply the mask yet, so a trained policy's ratios would be off.
+    # Decode the manager's output under its schema / regex (memr1_jax.sampling.constraint): every
+    # output parses, ids are the shown ones (or new ones, in JSON). Training with it samples the
+    # constrained policy and trains the unmasked log-probs of those samples (the config then
+    # requires rollout.old_logprobs_from_sampler=false).
     constrained: bool = False
     # "json": Mem0's {"memory": [...]} list; "lines": one "<n>: ADD | UPDATE <id> | DELETE <id> |
     # NONE" line per fact, the fact's own text stored (about 4 tokens a fact instead of ~20).

@@ -104,7 +104,8 @@ def bank_dir(cfg: RunConfig, run_dir: pathlib.Path) -> pathlib.Path:
     m = cfg.task.manager
     builder = model_identity(cfg.eval.manager_model or answer_model(cfg))
     key = [builder, cfg.model.encoder, cfg.eval.manager, m.retrieve_k, m.max_facts_per_step, m.max_new_tokens,
-           m.template] + (["constrained"] if m.constrained and cfg.eval.manager == "llm" else [])
+           m.template] + (["constrained"] if m.constrained and cfg.eval.manager == "llm" else []) \
+        + ([m.output] if m.output != "json" and cfg.eval.manager == "llm" else [])   # json keeps older keys
     key = json.dumps(key, sort_keys=True)
     return run_dir.parent / "banks" / hashlib.sha1(key.encode()).hexdigest()[:12]
 

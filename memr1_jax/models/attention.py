@@ -1,7 +1,8 @@
-"""Attention cores over grouped queries: dense, and blockwise (flash-style) for long rows.
+"""Attention cores over grouped queries: dense, causal-block (square, no cache), decode (one
+query per row), and blockwise (flash-style) for long rows.
 
 Layout: queries [B, K, G, T, D] (K kv-heads, G query heads per kv-head), keys and values
-[B, K, S, D], a boolean mask [B, T, S] (True: query t may attend to key slot s). Both return
+[B, K, S, D], a boolean mask [B, T, S] (True: query t may attend to key slot s). All return
 [B, K, G, T, D] in the values' dtype. Logits and the softmax run in float32.
 
 ``blockwise_attention`` never forms [T, S] logits: an online softmax runs over key blocks
