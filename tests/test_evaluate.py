@@ -66,7 +66,7 @@ def test_cli_argument_errors(capsys):
     assert parse_args([])[0] == evaluation_defaults()
 
 
-def test_manager_model_builds_the_banks_and_keys_their_cache(tmp_path, registry_loads):
+def test_manager_model_builds_the_banks_and_keys_their_cache(tmp_path, registry_loads, capsys):
     """--manager-model: that model builds the banks (logged per step in its own cache folder),
     --model still answers; without it the run folder name and bank key are unchanged."""
     loaded = registry_loads
@@ -88,4 +88,7 @@ def test_manager_model_builds_the_banks_and_keys_their_cache(tmp_path, registry_
     assert loaded == ["tiny-llama", "tiny-qwen2"]
     steps = (bank_dir(other, tmp_path / "base_mm") / "manager_steps.jsonl").read_text().splitlines()
     assert steps and all("completion" in json.loads(s) for s in steps)
+    # a manager that applied nothing is said to leave the banks empty, with the line format as the way out
+    none_applied = not any(json.loads(s)["applied"] for s in steps)
+    assert ("applied no operation" in capsys.readouterr().out) == none_applied
     assert parse_args(["--manager-model", "runs/x/hf"])[0].eval.manager_model == "runs/x/hf"

@@ -221,6 +221,11 @@ def _build_missing_banks(cfg: RunConfig, convs, encoder, retriever, llm, bank_pa
                                    retriever=retriever, progress=bar.update, on_step=on_step)
     print(f"memory construction: {stats.steps} manager steps, ops {stats.ops}, "
           f"{stats.parse_failures} steps with format problems, {stats.skipped_ops} ops skipped")
+    if mcfg.kind == "llm" and stats.steps and not sum(stats.ops.values()):
+        hint = ("" if mcfg.output == "lines" and mcfg.constrained else
+                "; --config.task.manager.output=lines --config.task.manager.constrained=true makes every step "
+                "a valid decision (README: the line format)")
+        print(f"  the manager applied no operation, so the Answer Agent reads empty banks{hint}")
     by_id = {c.id: c for c in convs}
     for cid, bank in built.items():
         save_bank(bank, bank_file(bank_path, by_id[cid]))
