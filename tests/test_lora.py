@@ -109,6 +109,9 @@ def test_adapter_folder_loads_as_a_model_over_its_base(tmp_path):
     other = save_adapters(tmp_path / "other", wrong, "tiny-llama", 4, 8.0)
     with pytest.raises(ValueError, match=r"other: adapters do not fit base model 'tiny-llama'.*q_proj"):
         load_model(str(other))
+    (folder / "adapter_config.json").write_text(json.dumps({**cfg, "base_model": str(other)}))
+    with pytest.raises(ValueError, match=r"is an adapter folder itself"):
+        load_model(str(folder))
     (folder / "adapter_config.json").write_text(json.dumps(cfg))
     (folder / "adapter.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
     with pytest.raises(ValueError, match=r"adapter.safetensors: not a readable safetensors file"):

@@ -276,9 +276,13 @@ def load_model(name_or_path: str, dtype=None, shardings=None, *, path=None, seed
     preset = PRESETS.get(name_or_path)
     if preset is None:
         p = pathlib.Path(name_or_path)
-        from memr1_jax.weights.adapters import is_adapter_folder, load_adapters, merge_into
+        from memr1_jax.weights.adapters import is_adapter_folder, merge_into, read_config
         if is_adapter_folder(p):   # a LoRA adapter folder: its base model with the adapters merged in
-            base = load_model(load_adapters(p)[1]["base_model"], dtype, shardings, seed=seed,
+            base_name = read_config(p)["base_model"]
+            if is_adapter_folder(base_name):
+                raise ValueError(f"{p / 'adapter_config.json'}: base_model {base_name!r} is an adapter folder itself; "
+                                 "name the model the adapters were trained on")
+            base = load_model(base_name, dtype, shardings, seed=seed,
                               with_tokenizer=with_tokenizer, use_cache=use_cache, stats=stats, **tiny_overrides)
             return _finish(p.name, base.cfg, merge_into(base.params, p), base.tokenizer, base.family, p, t0)
         if p.is_file() and p.suffix == ".gguf":

@@ -50,11 +50,9 @@ def save_adapters(folder, adapters: dict, base_model: str, rank: int, alpha: flo
     return folder
 
 
-def load_adapters(folder) -> tuple[dict, dict]:
-    """(adapter tree, config) of an adapter folder; errors name the file and the field."""
-    from safetensors.numpy import load_file
-    folder = pathlib.Path(folder)
-    cfg_path, tensors = folder / CONFIG, folder / TENSORS
+def read_config(folder) -> dict:
+    """The folder's checked ``adapter_config.json``; errors name the file and the field."""
+    cfg_path = pathlib.Path(folder) / CONFIG
     try:
         cfg = json.loads(cfg_path.read_text())
     except (OSError, ValueError) as e:
@@ -64,6 +62,14 @@ def load_adapters(folder) -> tuple[dict, dict]:
     for key, kind in (("base_model", str), ("rank", int), ("alpha", (int, float))):
         if not isinstance(cfg.get(key), kind) or isinstance(cfg.get(key), bool):
             raise ValueError(f"{cfg_path}: field {key!r} is missing or not a {getattr(kind, '__name__', 'number')}")
+    return cfg
+
+
+def load_adapters(folder) -> tuple[dict, dict]:
+    """(adapter tree, config) of an adapter folder; errors name the file and the field."""
+    from safetensors.numpy import load_file
+    cfg = read_config(folder)
+    tensors = pathlib.Path(folder) / TENSORS
     try:
         flat = load_file(str(tensors))
     except Exception as e:   # safetensors raises its own error types for damaged files
