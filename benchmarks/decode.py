@@ -8,8 +8,8 @@ same thread count as XLA's CPU backend (torch.set_num_threads).
 JAX timings use AOT-compiled executables (compile time excluded and reported
 separately); transformers' decode time is generate(N) minus generate(1), i.e.
 its prefill subtracted. Each engine runs once untimed at each shape, then --repeats
-timed runs, best kept (run-to-run spread on a shared 2-core machine is 10-30%). GFLOP/s uses ModelConfig.flops_per_token with the mean
-attention context (prefill: the head once per row, on the last position), against an f32
+timed runs, best kept (run-to-run spread on a shared 2-core machine is 10-30%).
+GFLOP/s uses ModelConfig.flops_per_token with the mean attention context (prefill: the head once per row, on the last position), against an f32
 2048x576x1536 matmul measured in this run; decode GB/s counts the weights and the KV cache read
 per step, against a numpy copy's bandwidth measured in this run.
 

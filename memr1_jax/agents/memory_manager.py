@@ -18,7 +18,7 @@ import numpy as np
 
 from memr1_jax.agents.prompts import render_manager_lines_prompt, render_manager_prompt
 from memr1_jax.data.locomo import Conversation
-from memr1_jax.memory import (ApplyReport, Event, MemoryBank, MemoryOp, Retriever, apply,
+from memr1_jax.memory import (ApplyReport, Event, MemoryBank, MemoryOp, ParseResult, Retriever, apply,
                               empty_bank, parse_line_ops, parse_memory_ops, render_memories)
 
 OUTPUTS = ("json", "lines")
@@ -79,12 +79,25 @@ def make_step(bank: MemoryBank, facts: Sequence[str], speaker: int, session: int
             if mid >= 0 and mid not in seen:
                 seen.add(mid)
                 related.append({"id": mid, "text": bank.text(mid)})
-    old_json, id_map = render_memories(related)
-    if cfg.output == "lines":
-        prompt = render_manager_lines_prompt([m["text"] for m in related], facts, cfg.template)
-    else:
-        prompt = render_manager_prompt(old_json if related else "", facts, cfg.template)
+    prompt, id_map = render_step(related, facts, cfg.output, cfg.template)
     return ManagerState(tuple(facts), speaker, session, timestamp, prompt, id_map)
+
+
+def render_step(related: Sequence[dict], facts: Sequence[str], output: str = "json",
+                template: str | None = None) -> tuple[str, dict]:
+    """The manager prompt in ``output``'s format for ``facts`` beside the ``related`` memories
+    ({"id", "text"}), and the map from the ids it shows to theirs (``parse_step`` reads it)."""
+    old_json, id_map = render_memories(related)
+    if output == "lines":
+        return render_manager_lines_prompt([m["text"] for m in related], facts, template), id_map
+    return render_manager_prompt(old_json if related else "", facts, template), id_map
+
+
+def parse_step(completion, facts: Sequence[str], id_map: dict, output: str = "json") -> ParseResult:
+    """The operations of a completion in ``output``'s format (never raises)."""
+    if output == "lines":
+        return parse_line_ops(completion, facts, id_map)
+    return parse_memory_ops(completion, id_map)
 
 
 def apply_step(bank: MemoryBank, state: ManagerState, completion: str | None, encoder: Encoder,
@@ -97,10 +110,7 @@ def apply_step(bank: MemoryBank, state: ManagerState, completion: str | None, en
         ops: tuple[MemoryOp, ...] = tuple(MemoryOp(Event.ADD, text=f) for f in state.facts)
         problems: tuple[str, ...] = ()
     else:
-        if cfg.output == "lines":
-            parsed = parse_line_ops(completion, state.facts, state.id_map)
-        else:
-            parsed = parse_memory_ops(completion, state.id_map)
+        parsed = parse_step(completion, state.facts, state.id_map, cfg.output)
         ops, problems = parsed.ops, parsed.problems
         if not parsed.found_json:
             problems = problems + ("no operation found" if cfg.output == "lines" else "no JSON memory list found",)

@@ -155,7 +155,7 @@ class Attention(nn.Module):
             # transpose of the whole cache (2x faster decode at batch 32 on XLA:CPU).
             new_cache = {"k": keys, "v": values}
             keys, values = keys.astype(dt), values.astype(dt)
-        square = cache is None or fresh   # query t and key t are one position
+        square = cache is None or fresh   # query t and key t are one position: this call's keys only
         if square:
             keys, values = kk.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 

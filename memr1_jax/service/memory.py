@@ -37,10 +37,10 @@ from typing import Sequence
 import numpy as np
 
 from memr1_jax.agents.fact_extraction import parse_facts
-from memr1_jax.agents.memory_manager import OUTPUTS, step_constraint
+from memr1_jax.agents.memory_manager import OUTPUTS, parse_step, render_step, step_constraint
 from memr1_jax.agents.prompts import (FACT_EXTRACTION_PROMPT, answer_template, extract_answer, format_memory_line,
-                                      render_answer_prompt, render_manager_lines_prompt, render_manager_prompt)
-from memr1_jax.memory import Event, parse_line_ops, parse_memory_ops, render_memories
+                                      render_answer_prompt)
+from memr1_jax.memory import Event
 from memr1_jax.service.filters import matches, split_filters
 from memr1_jax.service.store import SCOPE_KEYS, MemoryStore, now, text_hash
 
@@ -296,18 +296,14 @@ class Memory:
         if cfg.manager == "add-all":
             ops = [(Event.ADD, None, f) for f in facts]
         else:
-            shown, id_map = render_memories([{"id": i, "text": r.memory} for i, r in enumerate(related)])
-            if cfg.manager_output == "lines":
-                prompt = render_manager_lines_prompt([r.memory for r in related], facts)
-            else:
-                prompt = render_manager_prompt(shown if related else "", facts)
+            prompt, id_map = render_step([{"id": i, "text": r.memory} for i, r in enumerate(related)], facts,
+                                         cfg.manager_output)
             llm = self.manager_llm
             kw = {}
             if cfg.constrained:
                 kw["constraints"] = [step_constraint(llm, len(id_map), len(facts), cfg.manager_output)]
             completion = llm.generate([prompt], max_new_tokens=cfg.manager_max_new_tokens, **kw)[0].text
-            parsed = (parse_line_ops(completion, facts, id_map) if cfg.manager_output == "lines"
-                      else parse_memory_ops(completion, id_map))
+            parsed = parse_step(completion, facts, id_map, cfg.manager_output)
             if parsed.problems:
                 log.info("memory manager output for %s: %s", scope, "; ".join(parsed.problems))
             ops = [(op.event, op.target_id, op.text) for op in parsed.ops]

@@ -15,6 +15,7 @@ import pathlib
 from typing import Any
 
 import numpy as np
+from flax import traverse_util
 
 CONFIG = "adapter_config.json"
 TENSORS = "adapter.safetensors"
@@ -26,14 +27,6 @@ def is_adapter_folder(path) -> bool:
     return p.is_dir() and (p / CONFIG).exists()
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    out = {}
-    for k, v in tree.items():
-        name = f"{prefix}/{k}" if prefix else str(k)
-        out.update(_flatten(v, name) if isinstance(v, dict) else {name: np.ascontiguousarray(np.asarray(v, np.float32))})
-    return out
-
-
 def save_adapters(folder, adapters: dict, base_model: str, rank: int, alpha: float) -> pathlib.Path:
     """Write ``adapters`` (the LoRA tree of ``rl.lora.init_adapters``) and their config; the
     tensors first, the config last, each replaced atomically (a folder with a config is whole)."""
@@ -43,7 +36,8 @@ def save_adapters(folder, adapters: dict, base_model: str, rank: int, alpha: flo
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / (TENSORS + ".tmp")
-    save_file(_flatten(adapters), str(tmp))
+    flat = traverse_util.flatten_dict(adapters, sep="/")
+    save_file({k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in flat.items()}, str(tmp))
     tmp.replace(folder / TENSORS)
     atomic_write_text(folder / CONFIG, json.dumps({"format": FORMAT, "version": 1, "base_model": str(base_model),
                                                    "rank": int(rank), "alpha": float(alpha)}, indent=1) + "\n")
@@ -74,16 +68,10 @@ def load_adapters(folder) -> tuple[dict, dict]:
         flat = load_file(str(tensors))
     except Exception as e:   # safetensors raises its own error types for damaged files
         raise ValueError(f"{tensors}: not a readable safetensors file ({e})") from None
-    tree: dict[str, Any] = {}
     for name, value in flat.items():
-        *path, leaf = name.split("/")
-        node = tree
-        for k in path:
-            node = node.setdefault(k, {})
         if not np.isfinite(value).all():
             raise ValueError(f"{tensors}: tensor {name!r} has non-finite values")
-        node[leaf] = value
-    return tree, cfg
+    return traverse_util.unflatten_dict(flat, sep="/"), cfg
 
 
 def merge_into(params: Any, folder) -> Any:
