@@ -96,6 +96,13 @@ class RolloutSection:
     # as old log-probs and skip a re-scoring forward (a third of the update on CPU).
     old_logprobs_from_sampler: bool = True
     samples_logged: int = 4            # rollouts per step written to samples.jsonl
+    # Greedy calls (evaluation, validation, bank building) draft this many tokens by prompt
+    # lookup and verify them in one pass: the greedy tokens in fewer passes (0: plain decoding).
+    speculative_tokens: int = 8
+
+    def __post_init__(self):
+        if self.speculative_tokens < 0:
+            raise ConfigError(f"rollout.speculative_tokens={self.speculative_tokens}: must be >= 0 (0: off)")
 
 
 @dataclasses.dataclass(frozen=True)

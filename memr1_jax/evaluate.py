@@ -43,7 +43,7 @@ FLAGS = {
     "answer_prompt": "task.answer.prompt", "run_dir": "eval.run_dir", "encoder": "model.encoder",
     "format": "data.format", "train_ids": "data.train_ids", "validation_ids": "data.validation_ids",
     "facts": "data.facts", "extract_model": "data.extract_model",
-    "mem0_messages_per_add": "eval.mem0_messages_per_add",
+    "mem0_messages_per_add": "eval.mem0_messages_per_add", "speculative_tokens": "rollout.speculative_tokens",
 }
 
 
@@ -73,6 +73,8 @@ def _parser(d: RunConfig) -> argparse.ArgumentParser:
                    help=f"memories retrieved per speaker (default {d.task.answer.k_per_speaker}; the paper uses 30)")
     p.add_argument("--manager", choices=("llm", "add-all"), help="base / mem0 memory construction")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--speculative-tokens", type=int, help="greedy decoding drafts this many tokens by prompt "
+                   f"lookup and verifies them in one pass (default {d.rollout.speculative_tokens}; 0: off)")
     p.add_argument("--answer-max-new-tokens", type=int)
     p.add_argument("--manager-max-new-tokens", type=int)
     p.add_argument("--manager-model", help="base / mem0: the model that builds the banks (registry preset or "

@@ -42,6 +42,7 @@ class ChatLLM:
     cache_dtype: str | None = None
     mesh: Any = None                       # a jax Mesh: params placed by ``rules``, batches split
     rules: Any = None
+    speculative_tokens: int = 0            # greedy single-sample calls: prompt-lookup draft length
 
     @classmethod
     def from_registry(cls, name: str, mesh=None, rules=None, dtype: str | None = None, **kw) -> "ChatLLM":
@@ -89,6 +90,7 @@ class ChatLLM:
         out: list[Generation | None] = [None] * (len(prompts) * num_samples)
         stop = sorted(self.tokenizer.stop_ids)
         pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+        spec = self.speculative_tokens if sampling.greedy and num_samples == 1 else 0
         per = (list(constraints) if isinstance(constraints, (list, tuple)) else [constraints] * len(prompts))
         if len(per) != len(prompts):
             raise ValueError(f"generate_ids: expected one constraint per prompt ({len(prompts)}), got {len(per)}")
@@ -99,7 +101,11 @@ class ChatLLM:
                 self.cfg, params, [prompts[i] for i in idx], sampling, key, stop_ids=stop,
                 max_new_tokens=max_new_tokens, num_samples=num_samples, pad_id=pad,
                 cache_dtype=self.cache_dtype, mesh=self.mesh, rules=self.rules,
-                constraints=None if constraints is None else [per[i] for i in idx], timings=timings)
+                constraints=None if constraints is None else [per[i] for i in idx], timings=timings,
+                speculative=spec)
+            if timings is not None and spec:
+                timings["drafted"] = timings.get("drafted", 0) + res.drafted
+                timings["accepted"] = timings.get("accepted", 0) + res.accepted
             for j, i in enumerate(idx):
                 for g in range(num_samples):
                     r = j * num_samples + g

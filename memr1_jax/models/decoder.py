@@ -8,7 +8,7 @@ and returns ``(logits or hidden states, cache)``:
 * mask: bool [B, T, S], True where query t may attend to key slot s. S == T
   without a cache, S == cache length with one (see ``causal_mask`` /
   ``cache_mask``).
-* cache: None, or {"index": int32 scalar (next slot to write), "layers":
+* cache: None, or {"index": int32 scalar or per-row [B] (next slot to write), "layers":
   tuple of {"k", "v"} [B, kv_heads, S, head_dim]}. New keys and values are
   written at ``index``; the returned cache has ``index + T``.
 * fresh (static): the cache is empty and written from slot 0 (a prefill), so
@@ -55,6 +55,15 @@ def _dense(x, w):
     the flattened [B*T, D] rows; the reshapes are free (row-major bitcasts)."""
     lead = x.shape[:-1]
     return (x.reshape(-1, x.shape[-1]) @ w).reshape(lead + (w.shape[-1],))
+
+
+def write_slots(buf, new, index):
+    """Cache buffer [B, K, S, D] with ``new`` [B, K, T, D] written at slot ``index``: one int
+    for every row, or an int32 [B] per row (speculative decoding, where rows advance by the
+    number of draft tokens each accepted)."""
+    if jnp.ndim(index) == 0:
+        return jax.lax.dynamic_update_slice(buf, new, (0, 0, index, 0))
+    return jax.vmap(lambda b, n, i: jax.lax.dynamic_update_slice(b, n, (0, i, 0)))(buf, new, index)
 
 
 # --------------------------------------------------------------------------- RoPE
@@ -149,8 +158,8 @@ class Attention(nn.Module):
         new_cache = None
         if cache is not None:
             cdt = cache["k"].dtype
-            keys = jax.lax.dynamic_update_slice(cache["k"], kk.transpose(0, 2, 1, 3).astype(cdt), (0, 0, index, 0))
-            values = jax.lax.dynamic_update_slice(cache["v"], v.transpose(0, 2, 1, 3).astype(cdt), (0, 0, index, 0))
+            keys = write_slots(cache["k"], kk.transpose(0, 2, 1, 3).astype(cdt), index)
+            values = write_slots(cache["v"], v.transpose(0, 2, 1, 3).astype(cdt), index)
             # [B, kv_heads, S, D]: the attention einsums read it without a per-step
             # transpose of the whole cache (2x faster decode at batch 32 on XLA:CPU).
             new_cache = {"k": keys, "v": values}
@@ -162,9 +171,9 @@ class Attention(nn.Module):
         s = keys.shape[2]
         if cfg.is_local_layer(self.layer):
             # Slots are contiguous per row, so slot distance equals position distance.
-            q_slot = index + jnp.arange(t)
-            window = (q_slot[:, None] - jnp.arange(s)[None, :]) < cfg.sliding_window
-            mask = mask & window[None]
+            q_slot = jnp.asarray(index)[..., None] + jnp.arange(t)          # [T] or per row [B, T]
+            window = (q_slot[..., :, None] - jnp.arange(s)) < cfg.sliding_window
+            mask = mask & (window if window.ndim == 3 else window[None])
         g = h // k
         q = q.reshape(b, t, k, g, hd).transpose(0, 2, 3, 1, 4)          # [B, kv_heads, G, T, D]
         if cfg.attention == "blockwise" and t > 1:   # decode (t == 1) is a single row of logits

@@ -20,7 +20,8 @@ def load_chat_model(name: str, cfg: RunConfig, mesh=None) -> ChatLLM:
     """A model of the run (the backbone, a bank builder, a frozen Answer Agent): a registry
     name or model folder, in the run's precision, sharded over ``mesh``."""
     llm = ChatLLM.from_registry(name, mesh=mesh, rules=cfg.mesh.rules, dtype=cfg.model.param_dtype,
-                                batch_size=cfg.rollout.gen_batch_size, max_prompt_tokens=cfg.rollout.max_prompt_tokens or None)
+                                batch_size=cfg.rollout.gen_batch_size, max_prompt_tokens=cfg.rollout.max_prompt_tokens or None,
+                                speculative_tokens=cfg.rollout.speculative_tokens)
     m = cfg.model
     return dataclasses.replace(llm, cfg=llm.cfg.replace(dtype=m.dtype, remat=m.remat, attention=m.attention,
                                                         attention_block=m.attention_block))

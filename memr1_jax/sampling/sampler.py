@@ -45,6 +45,7 @@ import numpy as np
 from memr1_jax.models.config import ModelConfig
 from memr1_jax.models.decoder import Decoder, causal_mask, init_cache, positions_from_valid
 from memr1_jax.parallel.mesh import mesh_context
+from memr1_jax.sampling.speculative import speculative_decode
 
 Array = jax.Array
 
@@ -84,6 +85,10 @@ class SampleOutput:
     prompt_lengths: np.ndarray   # int32 [R]
     stopped: np.ndarray          # bool [R], True where the row ended on a stop token
     scaled_logprobs: np.ndarray | None = None  # float32 [R, N] under logits / temperature
+    # Speculative decoding only: draft tokens proposed to live rows and accepted, forward passes.
+    drafted: int = 0
+    accepted: int = 0
+    passes: int = 0
 
     def completions(self) -> list[list[int]]:
         """Token lists per row, each including its stop token if any."""
@@ -323,7 +328,7 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
              max_new_tokens: int | Sequence[int] = 64, num_samples: int = 1, pad_id: int = 0,
              cache_dtype: str | None = None, min_prompt_bucket: int = 16,
              bucket_batch: bool = True, mesh=None, rules=None, constraints=None,
-             timings: dict | None = None) -> SampleOutput:
+             timings: dict | None = None, speculative: int = 0) -> SampleOutput:
     """Sample `num_samples` continuations of each prompt (token id lists).
 
     constraints: None, one ``TokenAutomaton`` for all prompts, or one per prompt (None for an
@@ -336,6 +341,9 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
     max_new_tokens: an int, or one budget per prompt.
     timings: a dict to which "prefill_s" and "decode_s" are added (the device is waited for
     after each phase, so pass one only when measuring).
+    speculative: draft length k > 0 decodes greedily with prompt-lookup drafts
+    (``speculative.py``): the same tokens as plain greedy decoding in fewer forward passes;
+    needs greedy sampling and num_samples 1.
     Returns numpy arrays with len(prompts) * num_samples rows, prompt-major
     (row i*G + g is sample g of prompt i) and N = max(max_new_tokens) columns.
     """
@@ -358,6 +366,11 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
         if length + m > cfg.max_seq_len:
             raise ValueError(f"generate: prompt {i} length {length} + max_new_tokens {m} exceeds "
                              f"max_seq_len {cfg.max_seq_len}")
+    if speculative < 0:
+        raise ValueError(f"generate: speculative={speculative} must be >= 0 (0: off)")
+    if speculative and (not sampling.greedy or num_samples != 1):
+        raise ValueError(f"generate: speculative decoding verifies greedy tokens only; got temperature "
+                         f"{sampling.temperature} and num_samples {num_samples}")
     stops = _stop_table(stop_ids, n)
     rng = jax.random.PRNGKey(0) if rng is None else rng
 
@@ -383,7 +396,7 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
         put = lambda x: jax.device_put(np.asarray(x), rules_lib.batch_sharding(mesh, x.shape, rules))  # noqa: E731
     clock = time.perf_counter()
     with mesh_context(mesh, rules):
-        state = prefill(cfg, params, put(tokens), put(valid), cache_len=t + max_len,
+        state = prefill(cfg, params, put(tokens), put(valid), cache_len=t + max_len + speculative,
                         num_samples=g, cache_dtype=cache_dtype)
         if timings is not None:
             jax.block_until_ready(state)
@@ -392,8 +405,13 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
         con = _constraint_arrays(constraints, n, g, rows, cfg.vocab_size)
         if con is not None:
             con = {"next_state": jnp.asarray(con["next_state"]), "state": put(con["state"])}
-        out, _ = decode(cfg, params, state, rng, put(stop_arr), put(max_arr),
-                        sampling=sampling, max_len=max_len, pad_id=pad_id, constraint=con)
+        if speculative:
+            out, _ = speculative_decode(cfg, params, state, put(tokens), put(valid), put(stop_arr),
+                                        put(max_arr), max_len=max_len, draft_len=speculative,
+                                        pad_id=pad_id, constraint=con)
+        else:
+            out, _ = decode(cfg, params, state, rng, put(stop_arr), put(max_arr),
+                            sampling=sampling, max_len=max_len, pad_id=pad_id, constraint=con)
     out = fetch(out)
     if timings is not None:
         timings["decode_s"] = timings.get("decode_s", 0.0) + time.perf_counter() - clock
@@ -401,4 +419,7 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
     return SampleOutput(
         tokens=out["tokens"][:r, :n_new], lengths=out["lengths"][:r], logprobs=out["logprobs"][:r, :n_new],
         prompt_lengths=np.repeat(np.asarray(lens, np.int32), g), stopped=out["stopped"][:r],
-        scaled_logprobs=(out["scaled_logprobs"][:r, :n_new] if sampling.scaled_logprobs else None))
+        scaled_logprobs=(out["scaled_logprobs"][:r, :n_new] if sampling.scaled_logprobs and not speculative
+                         else out["logprobs"][:r, :n_new] if sampling.scaled_logprobs else None),
+        drafted=int(out.get("drafted", 0)), accepted=int(out.get("accepted", 0)),
+        passes=int(out["steps"]))
