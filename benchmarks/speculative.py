@@ -106,7 +106,7 @@ def main():
     ap.add_argument("--prompts", type=int, default=8, help="manager steps per output format")
     ap.add_argument("--facts", type=int, default=4)
     ap.add_argument("--shown", type=int, default=5)
-    ap.add_argument("--draft", type=int, default=8)
+    ap.add_argument("--draft", type=int, default=4)
     ap.add_argument("--new-tokens", type=int, default=96)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)

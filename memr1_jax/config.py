@@ -98,7 +98,7 @@ class RolloutSection:
     samples_logged: int = 4            # rollouts per step written to samples.jsonl
     # Greedy calls (evaluation, validation, bank building) draft this many tokens by prompt
     # lookup and verify them in one pass: the greedy tokens in fewer passes (0: plain decoding).
-    speculative_tokens: int = 8
+    speculative_tokens: int = 4
 
     def __post_init__(self):
         if self.speculative_tokens < 0:
