@@ -71,7 +71,7 @@ def run_jax(model, prompts, new_tokens: int, draft: int, repeats: int):
         best = min(best, time.perf_counter() - t0)
     seqs = [o.tokens[0, :o.lengths[0]].tolist() for o in outs]
     return dict(seconds=best, seqs=seqs, tokens=sum(map(len, seqs)),
-                passes=sum(o.passes + 1 for o in outs),          # + the prefill's token
+                passes=sum(o.passes for o in outs),
                 drafted=sum(o.drafted for o in outs), accepted=sum(o.accepted for o in outs))
 
 

@@ -103,9 +103,6 @@ class ChatLLM:
                 cache_dtype=self.cache_dtype, mesh=self.mesh, rules=self.rules,
                 constraints=None if constraints is None else [per[i] for i in idx], timings=timings,
                 speculative=spec)
-            if timings is not None and spec:
-                timings["drafted"] = timings.get("drafted", 0) + res.drafted
-                timings["accepted"] = timings.get("accepted", 0) + res.accepted
             for j, i in enumerate(idx):
                 for g in range(num_samples):
                     r = j * num_samples + g

@@ -85,10 +85,10 @@ class SampleOutput:
     prompt_lengths: np.ndarray   # int32 [R]
     stopped: np.ndarray          # bool [R], True where the row ended on a stop token
     scaled_logprobs: np.ndarray | None = None  # float32 [R, N] under logits / temperature
-    # Speculative decoding only: draft tokens proposed to live rows and accepted, forward passes.
+    passes: int = 0              # forward passes that drew tokens, the prefill's included
+    # Speculative decoding only: draft tokens proposed to live rows, and accepted.
     drafted: int = 0
     accepted: int = 0
-    passes: int = 0
 
     def completions(self) -> list[list[int]]:
         """Token lists per row, each including its stop token if any."""
@@ -419,7 +419,7 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
     return SampleOutput(
         tokens=out["tokens"][:r, :n_new], lengths=out["lengths"][:r], logprobs=out["logprobs"][:r, :n_new],
         prompt_lengths=np.repeat(np.asarray(lens, np.int32), g), stopped=out["stopped"][:r],
-        scaled_logprobs=(out["scaled_logprobs"][:r, :n_new] if sampling.scaled_logprobs and not speculative
-                         else out["logprobs"][:r, :n_new] if sampling.scaled_logprobs else None),
-        drafted=int(out.get("drafted", 0)), accepted=int(out.get("accepted", 0)),
-        passes=int(out["steps"]))
+        # Speculative decoding is greedy: the scaled log-probs are the raw ones.
+        scaled_logprobs=(out.get("scaled_logprobs", out["logprobs"])[:r, :n_new] if sampling.scaled_logprobs
+                         else None),
+        passes=int(out["steps"]), drafted=int(out.get("drafted", 0)), accepted=int(out.get("accepted", 0)))

@@ -79,8 +79,8 @@ def speculative_decode(cfg: ModelConfig, params, state: dict[str, Any], prompt_t
     Arguments as ``sampler.decode`` (the prefill's cache needs ``draft_len`` spare slots:
     cache_len >= T + max_len + draft_len), plus the left-padded prompt tokens/valid [B, T]
     that drafts are looked up in. Returns (outputs, final state) with the outputs of
-    ``decode`` (``steps``: forward passes after the prefill) plus ``drafted`` and ``accepted``
-    (draft tokens proposed to and accepted by live rows).
+    ``decode`` (``steps``: forward passes that drew tokens, the prefill's included) plus
+    ``drafted`` and ``accepted`` (draft tokens proposed to and accepted by live rows).
     """
     rows, t = prompt_tokens.shape
     k = draft_len
@@ -172,7 +172,7 @@ def speculative_decode(cfg: ModelConfig, params, state: dict[str, Any], prompt_t
     carry = (jnp.int32(0), done, out, state["cache"]["layers"], history0,
              cstate if table is not None else jnp.zeros((rows,), jnp.int32))
     step, done, out, layers, _, _ = jax.lax.while_loop(cond, body, carry)
-    out["steps"] = step
+    out["steps"] = step + 1          # passes that drew tokens, the prefill's included (as `decode`)
     final = {"cache": {"index": state["cache"]["index"], "layers": layers},
              "key_valid": state["key_valid"], "position": plen + out["lengths"], "logits": state["logits"]}
     return out, final
