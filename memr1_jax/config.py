@@ -234,6 +234,13 @@ class RunConfig:
                               f"(rollout.questions_per_step x rl.group_size)")
         if micro and mini % min(micro, mini):
             raise ConfigError(f"rl.micro_batch_size={micro} does not divide rl.mini_batch_size={mini}")
+        group, score = self.rl.group_size, self.rl.logprob_micro_batch
+        if (self.task.agent == "answer" and self.rl.shared_prompt and group > 1
+                and (min(micro or mini, mini) % group or (score and score % group))):
+            # Answer groups share their prompt; the update computes it once per group, so a
+            # micro-batch must hold whole groups (found here, not after the first rollout).
+            raise ConfigError(f"rl.micro_batch_size={micro} / rl.logprob_micro_batch={score}: with rl.shared_prompt "
+                              f"they must be multiples of rl.group_size={group}, or set rl.shared_prompt=false")
         if self.task.agent == "manager" and self.task.manager.constrained and self.rollout.old_logprobs_from_sampler:
             # The sampler reports the masked policy's log-probs; the update scores the model's own
             # (unmasked) ones, so the ratio must start from the update's scoring of the same tokens.

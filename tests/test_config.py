@@ -47,7 +47,7 @@ def _other_value(key, value):
 
 def test_every_field_is_settable_from_the_command_line():
     base = C.override(C.default_config(), {"rl.mini_batch_size": None, "rl.micro_batch_size": None,
-                                           "task.answer.prompt": "compact"})
+                                           "task.answer.prompt": "compact", "rl.shared_prompt": False})
     keys = dict(_leaves(base))
     # the whole RLConfig is there (LoRA has its own section)
     assert {f"rl.{f.name}" for f in dataclasses.fields(RLConfig)} - {"rl.lora"} <= set(keys)
@@ -151,3 +151,11 @@ def test_paper_configs_are_paper_scale():
         assert c.rl.micro_batch_size % target.devices == 0, path
     with pytest.raises(C.ConfigError, match="target='v9-1'"):
         C.paper_config("x", "answer", "grpo", "qwen2.5-7b-instruct", "v9-1")
+
+
+def test_shared_prompt_micro_batches_must_hold_whole_groups_at_config_time():
+    # Found when the config is read, not by the update after the first rollouts.
+    with pytest.raises(C.ConfigError, match="rl.micro_batch_size=4.*multiples of rl.group_size=8"):
+        C.override(C.default_config(), {"rl.micro_batch_size": 4})
+    assert C.override(C.default_config(), {"rl.micro_batch_size": 4, "rl.shared_prompt": False}).rl.micro_batch_size == 4
+    assert C.override(C.default_config(), {"rl.micro_batch_size": 16}).rl.micro_batch_size == 16
