@@ -54,21 +54,24 @@ def manager_prompts(llm: ChatLLM, output: str, count: int, facts: int, shown: in
     return prompts
 
 
+def best_of(run, repeats: int):
+    """One untimed call (compilation, warm-up), then the best wall time of ``repeats`` calls and
+    the last call's result."""
+    run()
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = run()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
 def run_jax(model, prompts, new_tokens: int, draft: int, repeats: int):
     stop = sorted(model.tokenizer.stop_ids)
     pad = model.tokenizer.pad_id or 0
 
-    def once():
-        outs = [generate(model.cfg, model.params, [p], stop_ids=stop, max_new_tokens=new_tokens, pad_id=pad,
-                         speculative=draft) for p in prompts]
-        return outs
-
-    once()
-    best, outs = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        outs = once()
-        best = min(best, time.perf_counter() - t0)
+    best, outs = best_of(lambda: [generate(model.cfg, model.params, [p], stop_ids=stop, max_new_tokens=new_tokens,
+                                           pad_id=pad, speculative=draft) for p in prompts], repeats)
     seqs = [o.tokens[0, :o.lengths[0]].tolist() for o in outs]
     return dict(seconds=best, seqs=seqs, tokens=sum(map(len, seqs)),
                 passes=sum(o.passes for o in outs),
@@ -91,12 +94,7 @@ def run_torch(hf_model, prompts, new_tokens: int, stop: list[int], draft: int, r
                 outs.append(seq[:cut])
         return outs
 
-    once()
-    best, seqs = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        seqs = once()
-        best = min(best, time.perf_counter() - t0)
+    best, seqs = best_of(once, repeats)
     return dict(seconds=best, seqs=seqs, tokens=sum(map(len, seqs)))
 
 
