@@ -45,7 +45,7 @@ import numpy as np
 from memr1_jax.models.config import ModelConfig
 from memr1_jax.models.decoder import Decoder, causal_mask, init_cache, positions_from_valid
 from memr1_jax.parallel.mesh import mesh_context
-from memr1_jax.sampling.speculative import speculative_decode
+from memr1_jax.sampling.speculative import greedy_tokens, speculative_decode
 
 Array = jax.Array
 
@@ -141,12 +141,10 @@ def sample_tokens(logits: Array, key, sc: SamplingConfig):
     Greedy never sorts; top-k uses `lax.top_k`; top-p alone needs a full
     `lax.top_k(V)` sort (slow for big vocabularies; combine it with top_k).
     """
-    lse = _logsumexp(logits)
     if sc.greedy:
-        tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        picked = jnp.take_along_axis(logits, tok[:, None], axis=-1)[:, 0]
-        lp = picked - lse
+        tok, lp = greedy_tokens(logits)
         return tok, lp, (lp if sc.scaled_logprobs else None)
+    lse = _logsumexp(logits)
     scaled = logits / jnp.float32(sc.temperature)
     if sc.top_k or sc.top_p < 1.0:
         k = min(sc.top_k, logits.shape[-1]) if sc.top_k else logits.shape[-1]

@@ -60,8 +60,9 @@ def lookup_drafts(history: Array, start: Array, end: Array, k: int, ngram: int) 
     return jnp.where(draft_at[:, None] >= 0, drafts, last)
 
 
-def _greedy(logits: Array):
-    """Argmax tokens and their log-probs under the given (possibly masked) logits [..., V]."""
+def greedy_tokens(logits: Array):
+    """Argmax tokens and their log-probs under the given (possibly masked) logits [..., V], any
+    rank (the sampler's greedy draw and the verification of drafts)."""
     tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     m = jnp.max(logits, axis=-1, keepdims=True)
     lse = (m + jnp.log(jnp.sum(jnp.exp(logits - m), axis=-1, keepdims=True)))[..., 0]
@@ -103,7 +104,7 @@ def speculative_decode(cfg: ModelConfig, params, state: dict[str, Any], prompt_t
     if table is not None:
         cstate = constraint["state"]
         logits0 = jnp.where(allowed(cstate), logits0, -jnp.inf)
-    tok0, lp0 = _greedy(logits0)
+    tok0, lp0 = greedy_tokens(logits0)
     live0 = max_new > 0
     tok0 = jnp.where(live0, tok0, pad)
     stop0 = jnp.any(tok0[:, None] == stop_ids, axis=1) & live0
@@ -142,7 +143,7 @@ def speculative_decode(cfg: ModelConfig, params, state: dict[str, Any], prompt_t
                 states.append(jnp.where(prev >= 0, table[jnp.maximum(prev, 0), drafts[:, j]], -1))
             states = jnp.stack(states, axis=1)                           # [B, k + 1]
             logits = jnp.where(table[jnp.maximum(states, 0)] >= 0, logits, -jnp.inf)
-        greedy, lps = _greedy(logits)                                   # [B, k + 1]
+        greedy, lps = greedy_tokens(logits)                                   # [B, k + 1]
         agree = jnp.cumprod((drafts == greedy[:, :k]).astype(jnp.int32), axis=1)
         n_ok = jnp.sum(agree, axis=1)                                   # accepted drafts
         live = ~done
