@@ -50,6 +50,8 @@ setup(
     version="0.1.0",
     description="Memory-R1 (arXiv 2508.19828) in JAX/Flax: RL-trained memory manager and answer agents",
     packages=find_packages(include=["memr1_jax", "memr1_jax.*"]),
+    # the trained agents that ship with the package (python -m memr1_jax.evaluate --system memory-r1)
+    package_data={"memr1_jax.trained": ["*/pipeline.json", "*/*/adapter_config.json", "*/*/adapter.safetensors"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

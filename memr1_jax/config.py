@@ -35,7 +35,8 @@ from memr1_jax.rl.train_state import RLConfig
 
 AGENTS = ("answer", "manager")
 DTYPES = ("float32", "bfloat16")
-SYSTEMS = ("base", "mem0", "mem0-oss", "rag", "fullctx")
+SYSTEMS = ("memory-r1", "base", "mem0", "mem0-oss", "rag", "fullctx")
+MAIN_JOB_SYSTEMS = "memory-r1,base,rag"   # what python -m memr1_jax.evaluate compares by default
 SPLITS = ("train", "validation", "test", "all")
 
 
@@ -140,7 +141,9 @@ class TaskSection:
 
 @dataclasses.dataclass(frozen=True)
 class EvalSection:
-    system: str = "base"        # base | mem0 | mem0-oss | rag | fullctx | checkpoint:PATH (python -m memr1_jax.evaluate)
+    # memory-r1 | base | mem0 | mem0-oss | rag | fullctx | checkpoint:PATH, or several joined by
+    # commas (python -m memr1_jax.evaluate runs each and compares them with the first)
+    system: str = "base"
     split: str = "test"
     limit: int = 16             # first N questions of the split (0: all)
     judge: str = ""             # "": no J | "openai" | a registry model name
@@ -154,9 +157,17 @@ class EvalSection:
     after_training: bool = True  # train: evaluate the selected weights on `split` at the end
     base_too: bool = True        # ... and the untrained model on the same questions
 
+    @property
+    def systems(self) -> list[str]:
+        return [s.strip() for s in self.system.split(",")]
+
     def __post_init__(self):
-        if self.system not in SYSTEMS and not self.system.startswith("checkpoint:"):
-            raise ConfigError(f"eval.system={self.system!r}: expected one of {SYSTEMS} or checkpoint:PATH")
+        for system in self.systems:
+            if system not in SYSTEMS and not system.startswith("checkpoint:"):
+                raise ConfigError(f"eval.system={self.system!r}: {system!r} is not one of {SYSTEMS} or "
+                                  f"checkpoint:PATH")
+        if len(set(self.systems)) != len(self.systems):
+            raise ConfigError(f"eval.system={self.system!r}: a system is named twice")
         if self.split not in SPLITS:
             raise ConfigError(f"eval.split={self.split!r}: expected one of {SPLITS}")
         if self.manager not in ("llm", "add-all"):
@@ -279,10 +290,12 @@ def default_config() -> RunConfig:
 
 
 def evaluation_defaults() -> RunConfig:
-    """The defaults of ``python -m memr1_jax.evaluate``: the paper's full distillation prompt,
+    """The defaults of ``python -m memr1_jax.evaluate``: the shipped trained pipeline against the
+    untrained one and rag (``MAIN_JOB_SYSTEMS``), the paper's full distillation prompt,
     10 memories per speaker (30 in the paper: 10 keeps CPU prompts near 1k tokens), 64 answer
     tokens, the manager with 8 facts and 160 new tokens per step, the first 40 questions."""
     return override(RunConfig(name="evaluate"), {
+        "eval.system": MAIN_JOB_SYSTEMS,
         "task.answer": AnswerConfig(k_per_speaker=10, max_new_tokens=64, prompt="full"),
         "task.manager": ManagerConfig(retrieve_k=5, max_facts_per_step=8, max_new_tokens=160),
         "rollout.max_prompt_tokens": 0,

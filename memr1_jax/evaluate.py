@@ -6,7 +6,11 @@ retrieves raw dialogue (rag), or reads the whole dialogue (fullctx), answers eve
 question with the backbone, and reports F1 / BLEU-1 / EM / LoCoMo-F1 / J per question
 type (``memr1_jax.eval.run``). An interrupted run resumes where it stopped.
 
-Systems (all on the same backbone):
+Systems (all on the same backbone; several joined by commas are evaluated in turn on the
+same questions and compared with the first: the default is memory-r1,base,rag):
+  memory-r1       the Memory-R1 pipeline with the trained agents that ship with the package
+                  (memr1_jax/trained: LoRA adapters of the Memory Manager and the Answer
+                  Agent, with the settings they were trained for)
   base            the Memory-R1 pipeline with untrained agents: LLM memory manager,
                   Answer Agent prompt with memory distillation
   mem0            the same LLM memory manager, Mem0's answer prompt (no distillation)
@@ -25,13 +29,15 @@ work as in ``train``. Defaults: ``memr1_jax.config.evaluation_defaults()``.
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
-from memr1_jax.config import (DATA_FORMATS, SPLITS, ConfigError, RunConfig, evaluation_defaults, override,
+from memr1_jax.config import (DATA_FORMATS, MAIN_JOB_SYSTEMS, SPLITS, ConfigError, RunConfig, evaluation_defaults, override,
                               resolve, split_config_args, to_json)
 from memr1_jax.data.locomo import LocomoFormatError
-from memr1_jax.eval.run import evaluate
-from memr1_jax.files import FolderInUse
+from memr1_jax.eval.systems import evaluate_systems
+from memr1_jax.trained import trained_pipeline
+from memr1_jax.files import FolderInUse, safe_name
 
 # flag -> run-config key
 FLAGS = {
@@ -63,7 +69,8 @@ def _parser(d: RunConfig) -> argparse.ArgumentParser:
                    "extracted from the dialogue by the model (cached in data.facts_cache)")
     p.add_argument("--extract-model", help="--facts extract: the extracting model (default: --model)")
     p.add_argument("--model", help=f"registry preset or model folder (default {d.model.name})")
-    p.add_argument("--system", help="base | mem0 | mem0-oss | rag | fullctx | checkpoint:PATH")
+    p.add_argument("--system", help="memory-r1 | base | mem0 | mem0-oss | rag | fullctx | checkpoint:PATH, or several "
+                   f"joined by commas (default {d.eval.system})")
     p.add_argument("--mem0-messages-per-add", type=int, help="mem0-oss: messages per Mem0 add call "
                    f"(default {d.eval.mem0_messages_per_add}, as Mem0's LoCoMo evaluation)")
     p.add_argument("--limit", type=int, help=f"first N questions of the split (default {d.eval.limit}; 0: all)")
@@ -88,33 +95,72 @@ def _parser(d: RunConfig) -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv=None) -> tuple[RunConfig, bool]:
-    """(the resolved run config, whether --print_config was given)."""
+def _layers(argv) -> tuple:
+    """(config file, flag keys, dotted keys, --print_config) of a command line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     path, dotted, show, rest = split_config_args(argv)
-    cfg = resolve(path, [], evaluation_defaults())
-    args = vars(_parser(cfg).parse_args(rest))
+    args = vars(_parser(resolve(path, [], evaluation_defaults())).parse_args(rest))
     flags = {FLAGS[k]: v for k, v in args.items() if v is not None}
     if flags.get("eval.judge", "").lower() == "none":
         flags["eval.judge"] = ""
-    cfg = override(cfg, flags)
-    return override(cfg, dict(dotted), from_strings=True), show
+    return path, flags, dotted, show
+
+
+def _compose(defaults: RunConfig, path, flags: dict, dotted) -> RunConfig:
+    return override(override(resolve(path, [], defaults), flags), dict(dotted), from_strings=True)
+
+
+def parse_args(argv=None) -> tuple[RunConfig, bool]:
+    """(the resolved run config, whether --print_config was given)."""
+    path, flags, dotted, show = _layers(argv)
+    return _compose(evaluation_defaults(), path, flags, dotted), show
+
+
+def system_configs(argv=None) -> tuple[list[RunConfig], bool]:
+    """One resolved config per system of eval.system, and --print_config. memory-r1 starts from
+    the settings its trained agents need (``memr1_jax.trained``), beneath the config file and
+    the flags; with several systems an eval.run_dir holds one folder per system."""
+    path, flags, dotted, show = _layers(argv)
+    cfg = _compose(evaluation_defaults(), path, flags, dotted)
+    systems = cfg.eval.systems
+    settings = {}
+    if "memory-r1" in systems:
+        try:
+            settings = trained_pipeline(cfg.model.name).settings
+        except ValueError as e:
+            if cfg.eval.system != MAIN_JOB_SYSTEMS:
+                raise ConfigError(f"eval.system memory-r1: {e}") from None
+            # the default comparison over a model without trained agents: the untrained ones and rag
+            systems = [s for s in systems if s != "memory-r1"]
+            print(f"note: {e}; comparing {','.join(systems)}", file=sys.stderr)
+    out = []
+    for system in systems:
+        defaults = evaluation_defaults()
+        if system == "memory-r1":
+            defaults = override(defaults, settings)
+        one = override(_compose(defaults, path, flags, dotted), {"eval.system": system})
+        if len(systems) > 1 and cfg.eval.run_dir:
+            one = override(one, {"eval.run_dir": str(pathlib.Path(cfg.eval.run_dir) / safe_name(system))})
+        out.append(one)
+    return out, show
 
 
 def main(argv=None) -> int:
     try:
-        cfg, show = parse_args(argv)
+        cfgs, show = system_configs(argv)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if show:
-        print(to_json(cfg))
+        print(to_json(cfgs[0]) if len(cfgs) == 1 else "[\n" + ",\n".join(to_json(c) for c in cfgs) + "\n]")
         return 0
     try:
-        evaluate(cfg)
+        table = evaluate_systems(cfgs)
     except (LocomoFormatError, FileNotFoundError, FolderInUse, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if len(cfgs) > 1:
+        print(f"\n{len(cfgs)} systems on the same questions ({cfgs[0].data.path}, {cfgs[0].eval.split}):\n{table}")
     return 0
 
 

@@ -73,7 +73,7 @@ def test_cli_bad_data_prints_error_exits_2_and_leaves_no_run_folder(tmp_path, mo
     bad.write_bytes(b"\xff" + _data(tmp_path).read_bytes())
     assert main(["--data", str(bad), "--model", "tiny-llama", "--encoder", "hashing"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and str(bad) in err and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("error: ") and str(bad) in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
     missing = _data(tmp_path, lambda d: d[2]["qa"][0].pop("question"), "missing.json")
     assert main(["--data", str(missing), "--model", "tiny-llama", "--encoder", "hashing"]) == 2
@@ -235,7 +235,7 @@ def test_a_second_evaluation_of_the_same_run_folder_stops_with_a_message(tmp_pat
         with pytest.raises(FolderInUse, match=f"evaluation run folder {run} is in use by another process"):
             evaluate(_cfg(data, **{"eval.run_dir": str(run)}), progress=False)
         assert main(["--data", str(data), "--model", "tiny-llama", "--encoder", "hashing", "--run-dir", str(run),
-                     "--limit", "1"]) == 2
+                     "--system", "base", "--limit", "1"]) == 2
         assert "is in use by another process" in capsys.readouterr().err
         assert not (run / "predictions.jsonl").exists()
     finally:

@@ -80,7 +80,7 @@ def test_evaluate_on_a_mesh_matches_one_device(tmp_path):
     preds = {}
     for name, mesh in (("one", (1, 1, 1)), ("mesh", (2, 2, 2))):
         cfg = override(evaluation_defaults(), {
-            "model.name": "tiny-llama", "model.encoder": "hashing", "eval.limit": 4, "eval.manager": "add-all",
+            "model.name": "tiny-llama", "model.encoder": "hashing", "eval.system": "base", "eval.limit": 4, "eval.manager": "add-all",
             "task.answer.max_new_tokens": 6, "task.answer.k_per_speaker": 2, "rollout.gen_batch_size": 4,
             "eval.run_dir": str(tmp_path / name), "mesh.data": mesh[0], "mesh.fsdp": mesh[1], "mesh.tensor": mesh[2]})
         evaluate(cfg, progress=False)

@@ -28,21 +28,40 @@ from typing import Any
 from memr1_jax.agents.answer_agent import answer_prompts
 from memr1_jax.agents.memory_manager import build_banks, count_steps
 from memr1_jax.agents.prompts import extract_answer
-from memr1_jax.config import RunConfig, to_dict
+from memr1_jax.config import ConfigError, RunConfig, to_dict
 from memr1_jax.data import content_hash, default_split, load_conversations, question_records
+from memr1_jax.eval.bank_stats import bank_stats, total
 from memr1_jax.eval.baselines import RagConfig, fullctx_prompts, rag_prompts
 from memr1_jax.eval.metrics import aggregate, format_table, judge_agreement, score_answer
 from memr1_jax.files import atomic_write_text, child, entry_lock, folder_lock, rewrite_lines, safe_name
+from memr1_jax.trained import trained_pipeline
 
 
 def pipeline(cfg: RunConfig) -> str:
-    """base | mem0 | mem0-oss | rag | fullctx (checkpoint:PATH is the base pipeline with other weights)."""
-    return "base" if cfg.eval.system.startswith("checkpoint:") else cfg.eval.system
+    """base | mem0 | mem0-oss | rag | fullctx (memory-r1 and checkpoint:PATH are the base
+    pipeline with other weights)."""
+    system = cfg.eval.system
+    return "base" if system == "memory-r1" or system.startswith("checkpoint:") else system
 
 
 def answer_model(cfg: RunConfig) -> str:
+    """The Answer Agent: checkpoint:PATH's weights, memory-r1's trained adapters, or model.name."""
     system = cfg.eval.system
-    return system.split(":", 1)[1] if system.startswith("checkpoint:") else cfg.model.name
+    if system.startswith("checkpoint:"):
+        return system.split(":", 1)[1]
+    if system == "memory-r1":
+        return str(trained_pipeline(cfg.model.name).answer_agent)
+    return cfg.model.name
+
+
+def manager_model(cfg: RunConfig) -> str:
+    """The model that builds base / mem0 banks when it is not the answer model ("" when it is):
+    eval.manager_model, else memory-r1's trained Memory Manager."""
+    if cfg.eval.manager_model:
+        return cfg.eval.manager_model
+    if cfg.eval.system == "memory-r1":
+        return str(trained_pipeline(cfg.model.name).memory_manager)
+    return ""
 
 
 def data_digest(convs) -> str:
@@ -79,7 +98,7 @@ def _spec(cfg: RunConfig, digest: str = "") -> dict:
         spec["data_options"] = {"format": d.format, "train_ids": d.train_ids, "validation_ids": d.validation_ids}
     if d.facts == "extract" and pipeline(cfg) in ("base", "mem0"):
         spec["facts"] = {"extractor": extractor_identity(cfg)}
-    if e.system.startswith("checkpoint:"):
+    if answer_model(cfg) != cfg.model.name:
         spec["weights"] = model_identity(answer_model(cfg))
     if pipeline(cfg) == "mem0-oss":
         from memr1_jax.eval.mem0_oss import mem0_version
@@ -87,8 +106,8 @@ def _spec(cfg: RunConfig, digest: str = "") -> dict:
                         "max_tokens": cfg.task.manager.max_new_tokens}
     if pipeline(cfg) in ("base", "mem0"):
         spec["manager"] = to_dict(cfg.task.manager)
-        if e.manager_model:
-            spec["manager_weights"] = model_identity(e.manager_model)
+        if manager_model(cfg):
+            spec["manager_weights"] = model_identity(manager_model(cfg))
     return spec
 
 
@@ -102,7 +121,7 @@ def bank_dir(cfg: RunConfig, run_dir: pathlib.Path) -> pathlib.Path:
     base and mem0 runs share them (a sibling folder of the run's keyed by the settings; each
     file named by its conversation's id and content hash: ``bank_file``)."""
     m = cfg.task.manager
-    builder = model_identity(cfg.eval.manager_model or answer_model(cfg))
+    builder = model_identity(manager_model(cfg) or answer_model(cfg))
     key = [builder, cfg.model.encoder, cfg.eval.manager, m.retrieve_k, m.max_facts_per_step, m.max_new_tokens,
            m.template] + (["constrained"] if m.constrained and cfg.eval.manager == "llm" else []) \
         + ([m.output] if m.output != "json" and cfg.eval.manager == "llm" else [])   # json keeps older keys
@@ -131,6 +150,16 @@ def default_run_dir(cfg: RunConfig, digest: str = "") -> pathlib.Path:
         mm = cfg.eval.manager_model
         system += "-trained_manager" if "/" in mm else f"-{mm}-manager"
     return pathlib.Path("runs") / "evaluate" / safe_name(f"{data}-{cfg.eval.split}-{system}-{cfg.model.name}-{tag}")
+
+
+def run_folder(cfg: RunConfig) -> pathlib.Path:
+    """The folder ``evaluate(cfg)`` writes: eval.run_dir, or the one derived from the config and
+    the content of the split's data."""
+    if cfg.eval.run_dir:
+        return pathlib.Path(cfg.eval.run_dir)
+    convs = getattr(default_split(load_conversations(cfg.data.path, cfg.data.format),
+                                  cfg.data.train_ids, cfg.data.validation_ids), cfg.eval.split)
+    return default_run_dir(cfg, data_digest(convs))
 
 
 def _load_done(path: pathlib.Path) -> dict[str, dict]:
@@ -307,6 +336,9 @@ def evaluate(cfg: RunConfig, progress: bool = True, *, answer_llm=None, manager_
     as that model's. ``encoder`` replaces the one named by ``cfg.model.encoder``. With a judge
     (``cfg.eval.judge``) every answer not yet labelled by that judge is labelled; the
     answers themselves are reused."""
+    if len(cfg.eval.systems) != 1:
+        raise ConfigError(f"eval.system={cfg.eval.system!r}: evaluate() runs one system; "
+                          f"memr1_jax.eval.systems.evaluate_systems runs several")
     t0 = time.time()
     # The data first: a bad file stops here, before any run folder exists.
     split_convs = getattr(load_split(cfg), cfg.eval.split)
@@ -390,6 +422,12 @@ def _evaluate(cfg: RunConfig, run_dir: pathlib.Path, spec: dict, split_convs, re
     agg = aggregate(final)
     wall = time.time() - t0
     extra = {"wall_seconds": wall, "num_questions": len(final)}
+    banks = _bank_report(cfg, run_dir, models, split_convs, records)
+    if banks:
+        extra["banks"] = banks
+        cov = "" if banks["coverage"] is None else f", {100 * banks['coverage']:.0f}% of {banks['observations']} observations kept"
+        print(f"banks: {banks['memories']} memories ({banks['adds']} ADD, {banks['updates']} UPDATE, "
+              f"{banks['deletes']} DELETE applied){cov}")
     if judge_name:
         extra["judge"] = judge_name
         extra["judge_agreement"] = judge_agreement(final)
@@ -415,8 +453,8 @@ def _answer(cfg: RunConfig, run_dir: pathlib.Path, split_convs, todo, done: dict
     batch = cfg.rollout.gen_batch_size
     kind = pipeline(cfg)
     llm = models.answer
-    if models.manager is None and cfg.eval.manager_model and kind in ("base", "mem0") and cfg.eval.manager == "llm":
-        models.manager = models.load(cfg.eval.manager_model)
+    if models.manager is None and manager_model(cfg) and kind in ("base", "mem0") and cfg.eval.manager == "llm":
+        models.manager = models.load(manager_model(cfg))
     encoder = encoder if encoder is not None else make_encoder(cfg.model.encoder)
     retriever = Retriever()
     count = lambda s: len(llm.tokenizer.encode(s))  # noqa: E731
@@ -429,13 +467,11 @@ def _answer(cfg: RunConfig, run_dir: pathlib.Path, split_convs, todo, done: dict
             convs = extracted(cfg, [conv_by_id[cid] for cid in needed], extractor,
                               pathlib.Path(cfg.data.facts_cache) if named else run_dir / "facts", progress)
             conv_by_id.update({c.id: c for c in convs})
-        banks = _banks(run_dir / "banks" if models.own_weights else bank_dir(cfg, run_dir),
-                       [conv_by_id[cid] for cid in needed],
+        banks = _banks(_bank_folder(cfg, run_dir, models), [conv_by_id[cid] for cid in needed],
                        lambda convs, path: _build_missing_banks(cfg, convs, encoder, retriever,
                                                                 models.manager or llm, path, progress))
     elif kind == "mem0-oss":
-        banks = _banks(run_dir / "banks" if models.own_weights else mem0_bank_dir(cfg, run_dir),
-                       [conv_by_id[cid] for cid in needed],
+        banks = _banks(_bank_folder(cfg, run_dir, models), [conv_by_id[cid] for cid in needed],
                        lambda convs, path: _build_mem0_banks(cfg, convs, encoder, llm, path, progress))
 
     # mem0 / mem0-oss: Mem0's answer prompt (no distillation); base: the configured distillation prompt.
@@ -466,6 +502,31 @@ def _answer(cfg: RunConfig, run_dir: pathlib.Path, split_convs, todo, done: dict
                                      **score_answer(ans, r.qa.answer, r.qa.category), "j": None})
                 _append(out, recs_out, done)
                 bar.update(len(part))
+
+
+def _bank_folder(cfg: RunConfig, run_dir: pathlib.Path, models: _Models) -> pathlib.Path:
+    """Where the run's banks are: shared by every run of the same manager, or inside the run
+    folder for weights passed in (not identified by a name)."""
+    if models.own_weights:
+        return run_dir / "banks"
+    return mem0_bank_dir(cfg, run_dir) if pipeline(cfg) == "mem0-oss" else bank_dir(cfg, run_dir)
+
+
+def _bank_report(cfg: RunConfig, run_dir: pathlib.Path, models: _Models, split_convs, records) -> dict | None:
+    """Operations applied, memories kept and observations covered, summed over the banks the
+    questions were answered from (``memr1_jax.eval.bank_stats``); None without banks."""
+    if pipeline(cfg) not in ("base", "mem0", "mem0-oss"):
+        return None
+    folder = _bank_folder(cfg, run_dir, models)
+    ids = {r.conversation_id for r in records}
+    stats = []
+    for conv in split_convs:
+        if conv.id in ids:
+            bank = _cached_bank(bank_file(folder, conv))
+            if bank is None:
+                return None
+            stats.append(bank_stats(conv, bank))
+    return total(stats) if stats else None
 
 
 def _append(out, recs: list[dict], done: dict) -> None:
