@@ -141,7 +141,7 @@ class TaskSection:
 
 @dataclasses.dataclass(frozen=True)
 class EvalSection:
-    # memory-r1 | base | mem0 | mem0-oss | rag | fullctx | checkpoint:PATH, or several joined by
+    # memory-r1 | memory-r1:PATH | base | mem0 | mem0-oss | rag | fullctx | checkpoint:PATH, or several joined by
     # commas (python -m memr1_jax.evaluate runs each and compares them with the first)
     system: str = "base"
     split: str = "test"
@@ -163,9 +163,9 @@ class EvalSection:
 
     def __post_init__(self):
         for system in self.systems:
-            if system not in SYSTEMS and not system.startswith("checkpoint:"):
-                raise ConfigError(f"eval.system={self.system!r}: {system!r} is not one of {SYSTEMS} or "
-                                  f"checkpoint:PATH")
+            if system not in SYSTEMS and not system.startswith(("checkpoint:", "memory-r1:")):
+                raise ConfigError(f"eval.system={self.system!r}: {system!r} is not one of {SYSTEMS}, "
+                                  f"checkpoint:PATH or memory-r1:PATH")
         if len(set(self.systems)) != len(self.systems):
             raise ConfigError(f"eval.system={self.system!r}: a system is named twice")
         if self.split not in SPLITS:

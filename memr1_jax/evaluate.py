@@ -11,6 +11,8 @@ same questions and compared with the first: the default is memory-r1,base,rag):
   memory-r1       the Memory-R1 pipeline with the trained agents that ship with the package
                   (memr1_jax/trained: LoRA adapters of the Memory Manager and the Answer
                   Agent, with the settings they were trained for)
+  memory-r1:PATH  the same with the agents of a trained-pipeline folder (python -m
+                  memr1_jax.pipeline writes one)
   base            the Memory-R1 pipeline with untrained agents: LLM memory manager,
                   Answer Agent prompt with memory distillation
   mem0            the same LLM memory manager, Mem0's answer prompt (no distillation)
@@ -36,7 +38,7 @@ from memr1_jax.config import (DATA_FORMATS, MAIN_JOB_SYSTEMS, SPLITS, ConfigErro
                               resolve, split_config_args, to_json)
 from memr1_jax.data.locomo import LocomoFormatError
 from memr1_jax.eval.systems import evaluate_systems
-from memr1_jax.trained import trained_pipeline
+from memr1_jax.trained import pipeline_of_system
 from memr1_jax.files import FolderInUse, safe_name
 
 # flag -> run-config key
@@ -69,7 +71,7 @@ def _parser(d: RunConfig) -> argparse.ArgumentParser:
                    "extracted from the dialogue by the model (cached in data.facts_cache)")
     p.add_argument("--extract-model", help="--facts extract: the extracting model (default: --model)")
     p.add_argument("--model", help=f"registry preset or model folder (default {d.model.name})")
-    p.add_argument("--system", help="memory-r1 | base | mem0 | mem0-oss | rag | fullctx | checkpoint:PATH, or several "
+    p.add_argument("--system", help="memory-r1[:PATH] | base | mem0 | mem0-oss | rag | fullctx | checkpoint:PATH, or several "
                    f"joined by commas (default {d.eval.system})")
     p.add_argument("--mem0-messages-per-add", type=int, help="mem0-oss: messages per Mem0 add call "
                    f"(default {d.eval.mem0_messages_per_add}, as Mem0's LoCoMo evaluation)")
@@ -124,20 +126,20 @@ def system_configs(argv=None) -> tuple[list[RunConfig], bool]:
     cfg = _compose(evaluation_defaults(), path, flags, dotted)
     systems = cfg.eval.systems
     settings = {}
-    if "memory-r1" in systems:
+    for system in [s for s in systems if s.startswith("memory-r1")]:
         try:
-            settings = trained_pipeline(cfg.model.name).settings
+            settings[system] = pipeline_of_system(system, cfg.model.name).settings
         except ValueError as e:
             if cfg.eval.system != MAIN_JOB_SYSTEMS:
-                raise ConfigError(f"eval.system memory-r1: {e}") from None
+                raise ConfigError(f"eval.system {system}: {e}") from None
             # the default comparison over a model without trained agents: the untrained ones and rag
             systems = [s for s in systems if s != "memory-r1"]
             print(f"note: {e}; comparing {','.join(systems)}", file=sys.stderr)
     out = []
     for system in systems:
         defaults = evaluation_defaults()
-        if system == "memory-r1":
-            defaults = override(defaults, settings)
+        if system in settings:
+            defaults = override(defaults, settings[system])
         one = override(_compose(defaults, path, flags, dotted), {"eval.system": system})
         if len(systems) > 1 and cfg.eval.run_dir:
             one = override(one, {"eval.run_dir": str(pathlib.Path(cfg.eval.run_dir) / safe_name(system))})

@@ -2,6 +2,7 @@
 system that evaluates it, several systems compared in one command, and bank statistics."""
 
 import json
+import pathlib
 
 import jax
 import numpy as np
@@ -24,7 +25,7 @@ def test_the_shipped_adapters_are_trained_adapters_of_their_model():
     trained: LoRA's B matrices start at zero, so a nonzero B is what training left."""
     assert "smollm2-135m-instruct" in trained.available()
     tp = trained.trained_pipeline("smollm2-135m-instruct")
-    for folder in (tp.answer_agent, tp.memory_manager):
+    for folder in map(pathlib.Path, (tp.answer_agent, tp.memory_manager)):
         cfg = read_config(folder)
         assert cfg["base_model"] == tp.model == "smollm2-135m-instruct"
         tensors = load_file(str(folder / "adapter.safetensors"))

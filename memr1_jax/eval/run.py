@@ -34,33 +34,33 @@ from memr1_jax.eval.bank_stats import bank_stats, total
 from memr1_jax.eval.baselines import RagConfig, fullctx_prompts, rag_prompts
 from memr1_jax.eval.metrics import aggregate, format_table, judge_agreement, score_answer
 from memr1_jax.files import atomic_write_text, child, entry_lock, folder_lock, rewrite_lines, safe_name
-from memr1_jax.trained import trained_pipeline
+from memr1_jax.trained import pipeline_of_system
 
 
 def pipeline(cfg: RunConfig) -> str:
-    """base | mem0 | mem0-oss | rag | fullctx (memory-r1 and checkpoint:PATH are the base
-    pipeline with other weights)."""
+    """base | mem0 | mem0-oss | rag | fullctx (memory-r1[:PATH] and checkpoint:PATH are the
+    base pipeline with other weights)."""
     system = cfg.eval.system
-    return "base" if system == "memory-r1" or system.startswith("checkpoint:") else system
+    return "base" if system.startswith(("memory-r1", "checkpoint:")) else system
 
 
 def answer_model(cfg: RunConfig) -> str:
-    """The Answer Agent: checkpoint:PATH's weights, memory-r1's trained adapters, or model.name."""
+    """The Answer Agent: checkpoint:PATH's weights, memory-r1[:PATH]'s trained one, or model.name."""
     system = cfg.eval.system
     if system.startswith("checkpoint:"):
         return system.split(":", 1)[1]
-    if system == "memory-r1":
-        return str(trained_pipeline(cfg.model.name).answer_agent)
+    if system.startswith("memory-r1"):
+        return pipeline_of_system(system, cfg.model.name).answer_agent
     return cfg.model.name
 
 
 def manager_model(cfg: RunConfig) -> str:
     """The model that builds base / mem0 banks when it is not the answer model ("" when it is):
-    eval.manager_model, else memory-r1's trained Memory Manager."""
+    eval.manager_model, else memory-r1[:PATH]'s trained Memory Manager."""
     if cfg.eval.manager_model:
         return cfg.eval.manager_model
-    if cfg.eval.system == "memory-r1":
-        return str(trained_pipeline(cfg.model.name).memory_manager)
+    if cfg.eval.system.startswith("memory-r1"):
+        return pipeline_of_system(cfg.eval.system, cfg.model.name).memory_manager
     return ""
 
 
