@@ -34,12 +34,12 @@ import argparse
 import pathlib
 import sys
 
-from memr1_jax.config import (DATA_FORMATS, MAIN_JOB_SYSTEMS, SPLITS, ConfigError, RunConfig, evaluation_defaults, override,
-                              resolve, split_config_args, to_json)
+from memr1_jax.config import (DATA_FORMATS, MAIN_JOB_SYSTEMS, SPLITS, ConfigError, RunConfig, evaluation_defaults,
+                              override, resolve, split_config_args, to_json)
 from memr1_jax.data.locomo import LocomoFormatError
 from memr1_jax.eval.systems import evaluate_systems
-from memr1_jax.trained import pipeline_of_system
 from memr1_jax.files import FolderInUse, safe_name
+from memr1_jax.trained import pipeline_of_system
 
 # flag -> run-config key
 FLAGS = {
@@ -108,22 +108,25 @@ def _layers(argv) -> tuple:
     return path, flags, dotted, show
 
 
-def _compose(defaults: RunConfig, path, flags: dict, dotted) -> RunConfig:
-    return override(override(resolve(path, [], defaults), flags), dict(dotted), from_strings=True)
+def _compose(path, flags: dict, dotted, settings: dict | None = None) -> RunConfig:
+    """The config file (or the defaults), then ``settings``, the flags and the dotted keys."""
+    cfg = override(resolve(path, [], evaluation_defaults()), settings or {})
+    return override(override(cfg, flags), dict(dotted), from_strings=True)
 
 
 def parse_args(argv=None) -> tuple[RunConfig, bool]:
     """(the resolved run config, whether --print_config was given)."""
     path, flags, dotted, show = _layers(argv)
-    return _compose(evaluation_defaults(), path, flags, dotted), show
+    return _compose(path, flags, dotted), show
 
 
 def system_configs(argv=None) -> tuple[list[RunConfig], bool]:
-    """One resolved config per system of eval.system, and --print_config. memory-r1 starts from
-    the settings its trained agents need (``memr1_jax.trained``), beneath the config file and
-    the flags; with several systems an eval.run_dir holds one folder per system."""
+    """One resolved config per system of eval.system, and --print_config. memory-r1[:PATH] sets
+    the keys its trained agents need (``memr1_jax.trained``) over the config file or the
+    defaults, beneath the flags and dotted keys; with several systems an eval.run_dir holds one
+    folder per system."""
     path, flags, dotted, show = _layers(argv)
-    cfg = _compose(evaluation_defaults(), path, flags, dotted)
+    cfg = _compose(path, flags, dotted)
     systems = cfg.eval.systems
     settings = {}
     for system in [s for s in systems if s.startswith("memory-r1")]:
@@ -137,10 +140,7 @@ def system_configs(argv=None) -> tuple[list[RunConfig], bool]:
             print(f"note: {e}; comparing {','.join(systems)}", file=sys.stderr)
     out = []
     for system in systems:
-        defaults = evaluation_defaults()
-        if system in settings:
-            defaults = override(defaults, settings[system])
-        one = override(_compose(defaults, path, flags, dotted), {"eval.system": system})
+        one = override(_compose(path, flags, dotted, settings.get(system)), {"eval.system": system})
         if len(systems) > 1 and cfg.eval.run_dir:
             one = override(one, {"eval.run_dir": str(pathlib.Path(cfg.eval.run_dir) / safe_name(system))})
         out.append(one)

@@ -53,6 +53,12 @@ def test_memory_r1_configs_take_the_trained_settings_beneath_the_flags(tmp_path,
     # flags win over the trained settings; one folder per system under --run-dir
     (r1,), _ = system_configs(["--system", "memory-r1", "--k-per-speaker", "7"])
     assert r1.task.answer.k_per_speaker == 7 and r1.task.answer.prompt == "compact"
+    # ... and they hold over a config file too
+    cfg_file = tmp_path / "ev.py"
+    cfg_file.write_text("from memr1_jax.config import evaluation_defaults, override\n"
+                        "def get_config():\n    return override(evaluation_defaults(), {'eval.limit': 5})\n")
+    (r1, rag), _ = system_configs(["--config", str(cfg_file), "--system", "memory-r1,rag"])
+    assert (r1.eval.limit, r1.task.answer.prompt, rag.task.answer.prompt) == (5, "compact", "full")
     cfgs, _ = system_configs(["--system", "rag,fullctx", "--run-dir", str(tmp_path)])
     assert [c.eval.run_dir for c in cfgs] == [str(tmp_path / "rag"), str(tmp_path / "fullctx")]
     with pytest.raises(ConfigError, match="memory-r1: no trained Memory-R1 pipeline ships for model 'tiny-llama'"):
