@@ -129,7 +129,7 @@ def system_configs(argv=None) -> tuple[list[RunConfig], bool]:
     cfg = _compose(path, flags, dotted)
     systems = cfg.eval.systems
     settings = {}
-    for system in [s for s in systems if s.startswith("memory-r1")]:
+    for system in [s for s in systems if s == "memory-r1" or s.startswith("memory-r1:")]:
         try:
             settings[system] = pipeline_of_system(system, cfg.model.name).settings
         except ValueError as e:

@@ -1,7 +1,7 @@
 """``python -m memr1_jax.pipeline --config FILE``: the paper's staged training and its evaluation
 in one command.
 
-    python -m memr1_jax.pipeline --config configs/pipeline_smollm2_locomo_cpu.py --config.data.path=../shared/data/locomo10
+    python -m memr1_jax.pipeline --config configs/pipelines/smollm2_locomo_cpu.py --config.data.path=../shared/data/locomo10
     python -m memr1_jax.pipeline --config FILE --run-dir runs/pipeline/<run>    # resume: the same folder
     python -m memr1_jax.pipeline --config FILE --config.manager.steps=2 --config.evaluation.eval.limit=40
 
@@ -122,7 +122,7 @@ def run_pipeline(stages: dict[str, RunConfig], root: pathlib.Path, dotted: list[
     for system in s["evaluation"].eval.systems:
         name = f"memory-r1:{folder}" if system == "memory-r1" else system
         c = stages["evaluation"]
-        if name.startswith("memory-r1"):   # the agents' settings, beneath the command line's
+        if name.startswith("memory-r1:"):   # the agents' settings, beneath the command line's
             trained = override(file_stages["evaluation"], load_pipeline(name.split(":", 1)[1]).settings)
             c = apply_overrides({**file_stages, "evaluation": trained}, list(dotted))["evaluation"]
         cfgs.append(override(c, {"eval.system": name, "eval.run_dir": str(root / "evaluation" / safe_name(system))}))
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
             raise ConfigError(f"unknown argument {rest[0]!r} (expected --config FILE, --config.KEY=VALUE, "
                               "--run-dir DIR, --print_config)")
         if not path:
-            raise ConfigError("--config FILE is required (a pipeline config, e.g. configs/pipeline_smollm2_locomo_cpu.py)")
+            raise ConfigError("--config FILE is required (a pipeline config, e.g. configs/pipelines/smollm2_locomo_cpu.py)")
         stages = load_stages(path)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         root = run_dir or pathlib.Path("runs") / "pipeline" / f"{pathlib.Path(path).stem}-{stamp}"

@@ -50,6 +50,16 @@ def test_overrides_reach_one_stage_or_all_and_the_stages_are_linked(tiny_file, t
         load_stages(str(tmp_path / "bad.py"))
 
 
+def test_the_shipped_pipeline_configs_link_their_stages(tmp_path):
+    paths = sorted(pathlib.Path("configs/pipelines").glob("*.py"))
+    assert paths
+    for path in paths:
+        s = linked(apply_overrides(load_stages(str(path)), [("data.path", "../shared/data/locomo10")]), tmp_path, "x")
+        assert s["manager"].task.agent == "manager" and s["answer"].task.bank_manager_model == "x"
+        assert "memory-r1" in s["evaluation"].eval.systems and s["evaluation"].eval.limit >= 300
+        assert {c.data.path for c in s.values()} == {"../shared/data/locomo10"}
+
+
 def test_the_staged_pipeline_runs_end_to_end_and_resumes(tiny_file, tmp_path, capsys):
     root = tmp_path / "run"
     assert main(["--config", str(tiny_file), "--run-dir", str(root)]) == 0

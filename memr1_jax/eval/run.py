@@ -41,7 +41,12 @@ def pipeline(cfg: RunConfig) -> str:
     """base | mem0 | mem0-oss | rag | fullctx (memory-r1[:PATH] and checkpoint:PATH are the
     base pipeline with other weights)."""
     system = cfg.eval.system
-    return "base" if system.startswith(("memory-r1", "checkpoint:")) else system
+    return "base" if _trained(system) or system.startswith("checkpoint:") else system
+
+
+def _trained(system: str) -> bool:
+    """memory-r1 or memory-r1:PATH (a trained pipeline; ``memr1_jax.trained``)."""
+    return system == "memory-r1" or system.startswith("memory-r1:")
 
 
 def answer_model(cfg: RunConfig) -> str:
@@ -49,7 +54,7 @@ def answer_model(cfg: RunConfig) -> str:
     system = cfg.eval.system
     if system.startswith("checkpoint:"):
         return system.split(":", 1)[1]
-    if system.startswith("memory-r1"):
+    if _trained(system):
         return pipeline_of_system(system, cfg.model.name).answer_agent
     return cfg.model.name
 
@@ -59,7 +64,7 @@ def manager_model(cfg: RunConfig) -> str:
     eval.manager_model, else memory-r1[:PATH]'s trained Memory Manager."""
     if cfg.eval.manager_model:
         return cfg.eval.manager_model
-    if cfg.eval.system.startswith("memory-r1"):
+    if _trained(cfg.eval.system):
         return pipeline_of_system(cfg.eval.system, cfg.model.name).memory_manager
     return ""
 

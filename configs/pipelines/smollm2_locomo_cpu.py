@@ -5,20 +5,20 @@ GRPO and KL beta 0.04 (``answer_agent_grpo_locomo_cpu.py``) on the banks the sta
 builds over conversation 26, then the trained pipeline against base, mem0, rag and fullctx on
 the first 300 test questions. About 2-3 hours on 2 cores; needs the LoCoMo files:
 
-    python -m memr1_jax.pipeline --config configs/pipeline_smollm2_locomo_cpu.py --config.data.path=../shared/data/locomo10
+    python -m memr1_jax.pipeline --config configs/pipelines/smollm2_locomo_cpu.py --config.data.path=../shared/data/locomo10
 """
 
 import pathlib
 
 from memr1_jax.config import evaluation_defaults, load_config_file, override
 
-HERE = pathlib.Path(__file__).parent
+CONFIGS = pathlib.Path(__file__).parents[1]
 
 
 def get_stages():
-    manager = override(load_config_file(HERE / "memory_manager_grpo_smollm2_lines_locomo_cpu.py"), {
+    manager = override(load_config_file(CONFIGS / "memory_manager_grpo_smollm2_lines_locomo_cpu.py"), {
         "steps": 12, "eval_every": 6, "task.sensitive_pool": 32})
-    answer = override(load_config_file(HERE / "answer_agent_grpo_locomo_cpu.py"), {
+    answer = override(load_config_file(CONFIGS / "answer_agent_grpo_locomo_cpu.py"), {
         "name": "answer_agent_grpo_kl_on_manager_banks", "rl.beta": 0.04})
     evaluation = override(evaluation_defaults(), {
         "data.path": "locomo",   # override with the LoCoMo path
