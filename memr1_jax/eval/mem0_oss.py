@@ -117,6 +117,23 @@ def user_id(conv, speaker: str) -> str:
     return f"{speaker}_{conv.id}"
 
 
+class _Locked:
+    """Every method call of ``target`` under one lock."""
+
+    def __init__(self, target):
+        self._target, self._lock = target, threading.RLock()
+
+    def __getattr__(self, name):
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args, **kw):
+            with self._lock:
+                return attr(*args, **kw)
+        return locked
+
+
 def count_calls(convs: Sequence, messages_per_add: int = MESSAGES_PER_ADD) -> int:
     return sum(2 * -(-len(s.turns) // messages_per_add) for c in convs for s in c.sessions if s.turns)
 
@@ -136,6 +153,10 @@ def build_banks(convs: Sequence, llm, encoder, work: pathlib.Path, *, encoder_na
     lock = threading.Lock()
     with local_service(llm, encoder, work, encoder_name) as (url, key):
         m = Mem0Memory.from_config(mem0_config(url, key, dim, work, max_tokens))
+        # Qdrant's local mode is not thread-safe (concurrent inserts raced its numpy storage:
+        # "index 66 is out of bounds for axis 0 with size 66"); the two speakers' adds still
+        # overlap in their LLM calls, which the loopback service batches.
+        m.vector_store = _Locked(m.vector_store)
 
         def add_side(conv, speaker, msgs, date):
             for i in range(0, len(msgs), messages_per_add):
