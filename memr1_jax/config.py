@@ -480,17 +480,23 @@ def to_json(cfg: RunConfig) -> str:
     return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
 
 
-def load_config_file(path: str | pathlib.Path) -> RunConfig:
-    """Runs ``get_config()`` of a config file (Python, imported as a module of its own)."""
+def call_config_function(path: str | pathlib.Path, name: str, what: str = ""):
+    """Runs ``name()`` of a config file (Python, imported as a module of its own); errors name
+    the file (``what``: how the message calls such a file, e.g. "a pipeline config")."""
     p = pathlib.Path(path)
     if not p.is_file():
         raise ConfigError(f"--config {path}: no such file")
     spec = importlib.util.spec_from_file_location(f"_memr1_config_{p.stem}", p)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"--config {path}: the file defines no get_config()")
-    cfg = module.get_config()
+    if not hasattr(module, name):
+        raise ConfigError(f"--config {path}: the file defines no {name}()" + (f" ({what})" if what else ""))
+    return getattr(module, name)()
+
+
+def load_config_file(path: str | pathlib.Path) -> RunConfig:
+    """Runs ``get_config()`` of a config file (Python, imported as a module of its own)."""
+    cfg = call_config_function(path, "get_config")
     if not isinstance(cfg, RunConfig):
         raise ConfigError(f"--config {path}: get_config() returned {type(cfg).__name__}, expected RunConfig")
     return cfg.validate()

@@ -28,7 +28,7 @@ import json
 import pathlib
 import sys
 
-from memr1_jax.config import ConfigError, RunConfig, override, split_config_args, to_dict
+from memr1_jax.config import ConfigError, RunConfig, call_config_function, override, split_config_args, to_dict
 from memr1_jax.data.locomo import LocomoFormatError
 from memr1_jax.eval.systems import evaluate_systems
 from memr1_jax.files import FolderInUse, safe_name
@@ -42,16 +42,7 @@ STAGES = ("manager", "answer", "evaluation")
 
 
 def load_stages(path: str) -> dict[str, RunConfig]:
-    import importlib.util
-    p = pathlib.Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--config {path}: no such file")
-    spec = importlib.util.spec_from_file_location(f"_memr1_pipeline_{p.stem}", p)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_stages"):
-        raise ConfigError(f"--config {path}: the file defines no get_stages() (a pipeline config)")
-    stages = module.get_stages()
+    stages = call_config_function(path, "get_stages", "a pipeline config")
     if not isinstance(stages, dict) or set(stages) != set(STAGES) or \
             not all(isinstance(c, RunConfig) for c in stages.values()):
         raise ConfigError(f"--config {path}: get_stages() must return {{{', '.join(map(repr, STAGES))}: RunConfig}}")
@@ -116,14 +107,14 @@ def run_pipeline(stages: dict[str, RunConfig], root: pathlib.Path, dotted: list[
     write_pipeline(folder, TrainedPipeline(
         model=s["manager"].model.name, answer_agent=answer, memory_manager=manager, settings=settings,
         provenance={name: {"run_dir": s[name].run_dir, "config": to_dict(s[name])} for name in ("manager", "answer")}))
-    load_pipeline(folder)   # what evaluation will read
     print(f"== stage 3: evaluation ({root / 'evaluation'})")
     cfgs = []
     for system in s["evaluation"].eval.systems:
         name = f"memory-r1:{folder}" if system == "memory-r1" else system
         c = stages["evaluation"]
         if name.startswith("memory-r1:"):   # the agents' settings, beneath the command line's
-            trained = override(file_stages["evaluation"], load_pipeline(name.split(":", 1)[1]).settings)
+            own = settings if system == "memory-r1" else load_pipeline(name.split(":", 1)[1]).settings
+            trained = override(file_stages["evaluation"], own)
             c = apply_overrides({**file_stages, "evaluation": trained}, list(dotted))["evaluation"]
         cfgs.append(override(c, {"eval.system": name, "eval.run_dir": str(root / "evaluation" / safe_name(system))}))
     table = evaluate_systems(cfgs)
