@@ -8,7 +8,8 @@ same thread count as XLA's CPU backend (torch.set_num_threads).
 JAX timings use AOT-compiled executables (compile time excluded and reported
 separately); transformers' decode time is generate(N) minus generate(1), i.e.
 its prefill subtracted. Each engine runs once untimed at each shape, then --repeats
-timed runs, best kept (run-to-run spread on a shared 2-core machine is 10-30%).
+rounds alternate the two engines, best kept per engine (run-to-run spread on a shared
+2-core machine is 10-30%; alternating puts a slow spell on both rather than on one).
 GFLOP/s uses ModelConfig.flops_per_token with the mean attention context (prefill: the head once per row, on the last position), against an f32
 2048x576x1536 matmul measured in this run; decode GB/s counts the weights and the KV cache read
 per step, against a numpy copy's bandwidth measured in this run.
@@ -31,11 +32,12 @@ from memr1_jax.models.registry import load_model
 from memr1_jax.sampling import sampler as S
 
 
-def matmul_peak_gflops(repeats: int = 5) -> float:
+def matmul_peak_gflops(repeats: int = 20) -> float:
     a = jnp.asarray(np.random.RandomState(0).standard_normal((2048, 576)), jnp.float32)
     b = jnp.asarray(np.random.RandomState(1).standard_normal((576, 1536)), jnp.float32)
     f = jax.jit(jnp.matmul)
-    f(a, b).block_until_ready()
+    for _ in range(3):   # the thread pool and caches warm up over the first calls
+        f(a, b).block_until_ready()
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
@@ -55,7 +57,9 @@ def bandwidth_gbs(repeats: int = 5) -> float:
     return 2 * src.nbytes / best / 1e9
 
 
-def bench_jax(model, prompts: np.ndarray, new_tokens: int, cache_dtype, repeats: int):
+def jax_runner(model, prompts: np.ndarray, new_tokens: int, cache_dtype):
+    """AOT-compiled prefill and decode at this shape; returns (compile seconds, run), where
+    run() -> (prefill seconds, decode seconds, tokens)."""
     cfg, params = model.cfg, model.params
     b, t = prompts.shape
     tokens, valid = jnp.asarray(prompts, jnp.int32), jnp.ones((b, t), bool)
@@ -71,39 +75,54 @@ def bench_jax(model, prompts: np.ndarray, new_tokens: int, cache_dtype, repeats:
     decode = S.decode.lower(cfg, params, state_shape, jax.random.PRNGKey(0), stop, budget,
                             sampling=sc, max_len=new_tokens).compile()
     compile_s = time.perf_counter() - t0
-    prefill_s, decode_s = [], []
-    for _ in range(repeats + 1):   # the first run is a warm-up (buffers allocated), as torch gets
+
+    def run():
         t0 = time.perf_counter()
         state = prefill(params, tokens, valid)
         jax.block_until_ready(state)
-        prefill_s.append(time.perf_counter() - t0)
+        prefill_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         out, _ = decode(params, state, jax.random.PRNGKey(0), stop, budget)
         jax.block_until_ready(out)
-        decode_s.append(time.perf_counter() - t0)
-    steps = int(out["steps"])
-    assert steps == new_tokens and int(out["lengths"].min()) == new_tokens, (steps, out["lengths"])
-    return dict(prefill_s=min(prefill_s[1:]), decode_s=min(decode_s[1:]), compile_s=compile_s,
-                tokens=np.asarray(out["tokens"]))
+        decode_s = time.perf_counter() - t0
+        steps = int(out["steps"])
+        assert steps == new_tokens and int(out["lengths"].min()) == new_tokens, (steps, out["lengths"])
+        return prefill_s, decode_s, np.asarray(out["tokens"])
+    return compile_s, run
 
 
-def bench_torch(hf_model, prompts: np.ndarray, new_tokens: int, repeats: int):
+def torch_runner(hf_model, prompts: np.ndarray, new_tokens: int):
+    """run() -> (prefill seconds, decode seconds, tokens): generate(1) is the prefill, generate(N)
+    minus it the decode."""
     import torch
     ids = torch.from_numpy(prompts.astype(np.int64))
-    mask = torch.ones_like(ids)
-    kw = dict(do_sample=False, attention_mask=mask, pad_token_id=0, eos_token_id=None)
-    prefill_s = total_s = float("inf")
-    with torch.inference_mode():
-        hf_model.generate(ids, max_new_tokens=2, min_new_tokens=2, **kw)  # warm-up at this shape
-        for _ in range(repeats):
+    kw = dict(do_sample=False, attention_mask=torch.ones_like(ids), pad_token_id=0, eos_token_id=None)
+
+    def run():
+        with torch.inference_mode():
             t0 = time.perf_counter()
             hf_model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw)
-            prefill_s = min(prefill_s, time.perf_counter() - t0)
+            prefill_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             out = hf_model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
-            total_s = min(total_s, time.perf_counter() - t0)
-    return dict(prefill_s=prefill_s, decode_s=max(total_s - prefill_s, 1e-9), total_s=total_s,
-                tokens=out[:, prompts.shape[1]:].numpy())
+            total_s = time.perf_counter() - t0
+        return prefill_s, max(total_s - prefill_s, 1e-9), out[:, prompts.shape[1]:].numpy()
+    return run
+
+
+def bench(runners: dict, repeats: int) -> dict:
+    """Each engine once untimed (buffers, warm-up), then `repeats` rounds that alternate the
+    engines, so a slow spell of a shared machine falls on both; the best of each is kept."""
+    for run in runners.values():
+        run()
+    times = {name: ([], []) for name in runners}
+    tokens = {}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            p, d, tokens[name] = run()
+            times[name][0].append(p)
+            times[name][1].append(d)
+    return {name: dict(prefill_s=min(p), decode_s=min(d), tokens=tokens[name]) for name, (p, d) in times.items()}
 
 
 def main():
@@ -152,12 +171,14 @@ def main():
     rng = np.random.RandomState(0)
     for b in batches:
         prompts = rng.randint(100, min(cfg.vocab_size, 40000), size=(b, t)).astype(np.int32)
-        j = bench_jax(model, prompts, n, args.cache_dtype, args.repeats)
-        row = dict(b=b, jax=j)
+        compile_s, run = jax_runner(model, prompts, n, args.cache_dtype)
+        runners = {"jax": run}
         if hf_model is not None:
-            h = bench_torch(hf_model, prompts, n, args.repeats)
-            row["hf"] = h
-            row["agree"] = float(np.mean(h["tokens"][:, :16] == j["tokens"][:, :16]))
+            runners["hf"] = torch_runner(hf_model, prompts, n)
+        row = dict(b=b, **bench(runners, args.repeats))
+        row["jax"]["compile_s"] = compile_s
+        if hf_model is not None:
+            row["agree"] = float(np.mean(row["hf"]["tokens"][:, :16] == row["jax"]["tokens"][:, :16]))
         rows.append(row)
         print(f"  done batch {b}", flush=True)
 

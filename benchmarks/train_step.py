@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from memr1_jax import compile_cache  # noqa: E402
 from memr1_jax.agents.answer_agent import answer_reward  # noqa: E402
 from memr1_jax.agents.rollout import Episode, item_answer_prompts, pack_episodes  # noqa: E402
 from memr1_jax.config import default_config  # noqa: E402
@@ -266,10 +267,12 @@ def main() -> None:
     paths = [("memr1-jax", True)] + ([] if args.skip_plain else [("memr1-jax plain", False)])
     for name, shared in paths:
         runner = JaxStep(cfg, backbone, task, shared)
-        warm = runner.run(0)
-        rows = [runner.run(s) for s in range(1, args.steps + 1)]
+        with compile_cache.counting() as warm_compiles:
+            warm = runner.run(0)
+        with compile_cache.counting() as step_compiles:   # a bounded set of shapes: expect 0
+            rows = [runner.run(s) for s in range(1, args.steps + 1)]
         results[name] = {"warm": warm, "rows": rows, "mean": mean_rows(rows, PHASES + ("step",)),
-                         "last": rows[-1]}
+                         "last": rows[-1], "compiles": (warm_compiles, step_compiles)}
         print(f"  {name}: warm-up step {warm['step']:.1f}s, measured {[round(r['step'], 1) for r in rows]}", flush=True)
     last = results["memr1-jax"]["last"]
     rl = runner.rl
@@ -310,8 +313,10 @@ def main() -> None:
         print(f"| {ph:<10} | " + " | ".join(cells) + (f" | {trl_cell:>15} |" if trl_mean else " |")
               + f" {lim_s:>22} | {frac:>17} |")
     for name, r in results.items():
-        print(f"{name}: warm-up (compile) step {r['warm']['step']:.1f} s; reward mean of the last step "
-              f"{r['last']['reward_mean']:.3f}")
+        warm_c, step_c = r["compiles"]
+        print(f"{name}: warm-up (compile) step {r['warm']['step']:.1f} s ({warm_c.compiled} programs compiled in "
+              f"{warm_c.seconds:.1f} s); programs compiled during the {args.steps} measured steps: {step_c.compiled}; "
+              f"reward mean of the last step {r['last']['reward_mean']:.3f}")
     if trl_info:
         print(f"TRL {trl_info['trl']} / torch {trl_info['torch']} / peft {trl_info['peft']}: prompt token ids equal to "
               f"memr1-jax's: {trl_info['prompts_equal']}; mean generated length (padded) {trl_info['completion_len_max']:.1f}; "

@@ -34,6 +34,7 @@ import argparse
 import pathlib
 import sys
 
+from memr1_jax import compile_cache
 from memr1_jax.config import (DATA_FORMATS, MAIN_JOB_SYSTEMS, SPLITS, ConfigError, RunConfig, evaluation_defaults,
                               override, resolve, split_config_args, to_json)
 from memr1_jax.data.locomo import LocomoFormatError
@@ -157,6 +158,7 @@ def main(argv=None) -> int:
         print(to_json(cfgs[0]) if len(cfgs) == 1 else "[\n" + ",\n".join(to_json(c) for c in cfgs) + "\n]")
         return 0
     try:
+        compile_cache.enable()
         table = evaluate_systems(cfgs)
     except (LocomoFormatError, FileNotFoundError, FolderInUse, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

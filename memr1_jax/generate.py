@@ -61,8 +61,13 @@ def main(argv=None) -> int:
     except ValueError as err:
         ap.error(str(err))
 
+    from memr1_jax import compile_cache
     from memr1_jax.models.registry import load_model
 
+    try:
+        compile_cache.enable()
+    except ValueError as err:
+        ap.error(str(err))
     t0 = time.perf_counter()
     model = load_model(args.model)
     t_load = time.perf_counter() - t0

@@ -28,6 +28,7 @@ import json
 import pathlib
 import sys
 
+from memr1_jax import compile_cache
 from memr1_jax.config import ConfigError, RunConfig, call_config_function, override, split_config_args, to_dict
 from memr1_jax.data.locomo import LocomoFormatError
 from memr1_jax.eval.systems import evaluate_systems
@@ -141,6 +142,7 @@ def main(argv=None) -> int:
             linked_stages = linked(apply_overrides(stages, dotted), root, "<stage-1 adapter>")
             print(json.dumps({k: to_dict(v) for k, v in linked_stages.items()}, indent=1))
             return 0
+        compile_cache.enable()
         table = run_pipeline(stages, root, dotted)
     except TrainingDiverged as e:
         print(f"error: training stopped at {e}", file=sys.stderr)

@@ -66,6 +66,7 @@ def main(argv=None) -> int:
         return 2
     import uvicorn
 
+    from memr1_jax import compile_cache
     from memr1_jax.service.app import create_app
     from memr1_jax.service.memory import Memory, MemoryConfig
     from memr1_jax.service.store import StoreError
@@ -73,6 +74,7 @@ def main(argv=None) -> int:
     cfg = MemoryConfig(path=args.store, llm=args.model, manager_model=args.manager_model, encoder=args.encoder,
                        manager=args.manager, batch=args.batch, batch_window_s=args.batch_window_ms / 1000)
     try:
+        compile_cache.enable()
         memory = Memory(cfg)
     except (StoreError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -35,6 +35,7 @@ import time
 import jax
 import numpy as np
 
+from memr1_jax import compile_cache
 from memr1_jax.agents.rollout import pack_episodes
 from memr1_jax.config import ConfigError, RunConfig, default_config, from_dict, resolve, split_config_args, to_json
 from memr1_jax.files import FolderInUse, folder_lock
@@ -352,6 +353,7 @@ def main(argv=None) -> int:
         if show:
             print(to_json(cfg))
             return 0
+        compile_cache.enable()
         summary = train(cfg)
     except TrainingDiverged as e:
         print(f"error: training stopped at {e}", file=sys.stderr)

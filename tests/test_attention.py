@@ -126,12 +126,14 @@ def test_fresh_prefill_equals_attending_all_cache_slots(preset):
     assert int(fresh_c["index"]) == int(plain_c["index"]) == t
 
 
-def test_decode_core_equals_dense():
+@pytest.mark.parametrize("rows", [2, 9])   # both forms: keys @ q, and the broadcast sum from 8 rows
+def test_decode_core_equals_dense(rows):
     """One query per row against a cache with invalid slots (GQA, a row with one valid key)."""
-    from memr1_jax.models.attention import decode_attention
-    q, k, v, _ = _inputs(7, t=4, s=45)
+    from memr1_jax.models.attention import DECODE_BROADCAST_MIN_ROWS, decode_attention
+    assert (rows >= DECODE_BROADCAST_MIN_ROWS) == (rows == 9)   # one case per form
+    q, k, v, _ = _inputs(7, t=4, s=45, b=rows)
     q = q[:, :, :, :1]
-    valid = np.random.default_rng(8).random((2, 45)) > 0.3
+    valid = np.random.default_rng(8).random((rows, 45)) > 0.3
     valid[1] = False
     valid[1, 17] = True
     mask = jnp.asarray(valid[:, None, :])
