@@ -44,6 +44,8 @@ EXTRAS = {
              "httpx>=0.27", "openai>=1.40", "qdrant-client>=1.12", "posthog>=3.5", "sqlalchemy>=2.0",
              "pytz>=2024.1"],
 }
+# benchmarks/train_step.py's peer: TRL's GRPOTrainer with a peft LoRA (and what TRL imports).
+EXTRAS["bench"] = EXTRAS["test"] + ["trl==1.16.0", "peft>=0.17", "datasets>=3.0"]
 
 setup(
     name="memr1-jax",

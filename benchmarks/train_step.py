@@ -241,6 +241,17 @@ def _hf_tokenizer(backbone):
 
 
 # ------------------------------------------------------------------ main
+def check_trl_installed() -> None:
+    """Fail before the JAX paths run (minutes) rather than after them."""
+    import importlib
+    for name in ("datasets", "peft", "torch", "transformers", "trl"):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise SystemExit(f"train_step.py: the TRL peer needs {name}: pip install -e '.[bench]' "
+                             f"(or run with --skip-trl): {e}") from e
+
+
 def mean_rows(rows: list[dict], keys) -> dict:
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
 
@@ -252,6 +263,8 @@ def main() -> None:
     ap.add_argument("--skip-trl", action="store_true")
     ap.add_argument("--skip-plain", action="store_true")
     args = ap.parse_args()
+    if not args.skip_trl:
+        check_trl_installed()
 
     t_all = time.perf_counter()
     flops_ceiling, bw_ceiling = matmul_ceiling(), bandwidth_ceiling()
