@@ -45,11 +45,15 @@ def enable(directory: str | None = None, min_compile_secs: float = 1.0) -> str |
 
 @dataclass
 class CompileCount:
-    """Programs JAX handed to XLA since `counting()` began: ``compiled`` were built,
-    ``loaded`` came from the persistent cache; ``seconds`` is their total time."""
-    compiled: int = 0
+    """Programs JAX handed to XLA since `counting()` began: ``programs`` in all, ``loaded`` of
+    them from the persistent cache; ``seconds`` is their total time (compiling or loading)."""
+    programs: int = 0
     loaded: int = 0
     seconds: float = 0.0
+
+    @property
+    def compiled(self) -> int:
+        return self.programs - self.loaded
 
 
 _lock = threading.Lock()
@@ -61,16 +65,15 @@ def _on_duration(event: str, seconds: float, **_):
     if event == _COMPILE_EVENT:
         with _lock:
             for c in _counts:
-                c.compiled += 1
+                c.programs += 1
                 c.seconds += seconds
 
 
 def _on_event(event: str, **_):
-    if event == _HIT_EVENT:   # recorded before the compile event of the same program
+    if event == _HIT_EVENT:
         with _lock:
             for c in _counts:
                 c.loaded += 1
-                c.compiled -= 1
 
 
 class counting:
