@@ -104,3 +104,51 @@ def test_remat_gives_the_same_loss_and_gradients():
     for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
     assert float(jnp.max(jnp.abs(g0["layers_0"]["attn"]["q_proj"]))) > 0
+
+
+@pytest.mark.parametrize("arch,remat,fresh", [("llama", False, True), ("gemma3", False, True),
+                                              ("qwen2", True, True), ("gemma3", False, False)])
+def test_last_only_equals_the_full_forward_at_the_last_position(arch, remat, fresh):
+    """``last_only`` (the prefill's path: the last layer's query, attention output and MLP on the
+    last position only) gives the last position's hidden state and logits of the full forward and
+    the same KV cache; left padding, Gemma 3's local layers (window 8 < 14 tokens) and post-norms,
+    remat, and a cache that already holds a prefix are covered."""
+    import dataclasses
+    cfg = dataclasses.replace(tiny_config(arch), remat=remat)
+    params = random_params(cfg, seed=7)
+    b, t, s = 2, 14, 20
+    toks = jax.random.randint(jax.random.PRNGKey(8), (b, t), 0, cfg.vocab_size)
+    valid = jnp.ones((b, t), bool).at[0, :3].set(False)
+    pos = D.positions_from_valid(valid)
+    if fresh:
+        mask, cache = D.causal_mask(valid), D.init_cache(cfg, b, s)
+    else:   # 4 keys already in the cache, then these 14 queries at slots 4..17
+        cache = D.init_cache(cfg, b, s)
+        kv = jnp.zeros((b, s), bool).at[:, :4 + t].set(True)
+        pre = jax.random.randint(jax.random.PRNGKey(9), (b, 4), 0, cfg.vocab_size)
+        _, cache = D.forward(cfg, params, pre, jnp.tile(jnp.arange(4), (b, 1)), D.cache_mask(kv, 0, 4), cache)
+        pos, mask = pos + 4, D.cache_mask(kv, 4, t)
+    model = D.Decoder(cfg)
+    run = lambda last, hidden: model.apply({"params": params}, toks, pos, mask, cache, hidden,  # noqa: E731
+                                           fresh=fresh, last_only=last)
+    (h_full, c_full), (h_last, c_last) = run(False, True), run(True, True)
+    assert h_last.shape == (b, 1, cfg.embed_dim)
+    np.testing.assert_allclose(np.asarray(h_last[:, 0]), np.asarray(h_full[:, -1]), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(run(True, False)[0][:, 0]), np.asarray(run(False, False)[0][:, -1]),
+                               atol=1e-4, rtol=1e-5)
+    for a, c in zip(jax.tree.leaves(c_last), jax.tree.leaves(c_full)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+
+
+@pytest.mark.parametrize("arch,tables", [("llama", 1), ("gemma3", 2)])
+def test_rope_sin_cos_are_computed_once_per_frequency_set(arch, tables):
+    """XLA fuses an inline sin/cos into every consumer (each layer, head and causal key block),
+    which cost 12% of a 512-token prefill; ``rope_tables`` computes them once per forward, in a
+    conditional whose two (identical) branches each hold one cos and one sin."""
+    cfg = tiny_config(arch)
+    params = random_params(cfg, seed=1)
+    toks = jnp.zeros((2, 40), jnp.int32)
+    valid = jnp.ones((2, 40), bool)
+    text = jax.jit(lambda p: D.forward(cfg, p, toks, D.positions_from_valid(valid), D.causal_mask(valid))[0]
+                   ).lower(params).compile().as_text()
+    assert cfg.num_layers >= 2 and text.count(" cosine(") == text.count(" sine(") == 2 * tables

@@ -123,7 +123,7 @@ def response_logprobs(model_cfg: ModelConfig, params: Any, tokens, positions, va
     first = lambda x: x[::group, :p]  # noqa: E731  (a group's prompt, from its first row)
     cache = dec.init_cache(model_cfg, b // group, p)
     h_prompt, cache = model.apply(variables, first(tokens), first(positions),
-                                  dec.causal_mask(first(valid)), cache, True, fresh=True)
+                                  dec.causal_mask(first(valid)), cache, True, fresh=True, last_only=True)
     grow = lambda x: jnp.repeat(jnp.pad(x, ((0, 0), (0, 0), (0, r), (0, 0))), group, axis=0)  # noqa: E731
     cache = {"index": p, "layers": tuple({"k": grow(c["k"]), "v": grow(c["v"])} for c in cache["layers"])}
     h_resp, _ = model.apply(variables, tokens[:, p:], positions[:, p:], dec.cache_mask(valid, p, r), cache, True)

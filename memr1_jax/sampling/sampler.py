@@ -183,7 +183,7 @@ def prefill(cfg: ModelConfig, params, tokens: Array, valid: Array, *, cache_len:
     model = Decoder(cfg)
     # The cache is empty: the prompt attends to its own T keys (causal blocks skipped), not S slots.
     hidden, cache = model.apply({"params": params}, tokens, positions, causal_mask(valid), cache,
-                                return_hidden=True, fresh=True)
+                                return_hidden=True, fresh=True, last_only=True)
     logits = model.apply({"params": params}, hidden[:, -1], method=Decoder.head)
     state = {"cache": cache, "key_valid": key_valid,
              "position": jnp.sum(valid, axis=1).astype(jnp.int32), "logits": logits}
