@@ -120,13 +120,18 @@ def test_damaged_checkpoints_raise_checkpoint_error_naming_the_step(tmp_path):
     step = pathlib.Path(tmp_path) / "1"
     data = max((step / "state").rglob("ocdbt.process_0/d/*"), key=lambda p: p.stat().st_size)
     original = data.read_bytes()
-    for frac in (0.2, 0.5, 0.8):   # 58 flipped bytes inside the array data
+    caught = []
+    for frac in (0.2, 0.5, 0.8):   # 58 flipped bytes inside the data file
         b = bytearray(original)
         off = int(len(b) * frac)
         b[off:off + 58] = bytes(x ^ 0x40 for x in b[off:off + 58])
         data.write_bytes(bytes(b))
-        with pytest.raises(CheckpointError, match=rf"checkpoint {step} is corrupt: \d+ arrays differ"):
+        # Flipped array bytes read back as other numbers (our checksums); flipped bytes of the
+        # store's own structure fail in TensorStore (seen once in 12 runs: the layout varies).
+        with pytest.raises(CheckpointError, match=rf"checkpoint {step} (is corrupt: \d+ arrays differ|cannot be restored)") as e:
             RLCheckpointer(tmp_path, async_save=False).restore(_fresh_state(), 1)
+        caught.append(str(e.value))
+    assert any("arrays differ" in m for m in caught), caught
     data.write_bytes(original)
     meta = next(step.rglob("meta/*metadata*"), None) or next(p for p in (step / "meta").iterdir() if p.is_file())
     good_meta = meta.read_bytes()
