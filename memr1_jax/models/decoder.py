@@ -112,6 +112,10 @@ def rope_tables(positions: Array, inv_freq: np.ndarray) -> tuple[Array, Array]:
     freqs = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)  # [B, T, D/2]
     emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
     cos_sin = lambda e: (jnp.cos(e), jnp.sin(e))  # noqa: E731
+    if positions.shape[1] == 1:
+        # A decode step: [B, 1] positions cost little inline, and a conditional in the decode
+        # loop measured 0-10% slower per step at batch 32 (noisy A/B).
+        return cos_sin(emb)
     # A predicate XLA cannot fold (it proves `positions >= 0` from positions_from_valid's max).
     return jax.lax.cond(jnp.all(jnp.isfinite(freqs)), cos_sin, cos_sin, emb)
 
