@@ -10,6 +10,8 @@ separately); transformers' decode time is generate(N) minus generate(1), i.e.
 its prefill subtracted. Each engine runs once untimed at each shape, then --repeats
 rounds alternate the two engines, best kept per engine (run-to-run spread on a shared
 2-core machine is 10-30%; alternating puts a slow spell on both rather than on one).
+Prefill, a short call, gets --prefill-repeats more alternating rounds of its own; the
+speedup line gives the best-vs-best ratio and the median of the per-round ratios.
 GFLOP/s uses ModelConfig.flops_per_token with the mean attention context (prefill: the head once per row, on the last position), against an f32
 2048x576x1536 matmul measured in this run; decode GB/s counts the weights and the KV cache read
 per step, against a numpy copy's bandwidth measured in this run.
@@ -76,6 +78,11 @@ def jax_runner(model, prompts: np.ndarray, new_tokens: int, cache_dtype):
                             sampling=sc, max_len=new_tokens).compile()
     compile_s = time.perf_counter() - t0
 
+    def prefill_only():
+        t0 = time.perf_counter()
+        jax.block_until_ready(prefill(params, tokens, valid))
+        return time.perf_counter() - t0
+
     def run():
         t0 = time.perf_counter()
         state = prefill(params, tokens, valid)
@@ -88,7 +95,7 @@ def jax_runner(model, prompts: np.ndarray, new_tokens: int, cache_dtype):
         steps = int(out["steps"])
         assert steps == new_tokens and int(out["lengths"].min()) == new_tokens, (steps, out["lengths"])
         return prefill_s, decode_s, np.asarray(out["tokens"])
-    return compile_s, run
+    return compile_s, run, prefill_only
 
 
 def torch_runner(hf_model, prompts: np.ndarray, new_tokens: int):
@@ -97,6 +104,12 @@ def torch_runner(hf_model, prompts: np.ndarray, new_tokens: int):
     import torch
     ids = torch.from_numpy(prompts.astype(np.int64))
     kw = dict(do_sample=False, attention_mask=torch.ones_like(ids), pad_token_id=0, eos_token_id=None)
+
+    def prefill_only():
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            hf_model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw)
+            return time.perf_counter() - t0
 
     def run():
         with torch.inference_mode():
@@ -107,22 +120,36 @@ def torch_runner(hf_model, prompts: np.ndarray, new_tokens: int):
             out = hf_model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
             total_s = time.perf_counter() - t0
         return prefill_s, max(total_s - prefill_s, 1e-9), out[:, prompts.shape[1]:].numpy()
-    return run
+    return run, prefill_only
 
 
-def bench(runners: dict, repeats: int) -> dict:
+PREFILL_BUDGET_S = 90.0
+
+
+def bench(runners: dict, repeats: int, prefill_repeats: int) -> dict:
     """Each engine once untimed (buffers, warm-up), then `repeats` rounds that alternate the
-    engines, so a slow spell of a shared machine falls on both; the best of each is kept."""
-    for run in runners.values():
+    engines, so a slow spell of a shared machine falls on both; the best of each is kept.
+    Then up to `prefill_repeats` alternating rounds of prefill alone, none started after
+    PREFILL_BUDGET_S; `prefill_rounds` keeps their per-round times for paired ratios.
+    runners: name -> (run, prefill_only)."""
+    for run, _ in runners.values():
         run()
     times = {name: ([], []) for name in runners}
     tokens = {}
     for _ in range(repeats):
-        for name, run in runners.items():
+        for name, (run, _) in runners.items():
             p, d, tokens[name] = run()
             times[name][0].append(p)
             times[name][1].append(d)
-    return {name: dict(prefill_s=min(p), decode_s=min(d), tokens=tokens[name]) for name, (p, d) in times.items()}
+    rounds = {name: [] for name in runners}
+    t0 = time.perf_counter()
+    for _ in range(prefill_repeats):
+        if time.perf_counter() - t0 > PREFILL_BUDGET_S:   # batch 32: ~25 s per engine and round
+            break
+        for name, (_, prefill_only) in runners.items():
+            rounds[name].append(prefill_only())
+    return {name: dict(prefill_s=min(p + rounds[name]), decode_s=min(d), tokens=tokens[name],
+                       prefill_rounds=rounds[name]) for name, (p, d) in times.items()}
 
 
 def main():
@@ -134,6 +161,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--cache-dtype", default=None, help="KV cache dtype for JAX (default: compute dtype)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per engine after a warm-up; best kept")
+    ap.add_argument("--prefill-repeats", type=int, default=8,
+                    help="extra alternating rounds of prefill alone (a short call, so cheap to repeat)")
     ap.add_argument("--skip-torch", action="store_true")
     args = ap.parse_args()
     batches = [int(x) for x in args.batches.split(",")]
@@ -171,11 +200,11 @@ def main():
     rng = np.random.RandomState(0)
     for b in batches:
         prompts = rng.randint(100, min(cfg.vocab_size, 40000), size=(b, t)).astype(np.int32)
-        compile_s, run = jax_runner(model, prompts, n, args.cache_dtype)
-        runners = {"jax": run}
+        compile_s, run, prefill_only = jax_runner(model, prompts, n, args.cache_dtype)
+        runners = {"jax": (run, prefill_only)}
         if hf_model is not None:
             runners["hf"] = torch_runner(hf_model, prompts, n)
-        row = dict(b=b, **bench(runners, args.repeats))
+        row = dict(b=b, **bench(runners, args.repeats, args.prefill_repeats))
         row["jax"]["compile_s"] = compile_s
         if hf_model is not None:
             row["agree"] = float(np.mean(row["hf"]["tokens"][:, :16] == row["jax"]["tokens"][:, :16]))
@@ -208,8 +237,10 @@ def main():
           f"and row at the mean context {t + n / 2:.0f}")
     if hf_model is not None:
         for row in rows:
+            paired = np.asarray(row["hf"]["prefill_rounds"]) / np.asarray(row["jax"]["prefill_rounds"])
+            median = f" (median of {paired.size} paired rounds {np.median(paired):.2f})" if paired.size else ""
             print(f"prefill speedup vs transformers at batch {row['b']}: "
-                  f"{row['hf']['prefill_s'] / row['jax']['prefill_s']:.2f}")
+                  f"{row['hf']['prefill_s'] / row['jax']['prefill_s']:.2f}{median}")
         for row in rows:
             j, h = row["jax"], row["hf"]
             x = (row["b"] * n / j["decode_s"]) / (row["b"] * (n - 1) / h["decode_s"])

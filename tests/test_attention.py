@@ -139,3 +139,25 @@ def test_decode_core_equals_dense(rows):
     mask = jnp.asarray(valid[:, None, :])
     np.testing.assert_allclose(np.asarray(decode_attention(q, k, v, mask, 0.3)),
                                np.asarray(dense_attention(q, k, v, mask, 0.3)), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("t", [1, 3])
+def test_shared_prefix_core_equals_dense_over_repeated_prompt_keys(t):
+    """G samples per prompt over its keys stored once, then their own: equal to dense attention
+    over each row's concatenated [prompt copy, own] keys (masked prompt slots, a row whose own
+    slots are all masked, GQA)."""
+    from memr1_jax.models.attention import shared_prefix_attention
+    r = np.random.default_rng(11)
+    b, g, k, gq, p, s, d = 2, 3, 2, 3, 13, 6, 8
+    q = jnp.asarray(r.normal(size=(b * g, k, gq, t, d)), jnp.float32)
+    pk, pv = (jnp.asarray(r.normal(size=(b, k, p, d)), jnp.float32) for _ in range(2))
+    own_k, own_v = (jnp.asarray(r.normal(size=(b * g, k, s, d)), jnp.float32) for _ in range(2))
+    prompt_valid = np.repeat(r.random((b, p)) > 0.3, g, axis=0)
+    prompt_valid[:, -1] = True
+    own_valid = r.random((b * g, t, s)) > 0.4
+    own_valid[4] = False
+    mask = jnp.asarray(np.concatenate([np.broadcast_to(prompt_valid[:, None], (b * g, t, p)), own_valid], -1))
+    want = dense_attention(q, jnp.concatenate([jnp.repeat(pk, g, axis=0), own_k], axis=2),
+                           jnp.concatenate([jnp.repeat(pv, g, axis=0), own_v], axis=2), mask, 0.3)
+    got = shared_prefix_attention(q, pk, pv, own_k, own_v, mask, 0.3)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6, rtol=1e-5)

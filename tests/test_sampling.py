@@ -201,6 +201,27 @@ def test_group_sampling_equals_repeated_prompts():
             np.testing.assert_allclose(samples.logprobs[g * i + j], ref, atol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])   # gemma3: local layers read the prompt slots too
+def test_shared_prompt_cache_equals_repeated_cache(arch):
+    """A group's prompt keys stored once (share_prompt) vs repeated G times: the same sampled
+    tokens and log-probs, and the shared state holds one prompt copy per prompt."""
+    cfg, params = _model(arch)
+    g, sc = 4, SamplingConfig(temperature=1.0, scaled_logprobs=True)
+    runs = {share: generate(cfg, params, PROMPTS, sc, rng=jax.random.PRNGKey(9), max_new_tokens=14,
+                            num_samples=g, share_prompt=share) for share in (True, False)}
+    np.testing.assert_array_equal(runs[True].tokens, runs[False].tokens)
+    np.testing.assert_array_equal(runs[True].lengths, runs[False].lengths)
+    np.testing.assert_allclose(runs[True].logprobs, runs[False].logprobs, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(runs[True].scaled_logprobs, runs[False].scaled_logprobs, atol=1e-5, rtol=0)
+    assert len({tuple(r) for r in runs[True].tokens.tolist()}) > len(PROMPTS)   # the samples differ
+    tokens, valid = S.pad_prompts(PROMPTS, 16, 4, 0)
+    state = S.prefill(cfg, params, jnp.asarray(tokens), jnp.asarray(valid), cache_len=48, num_samples=g)
+    layer = state["cache"]["layers"][0]
+    assert layer["prefix_k"].shape[:3] == (4, cfg.num_kv_heads, 16)        # one copy per prompt
+    assert layer["k"].shape[:3] == (4 * g, cfg.num_kv_heads, 48 - 16)     # the rows' own slots
+    assert state["key_valid"].shape == (4 * g, 48) and S.prefix_slots(state["cache"]) == 16
+
+
 def test_no_recompile_within_bucket():
     cfg, params = _model("llama")
     assert bucket_size(17) == bucket_size(20) == 24

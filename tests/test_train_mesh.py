@@ -63,8 +63,16 @@ def test_sharded_sampler_generates_the_single_device_tokens():
         out = generate(m.cfg, params, prompts, mesh=mesh, rules=DEFAULT_RULES, **kw)
         np.testing.assert_array_equal(out.tokens, ref.tokens)
         np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
-    # the KV cache is split by batch (data x fsdp) on the mesh
+    # GRPO groups (2 samples of each of 4 prompts, the prompt's keys stored once) on a mesh
+    sc = SamplingConfig(temperature=1.0)
+    grouped = dict(max_new_tokens=10, stop_ids=[], sampling=sc, num_samples=2, rng=jax.random.PRNGKey(4))
+    ref = generate(m.cfg, m.params, prompts[:4], **grouped)
     mesh = make_mesh(MeshConfig(2, 2, 2))
+    params = shard_params(m.cfg, m.params, mesh, DEFAULT_RULES)
+    out = generate(m.cfg, params, prompts[:4], mesh=mesh, rules=DEFAULT_RULES, **grouped)
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+    np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
+    # the KV cache is split by batch (data x fsdp) on the mesh
     params = shard_params(m.cfg, m.params, mesh, DEFAULT_RULES)
     tokens = jax.device_put(np.ones((8, 16), np.int32), batch_sharding(mesh, (8, 16), DEFAULT_RULES))
     with mesh_context(mesh, DEFAULT_RULES):

@@ -4,6 +4,7 @@ query per row), and blockwise (flash-style) for long rows.
 Layout: queries [B, K, G, T, D] (K kv-heads, G query heads per kv-head), keys and values
 [B, K, S, D], a boolean mask [B, T, S] (True: query t may attend to key slot s). All return
 [B, K, G, T, D] in the values' dtype. Logits and the softmax run in float32.
+``shared_prefix_attention`` adds keys shared by groups of rows (a GRPO group's prompt).
 
 ``blockwise_attention`` never forms [T, S] logits: an online softmax runs over key blocks
 inside a ``lax.scan``, one query block at a time, with each scan step rematerialised, so the
@@ -57,6 +58,38 @@ def decode_attention(q, keys, values, mask, scale: float):
     logits = jnp.where(mask[:, 0][:, None, :, None], logits, NEG_INF)
     probs = jax.nn.softmax(logits, axis=2).astype(values.dtype)
     return jnp.einsum("bksg,bksd->bkgd", probs, values)[:, :, :, None]
+
+
+def shared_prefix_attention(q, prefix_keys, prefix_values, keys, values, mask, scale: float):
+    """``dense_attention`` over a prompt's keys stored once for its G samples, then each
+    sample's own keys: what a GRPO group's decode reads, without G copies of the prompt.
+
+    q [B*G, K, Gq, T, D] (rows prompt-major: row i*G + j is sample j of prompt i);
+    prefix_keys / prefix_values [B, K, P, D]; keys / values [B*G, K, S, D]; mask
+    [B*G, T, P + S] over the prompt slots then the row's own. The G samples of a prompt
+    become extra query rows of one product with its keys, so each prompt key is read once per
+    prompt, not once per sample. One softmax spans both parts, so the result is
+    ``dense_attention`` over the concatenated keys."""
+    r, k, gq, t, d = q.shape
+    b, p = prefix_keys.shape[0], prefix_keys.shape[2]
+    g, s = r // b, keys.shape[2]
+
+    def to_prompt(x):   # [B*G, K, Gq, T, X] -> [B, K, G*Gq*T, X]
+        x = x.reshape((b, g) + x.shape[1:])
+        return jnp.moveaxis(x, 1, 2).reshape(b, k, g * gq * t, x.shape[-1])
+
+    def to_rows(x):     # the inverse
+        x = jnp.moveaxis(x.reshape(b, k, g, gq, t, x.shape[-1]), 2, 1)
+        return x.reshape(r, k, gq, t, x.shape[-1])
+
+    prompt = to_rows(jnp.einsum("bkqd,bksd->bkqs", to_prompt(q), prefix_keys))
+    own = jnp.einsum("bkqd,bksd->bkqs", q.reshape(r, k, gq * t, d), keys).reshape(r, k, gq, t, s)
+    logits = jnp.concatenate([prompt, own], axis=-1).astype(jnp.float32) * scale
+    logits = jnp.where(mask[:, None, None], logits, NEG_INF)
+    probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
+    out = to_rows(jnp.einsum("bkqs,bksd->bkqd", to_prompt(probs[..., :p]), prefix_values))
+    own = jnp.einsum("bkqs,bksd->bkqd", probs[..., p:].reshape(r, k, gq * t, s), values)
+    return out + own.reshape(r, k, gq, t, d)
 
 
 CAUSAL_QUERY_BLOCK = 128

@@ -10,7 +10,10 @@ and returns ``(logits or hidden states, cache)``:
   ``cache_mask``).
 * cache: None, or {"index": int32 scalar or per-row [B] (next slot to write), "layers":
   tuple of {"k", "v"} [B, kv_heads, S, head_dim]}. New keys and values are
-  written at ``index``; the returned cache has ``index + T``.
+  written at ``index``; the returned cache has ``index + T``. A layer may also hold
+  "prefix_k" / "prefix_v" [B / G, kv_heads, P, head_dim]: a prompt shared by each G
+  consecutive rows, read as slots [0, P) before the row's own (the mask is then
+  [B, T, P + S]); ``sampler.prefill(share_prompt=True)`` builds it.
 * fresh (static): the cache is empty and written from slot 0 (a prefill), so
   attention reads this call's T keys only and the mask is [B, T, T]; with
   ``attention="dense"`` such square attention skips key blocks after each
@@ -36,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from memr1_jax.models.attention import (blockwise_attention, causal_dense_attention, decode_attention,
-                                        dense_attention)
+                                        dense_attention, shared_prefix_attention)
 from memr1_jax.models.config import ModelConfig
 
 Array = jax.Array
@@ -192,19 +195,28 @@ class Attention(nn.Module):
             # transpose of the whole cache (2x faster decode at batch 32 on XLA:CPU).
             new_cache = {"k": keys, "v": values}
             keys, values = keys.astype(dt), values.astype(dt)
+        prefix = None
+        if cache is not None and "prefix_k" in cache:
+            # A group's prompt, stored once for its rows (sampler.prefill with share_prompt):
+            # slots [0, P) of every row's mask, the row's own cache after them.
+            new_cache.update(prefix_k=cache["prefix_k"], prefix_v=cache["prefix_v"])
+            prefix = cache["prefix_k"].astype(dt), cache["prefix_v"].astype(dt)
         square = cache is None or fresh   # query t and key t are one position: this call's keys only
         if square:
             keys, values = kk.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
-        s = keys.shape[2]
+        offset = 0 if prefix is None else prefix[0].shape[2]
+        s = offset + keys.shape[2]
         if cfg.is_local_layer(self.layer):
             # Slots are contiguous per row, so slot distance equals position distance.
-            q_slot = jnp.asarray(index)[..., None] + q_first + jnp.arange(tq)   # [Tq] or per row [B, Tq]
+            q_slot = offset + jnp.asarray(index)[..., None] + q_first + jnp.arange(tq)   # [Tq] or [B, Tq]
             window = (q_slot[..., :, None] - jnp.arange(s)) < cfg.sliding_window
             mask = mask & (window if window.ndim == 3 else window[None])
         g = h // k
         q = q.reshape(b, tq, k, g, hd).transpose(0, 2, 3, 1, 4)         # [B, kv_heads, G, Tq, D]
-        if cfg.attention == "blockwise" and tq > 1:   # decode (one query) is a single row of logits
+        if prefix is not None:
+            out = shared_prefix_attention(q, *prefix, keys, values, mask, cfg.attn_scale)
+        elif cfg.attention == "blockwise" and tq > 1:   # decode (one query) is a single row of logits
             out = blockwise_attention(q, keys, values, mask, cfg.attn_scale, cfg.attention_block,
                                       cfg.attention_block)
         elif square and tq > 1:

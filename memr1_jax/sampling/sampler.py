@@ -166,18 +166,23 @@ def sample_tokens(logits: Array, key, sc: SamplingConfig):
 
 
 # ------------------------------------------------------------ jitted pieces
-@functools.partial(jax.jit, static_argnames=("cfg", "cache_len", "num_samples", "cache_dtype"))
+@functools.partial(jax.jit, static_argnames=("cfg", "cache_len", "num_samples", "cache_dtype", "share_prompt"))
 def prefill(cfg: ModelConfig, params, tokens: Array, valid: Array, *, cache_len: int,
-            num_samples: int = 1, cache_dtype: str | None = None) -> dict[str, Any]:
+            num_samples: int = 1, cache_dtype: str | None = None, share_prompt: bool = True) -> dict[str, Any]:
     """Run left-padded prompts [B, T] into a fresh cache of `cache_len` slots.
 
     Returns the decode state: cache, key_valid [B*G, S], next RoPE position
     [B*G], last-position logits [B*G, V] (float32). Rows repeat G=num_samples times.
+    With G > 1 and ``share_prompt``, each layer keeps the prompt's keys and values once per
+    prompt ("prefix_k" / "prefix_v" [B, K, T, D], read by ``shared_prefix_attention``) and
+    the rows own only their S - T generated slots: the G copies are neither written here nor
+    read at every decode step. Otherwise the whole cache is repeated G times.
     """
     b, t = tokens.shape
     if cache_len < t + 1:
         raise ValueError(f"prefill: cache_len={cache_len} must exceed the prompt length {t}")
-    cache = init_cache(cfg, b, cache_len, cache_dtype)
+    shared = num_samples > 1 and share_prompt
+    cache = init_cache(cfg, b, t if shared else cache_len, cache_dtype)
     key_valid = jnp.zeros((b, cache_len), bool).at[:, :t].set(valid)
     positions = positions_from_valid(valid)
     model = Decoder(cfg)
@@ -185,14 +190,23 @@ def prefill(cfg: ModelConfig, params, tokens: Array, valid: Array, *, cache_len:
     hidden, cache = model.apply({"params": params}, tokens, positions, causal_mask(valid), cache,
                                 return_hidden=True, fresh=True, last_only=True)
     logits = model.apply({"params": params}, hidden[:, -1], method=Decoder.head)
-    state = {"cache": cache, "key_valid": key_valid,
-             "position": jnp.sum(valid, axis=1).astype(jnp.int32), "logits": logits}
-    if num_samples > 1:
-        rep = lambda x: jnp.repeat(x, num_samples, axis=0)  # noqa: E731
-        index = cache["index"]
-        state = jax.tree.map(rep, {**state, "cache": cache["layers"]})
-        state["cache"] = {"index": index, "layers": state["cache"]}
-    return state
+    state = {"key_valid": key_valid, "position": jnp.sum(valid, axis=1).astype(jnp.int32), "logits": logits}
+    if num_samples == 1:
+        return {**state, "cache": cache}
+    state = jax.tree.map(lambda x: jnp.repeat(x, num_samples, axis=0), state)
+    if shared:
+        own = init_cache(cfg, b * num_samples, cache_len - t, cache_dtype)
+        layers = tuple({**o, "prefix_k": c["k"], "prefix_v": c["v"]}
+                       for o, c in zip(own["layers"], cache["layers"]))
+        return {**state, "cache": {"index": own["index"], "layers": layers}}
+    layers = jax.tree.map(lambda x: jnp.repeat(x, num_samples, axis=0), cache["layers"])
+    return {**state, "cache": {"index": cache["index"], "layers": layers}}
+
+
+def prefix_slots(cache: dict[str, Any]) -> int:
+    """Cache slots before a row's own (a shared prompt's), 0 without one."""
+    first = cache["layers"][0]
+    return first["prefix_k"].shape[2] if "prefix_k" in first else 0
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "sampling", "max_len"), donate_argnames=("state",))
@@ -251,8 +265,8 @@ def decode(cfg: ModelConfig, params, state: dict[str, Any], rng, stop_ids: Array
 
     def body(carry):
         step, tok, done, out, cache, key_valid, position = carry
-        index = cache["index"]
-        key_valid = jax.lax.dynamic_update_slice(key_valid, jnp.ones((rows, 1), bool), (0, index))
+        slot = cache["index"] + prefix_slots(cache)
+        key_valid = jax.lax.dynamic_update_slice(key_valid, jnp.ones((rows, 1), bool), (0, slot))
         mask = key_valid[:, None, :]  # causal by construction: later slots are not valid yet
         logits, cache = model.apply({"params": params}, tok[:, None], position[:, None], mask, cache)
         tok, done, out = draw(logits[:, 0], step, done, out)
@@ -326,7 +340,7 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
              max_new_tokens: int | Sequence[int] = 64, num_samples: int = 1, pad_id: int = 0,
              cache_dtype: str | None = None, min_prompt_bucket: int = 16,
              bucket_batch: bool = True, mesh=None, rules=None, constraints=None,
-             timings: dict | None = None, speculative: int = 0) -> SampleOutput:
+             timings: dict | None = None, speculative: int = 0, share_prompt: bool = True) -> SampleOutput:
     """Sample `num_samples` continuations of each prompt (token id lists).
 
     constraints: None, one ``TokenAutomaton`` for all prompts, or one per prompt (None for an
@@ -342,6 +356,9 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
     speculative: draft length k > 0 decodes greedily with prompt-lookup drafts
     (``speculative.py``): the same tokens as plain greedy decoding in fewer forward passes;
     needs greedy sampling and num_samples 1.
+    share_prompt: with num_samples > 1, the G samples of a prompt read one copy of its keys
+    and values (``prefill``); False repeats the cache G times (the same tokens and log-probs
+    up to float rounding).
     Returns numpy arrays with len(prompts) * num_samples rows, prompt-major
     (row i*G + g is sample g of prompt i) and N = max(max_new_tokens) columns.
     """
@@ -395,7 +412,7 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]],
     clock = time.perf_counter()
     with mesh_context(mesh, rules):
         state = prefill(cfg, params, put(tokens), put(valid), cache_len=t + max_len + speculative,
-                        num_samples=g, cache_dtype=cache_dtype)
+                        num_samples=g, cache_dtype=cache_dtype, share_prompt=share_prompt)
         if timings is not None:
             jax.block_until_ready(state)
             timings["prefill_s"] = timings.get("prefill_s", 0.0) + time.perf_counter() - clock
