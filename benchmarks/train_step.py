@@ -136,8 +136,9 @@ def work(model_cfg, rl, prompt_tokens, completion_len, max_new, top_layers) -> d
     update = uniq * layer * (model_cfg.num_layers + 2 * top_layers) + 2 * head * n * g * completion_len
     kv_slot = 2 * model_cfg.num_layers * model_cfg.num_kv_heads * model_cfg.head_dim * 4
     weights = 4.0 * model_cfg.num_params()
-    ctx = p_real / n + max_new / 2
-    decode_bytes = max_new * (weights + n * g * ctx * kv_slot)
+    # Each decode step reads the weights, each prompt's keys once (its G samples share them,
+    # sampler.prefill's share_prompt) and every sample's own generated keys.
+    decode_bytes = max_new * (weights + (p_real + n * g * max_new / 2) * kv_slot)
     return {"prefill": p_real * (layer * model_cfg.num_layers) + n * head, "update": update, "decode": decode_bytes}
 
 
