@@ -193,13 +193,14 @@ def prefill(cfg: ModelConfig, params, tokens: Array, valid: Array, *, cache_len:
     state = {"key_valid": key_valid, "position": jnp.sum(valid, axis=1).astype(jnp.int32), "logits": logits}
     if num_samples == 1:
         return {**state, "cache": cache}
-    state = jax.tree.map(lambda x: jnp.repeat(x, num_samples, axis=0), state)
+    rep = lambda x: jnp.repeat(x, num_samples, axis=0)  # noqa: E731
+    state = jax.tree.map(rep, state)
     if shared:
         own = init_cache(cfg, b * num_samples, cache_len - t, cache_dtype)
         layers = tuple({**o, "prefix_k": c["k"], "prefix_v": c["v"]}
                        for o, c in zip(own["layers"], cache["layers"]))
         return {**state, "cache": {"index": own["index"], "layers": layers}}
-    layers = jax.tree.map(lambda x: jnp.repeat(x, num_samples, axis=0), cache["layers"])
+    layers = jax.tree.map(rep, cache["layers"])
     return {**state, "cache": {"index": cache["index"], "layers": layers}}
 
 
