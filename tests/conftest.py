@@ -22,6 +22,17 @@ def locomo_dir():
     return LOCOMO_DIR
 
 
+@pytest.fixture(scope="module")
+def shared_compile_cache(tmp_path_factory):
+    """A compilation cache for the module's ``python -m memr1_jax.*`` subprocesses: each launch
+    after the first loads the programs an earlier one compiled (the same executables, so
+    the same results) instead of compiling them again."""
+    path = tmp_path_factory.mktemp("xla")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEMR1_COMPILE_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture
 def registry_loads(monkeypatch):
     """Names passed to ``ChatLLM.from_registry`` during the test (the models still load)."""

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("shared_compile_cache")   # launches after the first load, not compile
 
 
 def _free_port() -> int:

@@ -15,6 +15,7 @@ import time
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("shared_compile_cache")   # launches after the first load, not compile
 STEPS = 6
 LOGS = ("metrics.jsonl", "validation.jsonl", "samples.jsonl")
 
