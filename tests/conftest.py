@@ -8,7 +8,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 # mem0ai (the mem0-oss tests) reports usage to PostHog unless told not to: tests stay off the network.
 os.environ["MEM0_TELEMETRY"] = "False"
 # The entry points' persistent compilation cache stays off: tests do not write to ~/.cache and
-# do not load executables an earlier run left there (tests/test_compile_cache.py turns it on).
+# do not load executables an earlier run left there (tests/test_compile_cache.py turns it on;
+# shared_compile_cache below gives a module its own fresh folder).
 os.environ["MEMR1_COMPILE_CACHE"] = "off"
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

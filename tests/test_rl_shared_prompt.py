@@ -82,7 +82,7 @@ def test_response_path_gradients_equal_full_pass(lora):
         lp, ent = fn(cfg, eff(tr), *args, temperature=0.9, return_entropy=True, **kw)
         return jnp.sum((adv * lp + 0.1 * ent) * m)
 
-    # jitted: op-by-op, the two gradients took about a minute on this CPU
+    # jitted: op-by-op, the two gradients took 39-72 s on this CPU
     v_full, g_full = jax.jit(jax.value_and_grad(partial(surrogate, fn=policy_logprobs, chunk_size=6)))(trainable)
     v_resp, g_resp = jax.jit(jax.value_and_grad(partial(surrogate, fn=response_logprobs, prompt_len=batch.prompt_len,
                                                         group=4, chunk_size=6)))(trainable)
