@@ -82,10 +82,11 @@ def test_response_path_gradients_equal_full_pass(lora):
         lp, ent = fn(cfg, eff(tr), *args, temperature=0.9, return_entropy=True, **kw)
         return jnp.sum((adv * lp + 0.1 * ent) * m)
 
-    # jitted: op-by-op, the two gradients took 39-72 s on this CPU
-    v_full, g_full = jax.jit(jax.value_and_grad(partial(surrogate, fn=policy_logprobs, chunk_size=6)))(trainable)
-    v_resp, g_resp = jax.jit(jax.value_and_grad(partial(surrogate, fn=response_logprobs, prompt_len=batch.prompt_len,
-                                                        group=4, chunk_size=6)))(trainable)
+    def value_and_grad(fn, **kw):   # jitted: op-by-op, the two gradients took 39-72 s on this CPU
+        return jax.jit(jax.value_and_grad(partial(surrogate, fn=fn, **kw)))(trainable)
+
+    v_full, g_full = value_and_grad(policy_logprobs, chunk_size=6)
+    v_resp, g_resp = value_and_grad(response_logprobs, prompt_len=batch.prompt_len, group=4, chunk_size=6)
     assert abs(float(v_full) - float(v_resp)) <= 1e-5 * abs(float(v_full))
     leaves_full, leaves_resp = jax.tree.leaves(g_full), jax.tree.leaves(g_resp)
     assert len(leaves_full) == len(leaves_resp) >= 6

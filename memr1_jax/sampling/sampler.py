@@ -193,7 +193,7 @@ def prefill(cfg: ModelConfig, params, tokens: Array, valid: Array, *, cache_len:
     state = {"key_valid": key_valid, "position": jnp.sum(valid, axis=1).astype(jnp.int32), "logits": logits}
     if num_samples == 1:
         return {**state, "cache": cache}
-    rep = lambda x: jnp.repeat(x, num_samples, axis=0)  # noqa: E731
+    rep = functools.partial(jnp.repeat, repeats=num_samples, axis=0)
     state = jax.tree.map(rep, state)
     if shared:
         own = init_cache(cfg, b * num_samples, cache_len - t, cache_dtype)
