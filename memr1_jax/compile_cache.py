@@ -7,6 +7,7 @@ its compile options, the devices and the jax/jaxlib versions, so a stale entry i
 
 ``MEMR1_COMPILE_CACHE`` picks the folder (default ``~/.cache/memr1_jax/xla``); ``off``
 turns the cache off. Programs that compile in under ``min_compile_secs`` are not stored.
+``train`` calls ``disable()`` in a run of several CPU processes (see there).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def enable(directory: str | None = None, min_compile_secs: float = 1.0) -> str |
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_secs))
     jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     return path
+
+
+def disable() -> None:
+    """Turns the persistent cache off for the rest of the process (before its first compile)."""
+    jax.config.update("jax_enable_compilation_cache", False)
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Two processes on localhost, each with 4 virtual CPU devices and gloo collectives, train
 configs/tiny_cpu.py over one 8-device mesh: the same metrics as one process with 8 devices,
-one writer of the logs, and a checkpoint saved by both processes restored by both."""
+one writer of the logs, a checkpoint saved by both processes restored by both, and no
+persistent compilation cache (JAX writes it from process 0 alone: a resumed process 0 would
+load in a second what process 1 compiles, and reach gloo's fixed 30-s deadline alone)."""
 
 import json
 import os
@@ -14,7 +16,6 @@ import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.usefixtures("shared_compile_cache")   # launches after the first load, not compile
 
 
 def _free_port() -> int:
@@ -46,7 +47,7 @@ def _two_processes(run_dir, steps):
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (virtual) devices for the one-process reference")
-def test_two_processes_train_like_one_process_with_eight_devices(tmp_path):
+def test_two_processes_train_like_one_process_with_eight_devices(tmp_path, shared_compile_cache):
     from memr1_jax.config import load_config_file, override
     from memr1_jax.train import train
     ref = tmp_path / "one"
@@ -57,6 +58,7 @@ def test_two_processes_train_like_one_process_with_eight_devices(tmp_path):
     assert "step 1/1" in outs[0] and "step 1/1" not in outs[1]     # process 0 logs, process 1 is quiet
     outs = _two_processes(run, steps=2)                             # resumes from the shared checkpoint
     assert "resumed from the checkpoint of step 1" in outs[0]
+    assert not any(shared_compile_cache.iterdir())   # MEMR1_COMPILE_CACHE named it; both runs left it off
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     want = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]

@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,18 +109,15 @@ def test_rerun_with_another_config_is_refused_and_loses_nothing(tmp_path):
     assert _rows(run, "metrics.jsonl") == before
 
 
-def _flip(path: pathlib.Path, offset: int, n: int = 58) -> None:
-    b = bytearray(path.read_bytes())
-    for k in range(n):
-        b[offset + k] ^= 0x40
-    path.write_bytes(bytes(b))
-
-
 def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_one_before_resumes(tmp_path, reference):
     run = tmp_path / "run"
     _run(run, "--config.steps=3")             # checkpoints 2 and 3 kept
-    data = max((run / "checkpoints" / "3" / "state").rglob("ocdbt.process_0/d/*"), key=lambda p: p.stat().st_size)
-    _flip(data, data.stat().st_size // 2)     # the kind of damage orbax restored silently
+    # Step 2's arrays under step 3's name: valid orbax data that restores without complaint (so
+    # does a flipped byte inside a stored value); only the saved fingerprints tell. Flipped bytes,
+    # which may instead break the store's own structure, are tests/test_checkpoint.py's.
+    ckpts = run / "checkpoints"
+    shutil.rmtree(ckpts / "3" / "state")
+    shutil.copytree(ckpts / "2" / "state", ckpts / "3" / "state")
     out = _run(run).stdout
     assert "checkpoints/3 is corrupt" in out and "trying the one before" in out, out[-2000:]
     assert "resumed from the checkpoint of step 2" in out
