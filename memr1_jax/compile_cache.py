@@ -7,7 +7,8 @@ its compile options, the devices and the jax/jaxlib versions, so a stale entry i
 
 ``MEMR1_COMPILE_CACHE`` picks the folder (default ``~/.cache/memr1_jax/xla``); ``off``
 turns the cache off. Programs that compile in under ``min_compile_secs`` are not stored.
-``train`` calls ``disable()`` in a run of several CPU processes (see there).
+``parallel.mesh.maybe_initialize_distributed`` calls ``disable()`` when several CPU processes
+form a run (see there).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from memr1_jax import compile_cache
 from memr1_jax.agents.rollout import pack_episodes
@@ -92,11 +93,6 @@ def _train(cfg: RunConfig, progress: bool, guard: PreemptionGuard) -> dict:
     d = cfg.distributed
     maybe_initialize_distributed(coordinator=d.coordinator, num_processes=d.num_processes, process_id=d.process_id,
                                  cpu_collectives=d.cpu_collectives)
-    if jax.process_count() > 1 and jax.default_backend() == "cpu":
-        # JAX writes cache entries from process 0 only, and on CPU the other processes' keys differ:
-        # a rerun would have process 0 load in a second what the others compile for 20 s, and gloo
-        # gives a collective's latecomers a fixed 30 s. Every process compiles, in step.
-        compile_cache.disable()
     run_dir = run_dir_of(cfg)
     # One writer per run folder (process 0 writes for all processes of a run).
     lock = (folder_lock(run_dir, "training run folder", scaffolding=("config.json", "train.log"))
@@ -237,6 +233,8 @@ def _restore_latest_good(ckpt: RLCheckpointer, state, run_dir: pathlib.Path, log
             if jax.process_index() == 0:
                 aside.parent.mkdir(exist_ok=True)
                 shutil.move(pathlib.Path(ckpt.directory) / str(step), aside)
+            if jax.process_count() > 1:   # the others list the steps only once it has moved
+                multihost_utils.sync_global_devices(f"corrupt checkpoint {step} set aside")
             ckpt.manager.reload()
             log(f"warning: {e}; moved it to {aside}, trying the one before")
     return None

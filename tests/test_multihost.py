@@ -1,12 +1,14 @@
 """Two processes on localhost, each with 4 virtual CPU devices and gloo collectives, train
 configs/tiny_cpu.py over one 8-device mesh: the same metrics as one process with 8 devices,
-one writer of the logs, a checkpoint saved by both processes restored by both, and no
+one writer of the logs, a checkpoint saved by both processes restored by both after both found
+the newer one corrupt (a barrier lets process 0 set it aside before the others look again), and no
 persistent compilation cache (JAX writes it from process 0 alone: a resumed process 0 would
 load in a second what process 1 compiles, and reach gloo's fixed 30-s deadline alone)."""
 
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,13 +38,14 @@ def _two_processes(run_dir, steps):
     outs = []
     for p in procs:
         try:
-            out, _ = p.communicate(timeout=400)
+            outs.append(p.communicate(timeout=400)[0])
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
             raise
-        outs.append(out)
-        assert p.returncode == 0, out[-3000:]
+    # both tails: when one process stops early, the other's error is only gloo's timeout
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(
+        f"--- process {i} (rc {p.returncode}):\n{out[-2500:]}" for i, (p, out) in enumerate(zip(procs, outs)))
     return outs
 
 
@@ -54,10 +57,16 @@ def test_two_processes_train_like_one_process_with_eight_devices(tmp_path, share
     train(override(load_config_file("configs/tiny_cpu.py"), {"steps": 2, "mesh.fsdp": 8, "export_hf": False,
                                                              "run_dir": str(ref)}))
     run = tmp_path / "two"
-    outs = _two_processes(run, steps=1)
-    assert "step 1/1" in outs[0] and "step 1/1" not in outs[1]     # process 0 logs, process 1 is quiet
-    outs = _two_processes(run, steps=2)                             # resumes from the shared checkpoint
-    assert "resumed from the checkpoint of step 1" in outs[0]
+    outs = _two_processes(run, steps=2)
+    assert "step 2/2" in outs[0] and "step 2/2" not in outs[1]     # process 0 logs, process 1 is quiet
+    # Step 1's arrays under step 2's name: both processes find the fingerprints differ, process 0
+    # sets the folder aside, and both resume from step 1's checkpoint, which both had saved.
+    ckpts = run / "checkpoints"
+    shutil.rmtree(ckpts / "2" / "state")
+    shutil.copytree(ckpts / "1" / "state", ckpts / "2" / "state")
+    outs = _two_processes(run, steps=2)
+    assert "checkpoints/2 is corrupt" in outs[0] and "resumed from the checkpoint of step 1" in outs[0]
+    assert len(list((run / "corrupt_checkpoints").iterdir())) == 1
     assert not any(shared_compile_cache.iterdir())   # MEMR1_COMPILE_CACHE named it; both runs left it off
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     want = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
@@ -67,6 +76,5 @@ def test_two_processes_train_like_one_process_with_eight_devices(tmp_path, share
         for key in exp:
             np.testing.assert_allclose(got[key], exp[key], rtol=1e-5, atol=1e-6, err_msg=key)
     assert (run / "samples.jsonl").read_text() == (ref / "samples.jsonl").read_text()
-    # the first launch validated at its last step (1) too; steps 0 and 2 are those of the reference
-    val = [json.loads(x) for x in (run / "validation.jsonl").read_text().splitlines()]
-    assert [v for v in val if v["step"] != 1] == [json.loads(x) for x in (ref / "validation.jsonl").read_text().splitlines()]
+    val, ref_val = ([json.loads(x) for x in (d / "validation.jsonl").read_text().splitlines()] for d in (run, ref))
+    assert [v["step"] for v in val] == [0, 2] and val == ref_val

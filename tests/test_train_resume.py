@@ -109,6 +109,21 @@ def test_rerun_with_another_config_is_refused_and_loses_nothing(tmp_path):
     assert _rows(run, "metrics.jsonl") == before
 
 
+def test_a_rerun_replaces_config_json_whole_for_the_processes_reading_it(tmp_path):
+    """Process 0 rewrites config.json while the others of a multi-process run check it: a
+    reader holding the file must keep reading the whole old one, never a truncated one."""
+    from memr1_jax.config import load_config_file, override
+    from memr1_jax.run.records import RunRecords, check_same_run
+    cfg = lambda steps: override(load_config_file(str(REPO / "configs/tiny_cpu.py")),  # noqa: E731
+                                 {"steps": steps, "run_dir": str(tmp_path)})
+    RunRecords(tmp_path, cfg(1)).close()
+    with open(tmp_path / "config.json") as held:
+        RunRecords(tmp_path, cfg(2)).close()
+        assert json.loads(held.read())["steps"] == 1
+    assert json.loads((tmp_path / "config.json").read_text())["steps"] == 2
+    check_same_run(tmp_path / "config.json", cfg(2))
+
+
 def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_one_before_resumes(tmp_path, reference):
     run = tmp_path / "run"
     _run(run, "--config.steps=3")             # checkpoints 2 and 3 kept

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
+from memr1_jax import compile_cache
 from memr1_jax.parallel.rules import DEFAULT_RULES, Rules, validate_rules
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -118,7 +119,8 @@ def maybe_initialize_distributed(env: dict | None = None, *, coordinator: str = 
     auto-detects (Cloud TPU pod slice, Slurm, Open MPI). ``cpu_collectives`` is the CPU
     backend's cross-process collectives (gloo), which CPU-only runs need and accelerators
     ignore. Returns True if it initialised (once per process). Must run before any other
-    JAX call that touches devices.
+    JAX call that touches devices. Several processes on the CPU backend run without the
+    persistent compilation cache (see compile_cache).
     """
     global _initialized
     if _initialized:
@@ -143,4 +145,9 @@ def maybe_initialize_distributed(env: dict | None = None, *, coordinator: str = 
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     jax.distributed.initialize(**kwargs)
     _initialized = True
+    if jax.process_count() > 1 and jax.default_backend() == "cpu":
+        # JAX writes cache entries from process 0 only, and on CPU the other processes' keys differ:
+        # a rerun would have process 0 load in a second what the others compile for 20 s, and gloo
+        # gives a collective's latecomers a fixed 30 s. Every process compiles, in step.
+        compile_cache.disable()
     return True

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from memr1_jax.config import RunConfig, to_dict
-from memr1_jax.files import rewrite_lines
+from memr1_jax.files import atomic_write_text, rewrite_lines
 from memr1_jax.rl.metrics_writer import MetricsWriter, json_safe
 
 # Keys a rerun may change without starting a new run: the length, where it runs (the
@@ -79,7 +79,9 @@ class RunRecords:
             check_same_run(cfg_path, cfg)
         if primary:
             run_dir.mkdir(parents=True, exist_ok=True)
-            cfg_path.write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
+            # Replaced, never rewritten in place: the other processes of a run read it meanwhile
+            # (check_same_run), and a torn read would stop one of them alone.
+            atomic_write_text(cfg_path, json.dumps(to_dict(cfg), indent=2, sort_keys=True))
         self._log = open(run_dir / "train.log", "a") if primary else None
         self.cfg, self.progress = cfg, progress
         self.writer = None
