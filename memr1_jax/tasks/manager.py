@@ -14,7 +14,7 @@ import numpy as np
 from memr1_jax.agents.rollout import (ManagerEpisodeSpec, manager_episode_specs, manager_rollouts,
                                       manager_sensitive_specs)
 from memr1_jax.data import question_records
-from memr1_jax.files import atomic_write_text
+from memr1_jax.files import rewrite_lines
 from memr1_jax.tasks.base import Backbone, Log, final_eval_config, load_chat_model, mean_em_f1
 
 
@@ -54,7 +54,7 @@ class ManagerTask:
         kept, stats = manager_sensitive_specs(self.answer_llm, self.answer_llm.params, specs, b.encoder,
                                               b.retriever, self.cfg, self.answer_cfg)
         if run_dir is not None and jax.process_index() == 0:   # which were kept and why, for the record
-            atomic_write_text(run_dir / "sensitive_episodes.jsonl", "".join(json.dumps(x) + "\n" for x in stats))
+            rewrite_lines(run_dir / "sensitive_episodes.jsonl", (json.dumps(x) for x in stats))
         if not kept:
             raise ValueError(f"task.sensitive_only: none of the {len(stats)} training episodes examined changes "
                              "the frozen agent's reward between ADD-all and unchanged banks; raise "
