@@ -27,7 +27,8 @@ import typing
 from typing import Any, Mapping
 
 from memr1_jax.agents.answer_agent import AnswerConfig
-from memr1_jax.agents.memory_manager import ManagerConfig
+from memr1_jax.agents.memory_manager import KINDS as MANAGER_KINDS, ManagerConfig
+from memr1_jax.agents.rollout import MANAGER_REWARDS
 from memr1_jax.data import FORMATS as DATA_FORMATS
 from memr1_jax.parallel.mesh import MeshConfig
 from memr1_jax.rl.lora import DEFAULT_TARGETS, LoraConfig
@@ -131,12 +132,23 @@ class TaskSection:
     # new fact" and "change nothing" (on the others a GRPO group carries no signal) ...
     sensitive_only: bool = False
     sensitive_pool: int = 0            # ... examining a random subset of this many (0: all)
+    # Manager task reward: "answer" (the paper's: EM + task.manager.f1_weight * F1 of the frozen
+    # Answer Agent answering from the bank) | "gold" (the fraction of the step's facts decided as
+    # the changing-facts generator's gold operations: dense, no answer to generate; data.path
+    # "changing" only). Validation reports the frozen agent's F1 and the gold agreement either way.
+    manager_reward: str = "answer"
+    # Manager task: supervised warm start. Each item's rollout is its gold completion (one row,
+    # advantage 1; on the update's first pass the ratio is 1, so the policy-gradient loss has the
+    # cross-entropy's gradient). Needs rl.group_size=1, rl.algorithm="grpo", rl.beta=0.
+    manager_sft: bool = False
 
     def __post_init__(self):
         if self.agent not in AGENTS:
             raise ConfigError(f"task.agent={self.agent!r}: expected one of {AGENTS}")
         if self.bank not in ("add-all", "llm"):
             raise ConfigError(f"task.bank={self.bank!r}: expected 'add-all' or 'llm'")
+        if self.manager_reward not in MANAGER_REWARDS:
+            raise ConfigError(f"task.manager_reward={self.manager_reward!r}: expected one of {MANAGER_REWARDS}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +159,8 @@ class EvalSection:
     split: str = "test"
     limit: int = 16             # first N questions of the split (0: all)
     judge: str = ""             # "": no J | "openai" | a registry model name
-    manager: str = "llm"        # base / mem0 bank construction: "llm" (task.manager) | "add-all"
+    manager: str = "llm"        # base / mem0 bank construction: "llm" (task.manager) | "add-all" | "gold"
+                                # (gold: the changing-facts generator's operations, the oracle bank)
     manager_model: str = ""     # base / mem0: the model that builds the banks ("": the answer model)
     rag_chunk_tokens: int = 256
     rag_num_chunks: int = 2
@@ -170,8 +183,8 @@ class EvalSection:
             raise ConfigError(f"eval.system={self.system!r}: a system is named twice")
         if self.split not in SPLITS:
             raise ConfigError(f"eval.split={self.split!r}: expected one of {SPLITS}")
-        if self.manager not in ("llm", "add-all"):
-            raise ConfigError(f"eval.manager={self.manager!r}: expected 'llm' or 'add-all'")
+        if self.manager not in MANAGER_KINDS:
+            raise ConfigError(f"eval.manager={self.manager!r}: expected one of {MANAGER_KINDS}")
         if self.limit < 0:
             raise ConfigError(f"eval.limit={self.limit}: must be >= 0 (0: all questions)")
         if self.mem0_messages_per_add < 1:
@@ -257,6 +270,16 @@ class RunConfig:
             # (unmasked) ones, so the ratio must start from the update's scoring of the same tokens.
             raise ConfigError("task.manager.constrained=true trains on the unmasked log-probs of the constrained "
                               "samples: set rollout.old_logprobs_from_sampler=false")
+        if self.task.manager_sft:
+            wrong = {k: v for k, v in (("task.agent", self.task.agent), ("rl.group_size", self.rl.group_size),
+                                       ("rl.algorithm", self.rl.algorithm), ("rl.beta", self.rl.beta),
+                                       ("rollout.old_logprobs_from_sampler", self.rollout.old_logprobs_from_sampler))
+                     if v != {"task.agent": "manager", "rl.group_size": 1, "rl.algorithm": "grpo", "rl.beta": 0,
+                              "rollout.old_logprobs_from_sampler": False}[k]}
+            if wrong:
+                raise ConfigError(f"task.manager_sft=true trains gold completions as one-row groups scored by the "
+                                  f"update: it needs task.agent='manager', rl.group_size=1, rl.algorithm='grpo', "
+                                  f"rl.beta=0, rollout.old_logprobs_from_sampler=false (got {wrong})")
         return self
 
     def update_config(self, num_layers: int) -> RLConfig:

@@ -35,8 +35,8 @@ import pathlib
 import sys
 
 from memr1_jax import compile_cache
-from memr1_jax.config import (DATA_FORMATS, MAIN_JOB_SYSTEMS, SPLITS, ConfigError, RunConfig, evaluation_defaults,
-                              override, resolve, split_config_args, to_json)
+from memr1_jax.config import (DATA_FORMATS, MAIN_JOB_SYSTEMS, MANAGER_KINDS, SPLITS, ConfigError, RunConfig,
+                              evaluation_defaults, override, resolve, split_config_args, to_json)
 from memr1_jax.data.locomo import LocomoFormatError
 from memr1_jax.eval.systems import evaluate_systems
 from memr1_jax.files import FolderInUse, safe_name
@@ -81,7 +81,7 @@ def _parser(d: RunConfig) -> argparse.ArgumentParser:
                    "$MEMR1_JUDGE_API_KEY, $MEMR1_JUDGE_MODEL) | a registry model name")
     p.add_argument("--k-per-speaker", type=int,
                    help=f"memories retrieved per speaker (default {d.task.answer.k_per_speaker}; the paper uses 30)")
-    p.add_argument("--manager", choices=("llm", "add-all"), help="base / mem0 memory construction")
+    p.add_argument("--manager", choices=MANAGER_KINDS, help="base / mem0 memory construction")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--speculative-tokens", type=int, help="greedy decoding drafts this many tokens by prompt "
                    f"lookup and verifies them in one pass (default {d.rollout.speculative_tokens}; 0: off)")

@@ -139,6 +139,7 @@ def _train_in(cfg: RunConfig, run_dir: pathlib.Path, progress: bool, guard: Pree
             if step > 0:
                 best_ckpt.save_now(step, state, model_cfg=model_cfg, rl_cfg=rl, extra={"validation": v})
         ops = f", {v['applied']:.2f} ops ({v['adds']:.2f} ADD) per step" if "applied" in v else ""
+        ops += f", gold agreement {v['gold_agreement']:.3f}" if "gold_agreement" in v else ""
         log(f"validation @ step {step}: F1 {100 * v['f1']:.1f} EM {100 * v['em']:.1f} (n={v['n']}){ops}"
             f"{' *best*' if improved else ''} [{time.time() - t0:.0f}s]")
 
@@ -149,8 +150,10 @@ def _train_in(cfg: RunConfig, run_dir: pathlib.Path, progress: bool, guard: Pree
     def log_step(info: StepInfo) -> None:
         m, t = info.metrics, info.timings
         rec.step(info.step, m, t, [{"reward": e.reward, **e.info} for e in info.episodes[: cfg.rollout.samples_logged]])
-        log(f"step {info.step}/{cfg.steps}: reward {m['reward_mean']:.3f} (EM {m['em_mean']:.2f}, "
-            f"F1 {m['f1_mean']:.2f}) len {m['response_length']:.1f} T={t['seq_len']} "
+        answered = f"EM {m['em_mean']:.2f}, F1 {m['f1_mean']:.2f}" if "em_mean" in m else "no answers"
+        gold = f", gold {m['gold_agreement']:.2f}" if "gold_agreement" in m else ""
+        log(f"step {info.step}/{cfg.steps}: reward {m['reward_mean']:.3f} ({answered}{gold}) "
+            f"len {m['response_length']:.1f} T={t['seq_len']} "
             f"kl {m.get('kl_old_ref', m.get('kl', 0.0)):.4f} [{t['rollout_s']:.0f}s rollout, {t['step_s']:.0f}s step]")
 
     hooks = Hooks()
@@ -251,7 +254,9 @@ def _init_state(cfg: RunConfig, model_cfg, rl, params, mesh):
 def _finish(cfg: RunConfig, task, rec: RunRecords, best: dict, best_ckpt: RLCheckpointer, state, rl) -> dict:
     """Curves, export of the selected weights and their final evaluation."""
     rec.plot_curves()
-    rec.log(f"best validation F1 {100 * best['score']:.1f} at step {best['step']} (step 0 = untrained)")
+    what = "gold agreement" if cfg.task.agent == "manager" and (cfg.task.manager_sft or cfg.task.manager_reward == "gold") \
+        else "F1"
+    rec.log(f"best validation {what} {100 * best['score']:.1f} at step {best['step']} (step 0 = untrained)")
     backbone = task.backbone
     out = {}
     if best["step"] > 0:

@@ -22,13 +22,16 @@ from memr1_jax.memory import (ApplyReport, Event, MemoryBank, MemoryOp, ParseRes
                               empty_bank, parse_line_ops, parse_memory_ops, render_memories)
 
 OUTPUTS = ("json", "lines")
+KINDS = ("llm", "add-all", "gold")
 
 Encoder = Callable[[Sequence[str]], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
 class ManagerConfig:
-    kind: str = "llm"             # "llm": the policy decides; "add-all": every fact is ADDed (no LLM)
+    # "llm": the policy decides; "add-all": every fact is ADDed (no LLM); "gold": the changing-facts
+    # generator's gold operations (its conversations only: the oracle bank)
+    kind: str = "llm"
     retrieve_k: int = 5           # related memories per new fact (Mem0 uses 5)
     max_facts_per_step: int = 8   # longer fact lists are split over several steps
     max_new_tokens: int = 256
@@ -47,8 +50,8 @@ class ManagerConfig:
     output: str = "json"
 
     def __post_init__(self):
-        if self.kind not in ("llm", "add-all"):
-            raise ValueError(f"ManagerConfig.kind={self.kind!r}: expected 'llm' or 'add-all'")
+        if self.kind not in KINDS:
+            raise ValueError(f"ManagerConfig.kind={self.kind!r}: expected one of {KINDS}")
         if self.output not in OUTPUTS:
             raise ValueError(f"ManagerConfig.output={self.output!r}: expected one of {OUTPUTS}")
         if self.retrieve_k < 1 or self.max_facts_per_step < 1 or self.max_new_tokens < 1:
@@ -91,6 +94,17 @@ def render_step(related: Sequence[dict], facts: Sequence[str], output: str = "js
     if output == "lines":
         return render_manager_lines_prompt([m["text"] for m in related], facts, template), id_map
     return render_manager_prompt(old_json if related else "", facts, template), id_map
+
+
+def shown_texts(bank: MemoryBank, state: ManagerState) -> list[str]:
+    """The texts of the memories the step's prompt shows, in shown-id order."""
+    return [bank.text(state.id_map[str(i)]) for i in range(len(state.id_map))]
+
+
+def gold_completion(bank: MemoryBank, state: ManagerState, notes) -> str:
+    """The line-format completion of the generator's gold manager for this step."""
+    from memr1_jax.data.changing import gold_line_ops
+    return gold_line_ops(state.facts, shown_texts(bank, state), notes)
 
 
 def parse_step(completion, facts: Sequence[str], id_map: dict, output: str = "json") -> ParseResult:
@@ -168,6 +182,10 @@ def build_banks(convs: Sequence[Conversation], encoder: Encoder, cfg: ManagerCon
     """
     if cfg.kind == "llm" and llm is None:
         raise ValueError("build_banks: ManagerConfig.kind='llm' needs an llm")
+    if cfg.kind == "gold":   # decides in the line format, from each conversation's gold notes
+        from memr1_jax.data.changing import gold_notes
+        cfg = dataclasses.replace(cfg, output="lines")
+        notes = {c.id: gold_notes(c) for c in convs}
     retriever = retriever or Retriever()
     dim = dim or int(encoder(["probe"]).shape[-1])
     banks = {c.id: empty_bank(dim) for c in convs}
@@ -190,6 +208,8 @@ def build_banks(convs: Sequence[Conversation], encoder: Encoder, cfg: ManagerCon
                                   for key in active]} if cfg.constrained else {}
             gens = llm.generate([states[key].prompt for key in active], max_new_tokens=cfg.max_new_tokens, **kw)
             completions = {key: g.text for key, g in zip(active, gens)}
+        elif cfg.kind == "gold":
+            completions = {key: gold_completion(banks[key[0]], states[key], notes[key[0]]) for key in active}
         else:
             completions = {key: None for key in active}
         for key in active:

@@ -20,21 +20,23 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from memr1_jax.agents.answer_agent import AnswerConfig, answer_prompts, answer_reward
 from memr1_jax.agents.llm import ChatLLM
 from memr1_jax.agents.memory_manager import (ManagerConfig, ManagerState, apply_step, build_banks,
-                                             make_step, step_constraint)
+                                             gold_completion, make_step, shown_texts, step_constraint)
+from memr1_jax.data.changing import gold_agreement
 from memr1_jax.data.locomo import QA, Conversation
 from memr1_jax.eval.metrics import exact_match, token_f1
-from memr1_jax.memory import MemoryBank, Retriever
+from memr1_jax.memory import MemoryBank, Retriever, line_decisions
 from memr1_jax.rl.update import RLBatch, make_batch
 from memr1_jax.sampling.sampler import SamplingConfig, bucket_size
 
 Encoder = Callable[[Sequence[str]], np.ndarray]
+MANAGER_REWARDS = ("answer", "gold")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Episode:
     sampler_logprobs: tuple[float, ...]
     reward: float
     info: dict
+    advantage: float | None = None      # fixed advantage (supervised rows: 1.0); None: estimated
 
 
 # ------------------------------------------------------------------ packing
@@ -75,7 +78,11 @@ def pack_episodes(episodes: Sequence[Episode], pad_id: int, min_bucket: int = 16
         resp[i, p_len:p_len + len(c)] = True
         lp[i, p_len:p_len + len(c)] = e.sampler_logprobs
     rewards = np.asarray([e.reward for e in episodes], np.float32)
-    return make_batch(tokens, valid, resp, rewards, prompt_len=p_len, sampler_logprobs=lp)
+    fixed = [e.advantage for e in episodes]
+    if any(a is not None for a in fixed) and any(a is None for a in fixed):
+        raise ValueError("pack_episodes: some episodes carry a fixed advantage and others do not")
+    adv = None if fixed[0] is None else np.asarray(fixed, np.float32)
+    return make_batch(tokens, valid, resp, rewards, prompt_len=p_len, sampler_logprobs=lp, advantages=adv)
 
 
 def _episode(gen, reward: float, info: dict) -> Episode:
@@ -210,14 +217,23 @@ def _frozen_answer_reward(answer: str, gold, f1_weight: float) -> tuple[float, f
     return em, f1, em + f1_weight * f1
 
 
-def manager_rollouts(llm: ChatLLM, params: Any, answer_llm: ChatLLM, answer_params: Any,
+def manager_rollouts(llm: ChatLLM, params: Any, answer_llm: ChatLLM | None, answer_params: Any,
                      specs: Sequence[ManagerEpisodeSpec], encoder: Encoder, retriever: Retriever,
                      cfg: ManagerConfig, answer_cfg: AnswerConfig, group: int, sampling: SamplingConfig,
-                     rng) -> list[Episode]:
-    """``group`` manager completions per spec (``llm`` with ``params``), each applied and scored
-    by the frozen Answer Agent (``answer_llm`` with ``answer_params``, greedy). Reward: EM +
-    cfg.f1_weight * F1 of its answer, minus cfg.format_penalty without an operation list. With
-    cfg.constrained the completions are sampled under the step's automaton (``step_constraint``)."""
+                     rng, gold: Mapping[str, Mapping] | None = None, reward: str = "answer") -> list[Episode]:
+    """``group`` manager completions per spec (``llm`` with ``params``), each applied to its own
+    copy of the snapshot bank. With cfg.constrained they are sampled under the step's automaton.
+
+    reward="answer" (the paper's): EM + cfg.f1_weight * F1 of the frozen Answer Agent
+    (``answer_llm`` with ``answer_params``, greedy) answering the spec's question from the new
+    bank, minus cfg.format_penalty without an operation list. reward="gold": the fraction of
+    the step's facts decided as the gold operations in ``gold`` (conversation id -> the
+    changing-facts generator's notes); the frozen agent then answers only if ``answer_llm`` is
+    given (its EM / F1 are logged, NaN otherwise). ``gold`` also adds "gold_agreement" to the
+    info of its conversations' episodes whatever the reward."""
+    if reward not in MANAGER_REWARDS:
+        raise ValueError(f"manager reward {reward!r}: expected one of {MANAGER_REWARDS}")
+    gold = gold or {}
     ids = [llm.chat_ids(s.state.prompt) for s in specs]
     kw = {"constraints": [step_constraint(llm, len(s.state.id_map), len(s.state.facts), cfg.output)
                           for s in specs]} if cfg.constrained else {}
@@ -228,20 +244,48 @@ def manager_rollouts(llm: ChatLLM, params: Any, answer_llm: ChatLLM, answer_para
         for g in range(group):
             gen = gens[i * group + g]
             bank, report, problems = apply_step(spec.bank, spec.state, gen.text, encoder, cfg)
-            (prompt,) = answer_prompts(spec.conv, bank, [spec.qa.question], encoder, retriever, answer_cfg)
+            prompt = None
+            if answer_llm is not None:
+                (prompt,) = answer_prompts(spec.conv, bank, [spec.qa.question], encoder, retriever, answer_cfg)
             rows.append((spec, gen, report, problems, prompt))
-    answers = greedy_answers(answer_llm, answer_params, [r[4] for r in rows], answer_cfg.max_new_tokens)
+    answers = (greedy_answers(answer_llm, answer_params, [r[4] for r in rows], answer_cfg.max_new_tokens)
+               if answer_llm is not None else [None] * len(rows))
     out = []
     for (spec, gen, report, problems, _), ans in zip(rows, answers):
-        em, f1, reward = _frozen_answer_reward(ans, spec.qa.answer, cfg.f1_weight)
+        em, f1, score = (_frozen_answer_reward(ans, spec.qa.answer, cfg.f1_weight) if ans is not None
+                         else (float("nan"),) * 3)
         no_json = any(p.startswith(("no JSON", "no operation")) for p in problems)
-        reward -= cfg.format_penalty if no_json else 0.0
-        out.append(_episode(gen, reward, {
-            "agent": "manager", "conversation_id": spec.conv.id, "question": spec.qa.question,
-            "gold": spec.qa.answer, "session": spec.state.session, "speaker": spec.state.speaker,
-            "facts": list(spec.state.facts), "completion": gen.text, "problems": list(problems),
-            "applied": [r.op.event.value for r in report.results if r.applied],
-            "prediction": ans, "em": em, "f1": f1, "parsed": not no_json, "stopped": gen.stopped}))
+        info = {"agent": "manager", "conversation_id": spec.conv.id, "question": spec.qa.question,
+                "gold": spec.qa.answer, "session": spec.state.session, "speaker": spec.state.speaker,
+                "facts": list(spec.state.facts), "completion": gen.text, "problems": list(problems),
+                "applied": [r.op.event.value for r in report.results if r.applied],
+                "prediction": ans, "em": em, "f1": f1, "parsed": not no_json, "stopped": gen.stopped}
+        if spec.conv.id in gold:
+            info["gold_agreement"] = gold_agreement(line_decisions(gen.text, len(spec.state.facts)),
+                                                    spec.state.facts, shown_texts(spec.bank, spec.state),
+                                                    gold[spec.conv.id])
+        if reward == "gold":
+            score = info["gold_agreement"]
+        out.append(_episode(gen, score - (cfg.format_penalty if no_json else 0.0), info))
+    return out
+
+
+def manager_gold_episodes(llm: ChatLLM, specs: Sequence[ManagerEpisodeSpec],
+                          gold: Mapping[str, Mapping]) -> list[Episode]:
+    """One supervised row per spec: the gold manager's line-format completion (and the stop
+    token) after the spec's prompt, advantage 1: the policy-gradient loss then has the
+    gradient of the completion's cross-entropy (ratio 1 on the update's first pass)."""
+    stop = min(llm.tokenizer.stop_ids)
+    limit = llm.max_prompt_tokens or llm.cfg.max_seq_len   # the tail, as generate_ids keeps it
+    out = []
+    for spec in specs:
+        text = gold_completion(spec.bank, spec.state, gold[spec.conv.id])
+        completion = tuple(llm.tokenizer.encode(text)) + (stop,)
+        out.append(Episode(tuple(llm.chat_ids(spec.state.prompt)[-limit:]), completion, (0.0,) * len(completion), 1.0,
+                           {"agent": "manager", "conversation_id": spec.conv.id, "question": spec.qa.question,
+                            "facts": list(spec.state.facts), "completion": text, "gold_agreement": 1.0,
+                            "em": float("nan"), "f1": float("nan"), "parsed": True},
+                           advantage=1.0))
     return out
 
 

@@ -7,6 +7,7 @@ import os
 import pathlib
 from typing import Sequence
 
+from memr1_jax.data.changing import changing_split, make_changing_dataset
 from memr1_jax.data.embedded import (EMBEDDED_TRAIN_IDS, EMBEDDED_VALIDATION_IDS, EmbeddedConfig,
                                      embedded_split, make_embedded_dataset)
 from memr1_jax.data.locomo import (LOCOMO_LABELS, PAPER_LABELS, QA, Conversation, LocomoFormatError,
@@ -35,11 +36,21 @@ def detect_format(source: str | os.PathLike) -> str:
 
 
 def load_conversations(source: str | os.PathLike = "embedded", fmt: str = "auto") -> tuple[Conversation, ...]:
-    """``"embedded"`` for the generated default dataset, otherwise a file or folder in ``fmt``
+    """``"embedded"`` for the generated default dataset, ``"changing"`` for the changing-facts
+    generator's train / validation / test conversations, otherwise a file or folder in ``fmt``
     (auto: :func:`detect_format`): LoCoMo (see load_locomo), LongMemEval (load_longmemeval),
-    MSC-Self-Instruct (load_msc)."""
+    MSC-Self-Instruct (load_msc). Sources joined by ``+`` are loaded and concatenated (e.g.
+    ``changing+../shared/data/locomo10``: each keeps its own split)."""
+    if "+" in str(source):
+        convs = tuple(c for part in str(source).split("+") for c in load_conversations(part, fmt))
+        dup = sorted({c.id for c in convs if sum(d.id == c.id for d in convs) > 1})
+        if dup:
+            raise ValueError(f"data {source!r}: conversation ids {dup[:5]} occur in more than one source")
+        return convs
     if str(source) == "embedded":
         return make_embedded_dataset()
+    if str(source) == "changing":
+        return make_changing_dataset()
     if fmt not in FORMATS:
         raise ValueError(f"data format {fmt!r}: expected one of {FORMATS}")
     fmt = detect_format(source) if fmt == "auto" else fmt
@@ -64,6 +75,15 @@ def default_split(convs: tuple[Conversation, ...], train_ids: str | Sequence[str
     train, val = parse_ids(train_ids), parse_ids(validation_ids)
     if train or val:
         return split_conversations(convs, train, val)
+    generated = changing_split(convs)
+    gen_ids = {c.id for c in generated.all}
+    rest = tuple(c for c in convs if c.id not in gen_ids)
+    if generated.all and rest:   # mixed sources: each keeps its own split
+        other = default_split(rest)
+        return Split(train=generated.train + other.train, validation=generated.validation + other.validation,
+                     test=generated.test + other.test, note=other.note)
+    if generated.all:
+        return generated
     ids = {c.id for c in convs}
     if set(EMBEDDED_TRAIN_IDS) <= ids:
         return split_conversations(convs, EMBEDDED_TRAIN_IDS, EMBEDDED_VALIDATION_IDS)
@@ -82,5 +102,5 @@ __all__ = [
     "PAPER_LABELS", "LOCOMO_LABELS", "category_label", "category_counts", "load_locomo", "download_locomo",
     "write_flat", "write_nested", "split_conversations", "question_records", "EmbeddedConfig",
     "make_embedded_dataset", "embedded_split", "load_conversations", "default_split", "parse_ids",
-    "load_longmemeval", "load_msc", "detect_format",
+    "load_longmemeval", "load_msc", "detect_format", "make_changing_dataset", "changing_split",
 ]

@@ -14,7 +14,7 @@ from memr1_jax.memory.bank import (ApplyReport, BankArrays, BankHost, EmbedFn, E
 from memr1_jax.memory.encoder import (BertConfig, HashingTestEncoder, MiniLMEncoder, SentenceBert,
                                       load_minilm, params_from_hf)
 from memr1_jax.memory.ops_parser import ParseResult, parse_memory_ops, render_memories
-from memr1_jax.memory.line_ops import line_ops_regex, parse_line_ops
+from memr1_jax.memory.line_ops import line_decisions, line_ops_regex, parse_line_ops
 from memr1_jax.memory.persistence import BankFileError, load_bank, save_bank
 from memr1_jax.memory.retrieval import (RetrievalConfig, Retriever, SearchResult, build_scann,
                                         exact_topk, exact_topk_group, scann_params)
@@ -24,7 +24,7 @@ __all__ = [
     "MemoryOp", "OpResult", "apply", "bank_from_arrays", "empty_bank", "stack_banks",
     "BertConfig", "HashingTestEncoder", "MiniLMEncoder", "SentenceBert", "load_minilm",
     "params_from_hf", "ParseResult", "parse_memory_ops", "render_memories", "line_ops_regex",
-    "parse_line_ops", "BankFileError",
+    "parse_line_ops", "line_decisions", "BankFileError",
     "load_bank", "save_bank", "RetrievalConfig", "Retriever", "SearchResult", "build_scann",
     "exact_topk", "exact_topk_group", "scann_params",
 ]

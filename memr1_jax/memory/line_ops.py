@@ -48,11 +48,10 @@ def parse_line_ops(text: Any, facts: Sequence[str], id_map: Mapping[str, int] | 
         return ParseResult((), (f"internal parser error: {type(e).__name__}: {e}",), False)
 
 
-def _parse(text: Any, facts: list[str], id_map: dict[str, int]) -> ParseResult:
-    if not isinstance(text, str):
-        return ParseResult((), (f"output is not a string but {type(text).__name__}",), False)
-    problems: list[str] = []
-    decided: dict[int, MemoryOp | None] = {}
+def _lines(text: str, num_facts: int, problems: list[str]) -> dict[int, tuple[str, str | None]]:
+    """Fact number -> (event, shown id or None) of the first line deciding it; what is
+    dropped goes to ``problems``."""
+    decided: dict[int, tuple[str, str | None]] = {}
     for k, raw in enumerate(text.splitlines()):
         if not raw.strip():
             continue
@@ -61,19 +60,39 @@ def _parse(text: Any, facts: list[str], id_map: dict[str, int]) -> ParseResult:
             problems.append(f"line {k + 1}: not an operation, ignored")
             continue
         n, event, target = int(m.group(1)), m.group(2).upper(), m.group(3)
-        if not 1 <= n <= len(facts):
-            problems.append(f"line {k + 1}: fact {n} does not exist ({len(facts)} facts), ignored")
-            continue
-        if n in decided:
+        if not 1 <= n <= num_facts:
+            problems.append(f"line {k + 1}: fact {n} does not exist ({num_facts} facts), ignored")
+        elif n in decided:
             problems.append(f"line {k + 1}: fact {n} decided again, ignored")
-            continue
+        else:
+            decided[n] = ("NONE" if event in ("NOOP", "NO_OP") else event, target)
+    return decided
+
+
+def line_decisions(text: Any, num_facts: int) -> list[tuple[str, int | None]]:
+    """Per fact, in order, the (event, shown id) its first line decided, as ``parse_line_ops``
+    reads it; ("NONE", None) for a fact no line decides. Never raises."""
+    decided = _lines(text, num_facts, []) if isinstance(text, str) else {}
+    out = []
+    for n in range(1, num_facts + 1):
+        event, target = decided.get(n, ("NONE", None))
+        out.append((event, int(target) if target is not None else None))
+    return out
+
+
+def _parse(text: Any, facts: list[str], id_map: dict[str, int]) -> ParseResult:
+    if not isinstance(text, str):
+        return ParseResult((), (f"output is not a string but {type(text).__name__}",), False)
+    problems: list[str] = []
+    decided: dict[int, MemoryOp | None] = {}
+    for n, (event, target) in _lines(text, len(facts), problems).items():
         fact = facts[n - 1]
         if event == "ADD":
             decided[n] = MemoryOp(Event.ADD, None, fact)
-        elif event in ("NONE", "NOOP", "NO_OP"):
+        elif event == "NONE":
             decided[n] = None
         elif target is None or target not in id_map:
-            problems.append(f"line {k + 1}: {event} of unknown id {target!r}, ignored")
+            problems.append(f"fact {n}: {event} of unknown id {target!r}, ignored")
         else:
             decided[n] = MemoryOp(Event.UPDATE if event == "UPDATE" else Event.DELETE, id_map[target],
                                   fact if event == "UPDATE" else "")

@@ -137,7 +137,7 @@ class RunRecords:
         self._append("validation.jsonl", row)
         self._append("timings.jsonl", {"step": step, "time": time.time(), "validation_s": seconds})
         if self.writer is not None:
-            self.writer.events.scalars(step, {f"val/{k}": v for k, v in result.items()})
+            self.writer.events.scalars(step, {f"val/{k}": v for k, v in result.items() if isinstance(v, (int, float))})
 
     def write_json(self, name: str, value) -> None:
         if self.primary:

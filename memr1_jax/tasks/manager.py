@@ -1,6 +1,8 @@
 """The Memory Manager task: one manager step per training question (its evidence session
 over a temporal snapshot bank), each sampled operation list applied to its own copy of the
-bank, reward from a frozen Answer Agent answering from it (``agents.rollout.manager_rollouts``)."""
+bank, reward from a frozen Answer Agent answering from it (``agents.rollout.manager_rollouts``),
+or, on the changing-facts generator's data, from its gold operations (``task.manager_reward``);
+``task.manager_sft`` trains the gold completions themselves (the supervised warm start)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from memr1_jax.agents.rollout import (ManagerEpisodeSpec, manager_episode_specs, manager_rollouts,
-                                      manager_sensitive_specs)
+from memr1_jax.agents.rollout import (ManagerEpisodeSpec, manager_episode_specs, manager_gold_episodes,
+                                      manager_rollouts, manager_sensitive_specs)
+from memr1_jax.data.changing import gold_notes, is_generated
 from memr1_jax.data import question_records
 from memr1_jax.files import rewrite_lines
 from memr1_jax.tasks.base import Backbone, Log, final_eval_config, load_chat_model, mean_em_f1
@@ -39,6 +42,15 @@ class ManagerTask:
             for cid in dict.fromkeys(r.conversation_id for r in recs):
                 out.extend(manager_episode_specs(conv_of[cid], [r.qa for r in recs if r.conversation_id == cid],
                                                  b.encoder, b.retriever, t.manager, cache))
+        # The generator's gold operations, for its conversations (the gold reward, the warm start
+        # and the agreement that validation reports).
+        self.gold = {c.id: gold_notes(c) for c in conv_of.values() if is_generated(c.id)}
+        self.reward, self.sft = t.manager_reward, t.manager_sft
+        if self.reward == "gold" or self.sft:
+            missing = sorted({s.conv.id for s in self.train_items if s.conv.id not in self.gold})
+            if missing:
+                raise ValueError(f"task.manager_reward={self.reward!r} / task.manager_sft={self.sft}: gold operations "
+                                 f"exist only for data.path='changing' conversations, not {missing[:3]}")
         log(f"manager episodes: {len(self.train_items)} train, {len(self.val_items)} validation "
             f"({len(cache)} snapshot banks); frozen Answer Agent: {t.frozen_answer_model or cfg.model.name}")
         if t.sensitive_only:
@@ -65,13 +77,25 @@ class ManagerTask:
         return kept
 
     def rollouts(self, params: Any, items: Sequence[ManagerEpisodeSpec], rng, group: int, temperature: float):
+        if self.sft:
+            return manager_gold_episodes(self.backbone.llm, items, self.gold)
+        return self._sampled(params, items, rng, group, temperature, answer=self.reward == "answer")
+
+    def _sampled(self, params, items, rng, group: int, temperature: float, answer: bool):
         b = self.backbone
-        return manager_rollouts(b.llm, params, self.answer_llm, self.answer_llm.params, items, b.encoder,
-                                b.retriever, self.cfg, self.answer_cfg, group, b.sampling(temperature), rng)
+        return manager_rollouts(b.llm, params, self.answer_llm if answer else None, self.answer_llm.params, items,
+                                b.encoder, b.retriever, self.cfg, self.answer_cfg, group, b.sampling(temperature),
+                                rng, gold=self.gold, reward=self.reward)
 
     def step_metrics(self, episodes) -> dict[str, float]:
         infos = [e.info for e in episodes]
-        return {**mean_em_f1(infos), "parse_rate": float(np.mean([i["parsed"] for i in infos]))}
+        out = {"parse_rate": float(np.mean([i["parsed"] for i in infos]))}
+        answered = [i for i in infos if np.isfinite(i["em"])]   # none with the gold reward or the warm start
+        if answered:
+            out.update(mean_em_f1(answered))
+        if all("gold_agreement" in i for i in infos):
+            out["gold_agreement"] = float(np.mean([i["gold_agreement"] for i in infos]))
+        return out
 
     def validate(self, params: Any) -> dict:
         """The greedy manager on the validation episodes: the frozen agent's mean EM / F1 (F1 is
@@ -80,13 +104,20 @@ class ManagerTask:
         if not self.val_items:
             return {"score": 0.0, "em": 0.0, "f1": 0.0, "n": 0}
         import jax
-        eps = self.rollouts(params, self.val_items, jax.random.PRNGKey(0), 1, 0.0)
+        eps = self._sampled(params, self.val_items, jax.random.PRNGKey(0), 1, 0.0, answer=True)
         m = mean_em_f1([e.info for e in eps])
         applied = [e.info["applied"] for e in eps]
-        return {"score": m["f1_mean"], "em": m["em_mean"], "f1": m["f1_mean"], "n": len(eps),
-                "parsed": float(np.mean([e.info["parsed"] for e in eps])),
-                "applied": float(np.mean([len(a) - a.count("NONE") for a in applied])),
-                "adds": float(np.mean([a.count("ADD") for a in applied]))}
+        out = {"score": m["f1_mean"], "em": m["em_mean"], "f1": m["f1_mean"], "n": len(eps),
+               "parsed": float(np.mean([e.info["parsed"] for e in eps])),
+               "applied": float(np.mean([len(a) - a.count("NONE") for a in applied])),
+               "adds": float(np.mean([a.count("ADD") for a in applied])),
+               "f1_per_item": [e.info["f1"] for e in eps]}
+        if all("gold_agreement" in e.info for e in eps):
+            out["gold_agreement"] = float(np.mean([e.info["gold_agreement"] for e in eps]))
+            out["gold_per_item"] = [e.info["gold_agreement"] for e in eps]
+            if self.reward == "gold" or self.sft:   # the checkpoint kept is the one the run optimises for
+                out["score"] = out["gold_agreement"]
+        return out
 
     def final_evaluation(self, params: Any, run_dir: pathlib.Path) -> dict[str, dict]:
         """Banks built by the trained manager (and the untrained one), answered by the frozen agent."""

@@ -1,0 +1,277 @@
+"""Generated conversations whose facts keep changing: the Memory Manager's second data source.
+
+LoCoMo's facts rarely change, so adding every fact is a strong heuristic there. Here each
+speaker holds four *slots* (home city, employer, car, gym locker code) that are set in the
+first session and later changed ("moved from Austin to Denver in May 2023"), corrected ("lives
+in Denver, not Austin as said before") or retracted ("sold the car and no longer has one",
+"asked to forget the locker code"), between ordinary facts that never change. Questions ask
+for the current value, the previous value and the date of the last change.
+
+Every observation carries its gold operation (``gold_notes``): which slot it belongs to and
+whether it sets, changes or retracts it. ``gold_line_ops`` turns them into the line-format
+completion a perfect manager writes for one step (``memr1_jax.memory.line_ops``), which gives
+the oracle bank (``ManagerConfig(kind="gold")``), the supervised warm start and a dense reward
+for the manager (``task.manager_reward="gold"``).
+
+Splits are by seed: conversation ``chg-<split>-<k>`` is drawn from ``random.Random`` seeded with
+the split's base (train 10_000, validation 20_000, test 30_000) plus k, so test conversations are
+never seen in training, and the output is identical on every machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import random
+import re
+from typing import Mapping, Sequence
+
+from memr1_jax.data.embedded import CITIES, ITEMS, JOBS, MONTHS, NAMES, fmt_session_time
+from memr1_jax.data.locomo import QA, Conversation, Session, Split, Turn
+
+PREFIX = "chg-"
+SPLIT_SEEDS = {"train": 10_000, "val": 20_000, "test": 30_000}
+SIZES = {"train": 64, "val": 8, "test": 16}       # conversations per split of data.path="changing"
+SLOTS = ("city", "employer", "car", "locker")
+_ID = re.compile(r"^chg-(train|val|test)-(\d+)$")
+
+# What a fact does to its slot: "set" (first value), "change" (a new value, the old one kept in
+# the text), "correct" (the earlier value was wrong), "end" (no value any more, e.g. the car was
+# sold: the memory says so), "retract" (the user asks to forget it: the memory goes).
+KINDS = ("set", "change", "correct", "end", "retract", "note")
+
+_EMPLOYERS = sorted({e for es in JOBS.values() for e in es})
+_CARS = ITEMS["car"]
+_NOTES = (  # facts that never change: (what the speaker says, the observation)
+    ("I baked sourdough bread last weekend, finally a good loaf.", "{n} baked sourdough bread in {m}."),
+    ("I ran my first 10k race this month!", "{n} ran a first 10k race in {m}."),
+    ("My sister visited me and we went hiking.", "{n}'s sister visited and they went hiking in {m}."),
+    ("I've been reading a long mystery novel before bed.", "{n} read a mystery novel in {m}."),
+    ("I started learning to play the ukulele.", "{n} started learning the ukulele in {m}."),
+    ("We had a huge thunderstorm and lost power for a day.", "{n} lost power for a day in a storm in {m}."),
+    ("I volunteered at the food bank on Saturday.", "{n} volunteered at a food bank in {m}."),
+    ("I painted my kitchen a pale green.", "{n} painted the kitchen pale green in {m}."),
+)
+_REPLY = ("Oh wow, really?", "That's a big change!", "Good to know, thanks for telling me.",
+          "Nice, tell me more next time.", "Got it.", "I'm glad you told me.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Note:
+    """The gold reading of one observation: its slot ("" for facts that never change) and kind."""
+    slot: str
+    kind: str
+
+
+def month(d: dt.date) -> str:
+    return f"{MONTHS[d.month - 1]} {d.year}"
+
+
+def _bare(item: str) -> str:
+    return item.split(" ", 1)[1] if item.split(" ", 1)[0] in ("a", "an") else item
+
+
+class _Speaker:
+    def __init__(self, name: str, rng: random.Random):
+        self.name = name
+        self.value = {"city": rng.choice(sorted(CITIES)), "employer": rng.choice(_EMPLOYERS),
+                      "car": rng.choice(_CARS), "locker": str(rng.randrange(1000, 10000))}
+        self.last: dict[str, tuple[str, str, str, str]] = {}   # slot -> (kind, old, new, month)
+        self.last_dia: dict[str, str] = {}                       # slot -> turn of its last observation
+
+
+def _event(rng: random.Random, p: _Speaker, slot: str, kind: str, when: str) -> tuple[str, str] | None:
+    """(utterance, observation) for one change of p's slot, applying it; None if not possible."""
+    n, old = p.name, p.value.get(slot)
+    if kind == "set":
+        new = old
+        text = {"city": (f"I live in {new}, in a small flat near the river.", f"{n} lives in {new}."),
+                "employer": (f"I work at {new} these days.", f"{n} works at {new}."),
+                "car": (f"I drive {new}, it's old but reliable.", f"{n} drives {new}."),
+                "locker": (f"My gym locker code is {new}, I keep forgetting it.", f"{n}'s gym locker code is {new}.")}
+        say, obs = text[slot]
+    elif old is None:
+        return None
+    elif kind == "end" and slot == "car":
+        say, obs, new = (f"I sold {old} in {when} and I don't have a car anymore.",
+                         f"{n} sold {old} in {when} and no longer has a car.", None)
+    elif kind == "retract" and slot == "locker":
+        say, obs, new = ("Please forget my gym locker code, I changed gyms.",
+                         f"{n} asked to forget {n}'s gym locker code.", None)
+    elif kind in ("end", "retract"):
+        return None
+    else:
+        pool = {"city": sorted(CITIES), "employer": _EMPLOYERS, "car": list(_CARS),
+                "locker": [str(x) for x in range(1000, 10000)]}[slot]
+        new = rng.choice([v for v in pool if v != old])
+        if kind == "change":
+            say, obs = {"city": (f"Big news: I moved from {old} to {new} in {when}!",
+                                 f"{n} moved from {old} to {new} in {when}."),
+                        "employer": (f"I left {old} and started a new job at {new} in {when}.",
+                                     f"{n} left {old} and started working at {new} in {when}."),
+                        "car": (f"I sold {old} and bought {new} in {when}.",
+                                f"{n} sold {old} and bought {new} in {when}."),
+                        "locker": (f"My gym gave me a new locker, the code is {new} now.",
+                                   f"{n}'s gym locker code changed from {old} to {new} in {when}.")}[slot]
+        else:  # correct
+            say, obs = {"city": (f"Wait, I told you {old} before, but I actually live in {new}.",
+                                 f"{n} lives in {new}, not {old} as {n} said before."),
+                        "employer": (f"Sorry, I misspoke earlier: I work at {new}, not {old}.",
+                                     f"{n} works at {new}, not {old} as {n} said before."),
+                        "car": (f"Correction: my car is {new}, not {old}.",
+                                f"{n} drives {new}, not {old} as {n} said before."),
+                        "locker": (f"Oops, my locker code is {new}, not {old}.",
+                                   f"{n}'s gym locker code is {new}, not {old} as {n} said before.")}[slot]
+    p.last[slot] = (kind, old or "", new or "", when)
+    if new is None:
+        p.value.pop(slot)
+    else:
+        p.value[slot] = new
+    return say, obs
+
+
+def generate_conversation(split: str, k: int, sessions: int = 5) -> tuple[Conversation, dict[str, Note]]:
+    """Conversation ``chg-<split>-<k>`` and the gold notes of its observations (by fact text)."""
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"changing-facts split {split!r}: expected one of {sorted(SPLIT_SEEDS)}")
+    rng = random.Random(SPLIT_SEEDS[split] + k)
+    people = [_Speaker(n, rng) for n in rng.sample(NAMES, 2)]
+    notes: dict[str, Note] = {}
+    day = dt.date(2022, 1, 10) + dt.timedelta(days=rng.randrange(0, 700))
+    out_sessions = []
+    fillers = rng.sample(_NOTES, len(_NOTES))
+    for s in range(1, sessions + 1):
+        turns: list[Turn] = []
+        obs: dict[str, list] = {p.name: [] for p in people}
+
+        def say(speaker: str, text: str) -> str:
+            turns.append(Turn(speaker=speaker, dia_id=f"D{s}:{len(turns) + 1}", text=text))
+            return turns[-1].dia_id
+
+        when = month(day)
+        for p in people:
+            other = people[1] if p is people[0] else people[0]
+            if s == 1:
+                events = [(slot, "set") for slot in SLOTS]
+            else:   # one or two slot events a session; a correction only right after a value was said
+                slots = rng.sample([x for x in SLOTS if x in p.value], min(rng.choice((1, 1, 2)), len(p.value)))
+                events = []
+                for slot in slots:
+                    kinds = ["change", "change"]
+                    if p.last.get(slot, ("",))[0] in ("set", "change"):
+                        kinds.append("correct")
+                    kinds += {"car": ["end"], "locker": ["retract"]}.get(slot, [])
+                    events.append((slot, rng.choice(kinds)))
+            for slot, kind in events:
+                ev = _event(rng, p, slot, kind, when)
+                if ev is None:
+                    continue
+                dia = p.last_dia[slot] = say(p.name, ev[0])
+                say(other.name, rng.choice(_REPLY))
+                obs[p.name].append((ev[1], dia))
+                notes[ev[1]] = Note(slot, kind)
+            if s > 1 and rng.random() < 0.5 and fillers:
+                line, fact = fillers.pop()
+                dia = say(p.name, line)
+                say(other.name, rng.choice(_REPLY))
+                fact = fact.format(n=p.name, m=when)
+                obs[p.name].append((fact, dia))
+                notes[fact] = Note("", "note")
+        stamp = dt.datetime(day.year, day.month, day.day, rng.randrange(8, 22), rng.randrange(60))
+        out_sessions.append(Session(index=s, date_time=fmt_session_time(stamp), turns=tuple(turns),
+                                    observations={n: tuple(v) for n, v in obs.items()}))
+        day += dt.timedelta(days=rng.randrange(30, 75))
+    conv = Conversation(id=f"{PREFIX}{split}-{k:03d}", speaker_a=people[0].name, speaker_b=people[1].name,
+                        sessions=tuple(out_sessions), questions=tuple(_questions(people)))
+    return conv, notes
+
+
+def _questions(people: Sequence[_Speaker]) -> list[QA]:
+    """Current value (category 4), previous value (1), date of the last change (2), whether a
+    retracted car is still there (3). Evidence: the turn of the slot's last observation."""
+    qs = []
+    for p in people:
+        n = p.name
+        ask = {"city": (f"Where does {n} live now?", f"Where did {n} live before moving to {{new}}?",
+                        f"When did {n} move to {{new}}?"),
+               "employer": (f"Where does {n} work now?", f"Where did {n} work before {{new}}?",
+                            f"When did {n} start working at {{new}}?"),
+               "car": (f"What car does {n} drive now?", f"What car did {n} have before {{new}}?",
+                       f"When did {n} buy {{new}}?"),
+               "locker": (f"What is {n}'s gym locker code now?", f"What was {n}'s gym locker code before {{new}}?",
+                          f"When did {n}'s gym locker code change to {{new}}?")}
+        for slot in SLOTS:
+            kind, old, new, when = p.last[slot]
+            ev = (p.last_dia[slot],)
+            now, before, date = ask[slot]
+            if slot in p.value:
+                qs.append(QA(now, _bare(p.value[slot]) if slot == "car" else p.value[slot], ev, 4))
+            if kind == "change":
+                qs.append(QA(before.format(new=new), _bare(old) if slot == "car" else old, ev, 1))
+                qs.append(QA(date.format(new=new), when, ev, 2))
+            if kind == "end":
+                qs.append(QA(f"Does {n} still have a car?", "No", ev, 3))
+    return qs
+
+
+def make_changing_dataset(sizes: Mapping[str, int] | None = None) -> tuple[Conversation, ...]:
+    """The train, validation and test conversations (``SIZES`` per split unless given)."""
+    sizes = dict(SIZES, **(sizes or {}))
+    return tuple(generate_conversation(split, k)[0] for split in SPLIT_SEEDS for k in range(sizes[split]))
+
+
+def changing_split(convs: Sequence[Conversation]) -> Split:
+    """Train / validation / test by the split named in each generated id."""
+    by = {s: tuple(c for c in convs if c.id.startswith(f"{PREFIX}{s}-")) for s in SPLIT_SEEDS}
+    return Split(train=by["train"], validation=by["val"], test=by["test"])
+
+
+def is_generated(conv_id: str) -> bool:
+    return bool(_ID.match(conv_id))
+
+
+def gold_notes(conv: Conversation) -> dict[str, Note]:
+    """The gold notes of a generated conversation, regenerated from its id (its seed)."""
+    m = _ID.match(conv.id)
+    if m is None:
+        raise ValueError(f"conversation {conv.id!r}: gold operations exist only for the changing-facts "
+                         f"generator's conversations ({PREFIX}<split>-<k>)")
+    return generate_conversation(m.group(1), int(m.group(2)), len(conv.sessions))[1]
+
+
+def gold_targets(facts: Sequence[str], shown: Sequence[str], notes: Mapping[str, Note]) -> list[tuple[str, set]]:
+    """Per fact, the gold event and the shown ids it may target: "ADD" (a note, a first value, or
+    a change whose slot is not among the shown memories), "UPDATE" (change, correct, end) or
+    "DELETE" (retract) of any shown memory of the fact's slot, or "NONE" (a retraction with
+    nothing shown to remove)."""
+    out = []
+    for fact in facts:
+        note = notes.get(fact, Note("", "note"))
+        # Shown memories are the speaker's own (retrieval filters by speaker).
+        same = {i for i, m in enumerate(shown) if note.slot and notes.get(m, Note("", "")).slot == note.slot}
+        if note.kind == "retract":
+            out.append(("DELETE", same) if same else ("NONE", set()))
+        elif note.kind in ("change", "correct", "end") and same:
+            out.append(("UPDATE", same))
+        else:
+            out.append(("ADD", set()))
+    return out
+
+
+def gold_line_ops(facts: Sequence[str], shown: Sequence[str], notes: Mapping[str, Note]) -> str:
+    """The line-format completion of a perfect manager (lowest shown id of the slot)."""
+    lines = []
+    for n, (event, ids) in enumerate(gold_targets(facts, shown, notes), 1):
+        lines.append(f"{n}: {event}" + (f" {min(ids)}" if ids else ""))
+    return "\n".join(lines)
+
+
+def gold_agreement(completion_ops: Sequence[tuple[str, int | None]], facts: Sequence[str], shown: Sequence[str],
+                   notes: Mapping[str, Note]) -> float:
+    """Fraction of facts whose decided (event, shown id) is a gold one; ``completion_ops[n]`` is
+    fact n's decision (("NONE", None) when undecided)."""
+    gold = gold_targets(facts, shown, notes)
+    if not gold:
+        return 0.0
+    hits = sum(ev == g and (not ids or sid in ids) for (ev, sid), (g, ids) in zip(completion_ops, gold))
+    return hits / len(gold)
