@@ -172,3 +172,85 @@ def test_mixed_sources_keep_their_own_splits(split):
     assert [c.id for c in sp.validation] == [c.id for c in split.validation] + ["emb-02"]
     with pytest.raises(ValueError, match="more than one source"):
         load_conversations("changing+changing")
+
+
+def test_supervised_rows_train_the_cross_entropy():
+    """Advantage-1 rows through the GRPO update (ratio 1 on its first pass): the first Adam step
+    moves every weight against the sign of the gradient of the completions' mean token NLL,
+    computed here without rl/update.py, and a few steps lower that NLL."""
+    import jax
+    import jax.numpy as jnp
+    from _rl_toy import fresh_params, tiny
+    from memr1_jax.models import decoder as dec
+    from memr1_jax.rl.train_state import RLConfig, init_train_state
+    from memr1_jax.rl.update import make_batch, make_update_fn
+
+    cfg = tiny(vocab=64, num_layers=1)
+    rng = np.random.default_rng(0)
+    b, p, r = 4, 6, 5
+    tokens = rng.integers(3, 64, (b, p + r))
+    valid = np.ones((b, p + r), bool)
+    resp = np.zeros((b, p + r), bool)
+    resp[:, p:] = True
+    valid[1, p + 3:], resp[1, p + 3:] = False, False          # a shorter completion
+    tokens = np.where(valid, tokens, 0)
+    batch = make_batch(tokens, valid, resp, np.ones(b, np.float32), prompt_len=p, advantages=np.ones(b, np.float32))
+
+    def nll(params):   # mean over completion tokens of -log p(token | prefix), float32 forward
+        logits, _ = dec.forward(cfg, params, jnp.asarray(tokens), dec.positions_from_valid(jnp.asarray(valid)),
+                             dec.causal_mask(jnp.asarray(valid)))
+        logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+        picked = jnp.take_along_axis(logp, jnp.asarray(tokens)[:, 1:, None], axis=-1)[..., 0]
+        mask = jnp.asarray(resp)[:, 1:]
+        return -jnp.sum(jnp.where(mask, picked, 0.0)) / jnp.sum(mask)
+
+    params = fresh_params(cfg)
+    rl = RLConfig(algorithm="grpo", group_size=1, beta=0.0, learning_rate=1e-3, max_grad_norm=None,
+                  shuffle=False, logprob_chunk=16)
+    state = init_train_state(cfg, rl, params, jax.random.PRNGKey(1))
+    up = make_update_fn(cfg, rl)
+    grad = jax.grad(nll)(params)
+    before = nll(params)
+    state, _ = up(state, batch)
+    moved = jax.tree_util.tree_map(lambda new, old: np.asarray(new) - np.asarray(old), state.params, params)
+    for d, g in zip(jax.tree_util.tree_leaves(moved), jax.tree_util.tree_leaves(grad)):
+        g = np.asarray(g)
+        big = np.abs(g) > 1e-6 * np.abs(g).max()
+        np.testing.assert_array_equal(np.sign(d[big]), -np.sign(g[big]))
+    for _ in range(4):
+        state, _ = up(state, batch)
+    assert float(nll(state.params)) < 0.9 * float(before)
+
+
+def test_gold_reward_scores_each_sample_without_the_reader(split):
+    """task.manager_reward="gold": each sample earns the fraction of facts decided as the gold
+    operations; no answer is generated (EM / F1 NaN); "answer" keeps the paper's reward and
+    still reports the agreement."""
+    import jax
+    from test_train import ScriptedLLM
+    from memr1_jax.agents.answer_agent import AnswerConfig
+    from memr1_jax.agents.memory_manager import shown_texts
+    from memr1_jax.agents.rollout import manager_rollouts
+    from memr1_jax.sampling.sampler import SamplingConfig
+
+    conv = split.train[0]
+    notes = {conv.id: gold_notes(conv)}
+    specs = manager_episode_specs(conv, conv.questions, ENC, Retriever(), LINES)
+    spec = next(s for s in specs if "UPDATE" in gold_completion(s.bank, s.state, notes[conv.id]))
+    gold = gold_completion(spec.bank, spec.state, notes[conv.id])
+    n = len(spec.state.facts)
+    all_add = "\n".join(f"{k}: ADD" for k in range(1, n + 1))
+    outputs = [gold, all_add, "nothing useful"]
+    llm = ScriptedLLM(lambda prompt, g: outputs[g])
+    eps = manager_rollouts(llm, "POLICY", None, None, [spec], ENC, Retriever(), LINES, AnswerConfig(), 3,
+                           SamplingConfig(1.0), jax.random.PRNGKey(0), gold=notes, reward="gold")
+    expected = gold_agreement(line_decisions(all_add, n), spec.state.facts, shown_texts(spec.bank, spec.state),
+                              notes[conv.id])
+    assert [e.reward for e in eps] == [1.0, expected, 0.0] and expected < 1.0
+    assert all(np.isnan(e.info["em"]) for e in eps) and len(llm.calls) == 1
+    reader = ScriptedLLM(lambda prompt, g: "**Answer:** " + spec.qa.answer)
+    eps = manager_rollouts(llm, "POLICY", reader, "FROZEN", [spec], ENC, Retriever(), LINES,
+                           AnswerConfig(), 3, SamplingConfig(1.0), jax.random.PRNGKey(0),
+                           gold=notes, reward="answer")
+    assert [e.info["gold_agreement"] for e in eps] == [1.0, expected, 0.0]
+    assert [e.reward for e in eps] == [1.0, 1.0, 1.0]          # EM: the reader answers right whatever the bank

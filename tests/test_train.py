@@ -443,9 +443,12 @@ def _shrunk(path: pathlib.Path, run_dir: str = ""):
     from memr1_jax.config import load_config_file, override
     cfg = load_config_file(path)
     # FSDP over 2 of the paper configs' devices: the sharded path, at a fraction of 8's compile time
+    # The changing-facts configs keep their data: their gold operations exist only there.
     return override(cfg, {**TINY, "mesh.fsdp": min(cfg.mesh.fsdp, 2, jax.device_count()),
-                          "data.path": "embedded", "data.val_limit": 1, "steps": 1, "export_hf": False,
-                          "rollout.questions_per_step": 1, "rollout.gen_batch_size": 4, "rl.group_size": 2,
+                          "data.path": "changing" if cfg.data.path == "changing" else "embedded",
+                          "task.frozen_answer_model": "", "data.val_limit": 1, "steps": 1, "export_hf": False,
+                          "rollout.questions_per_step": 1, "rollout.gen_batch_size": 4,
+                          "rl.group_size": 1 if cfg.task.manager_sft else 2,
                           "rl.mini_batch_size": None, "rl.micro_batch_size": None, "task.answer.k_per_speaker": 2,
                           "task.sensitive_only": False, "run_dir": run_dir, "name": "shrunk", "target": ""})
 
