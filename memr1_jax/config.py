@@ -175,10 +175,14 @@ class EvalSection:
         return [s.strip() for s in self.system.split(",")]
 
     def __post_init__(self):
-        for system in self.systems:
+        for entry in self.systems:
+            system, _, kind = entry.partition("@")   # SYSTEM@MANAGER: eval.manager=MANAGER for that one
             if system not in SYSTEMS and not system.startswith(("checkpoint:", "memory-r1:")):
                 raise ConfigError(f"eval.system={self.system!r}: {system!r} is not one of {SYSTEMS}, "
                                   f"checkpoint:PATH or memory-r1:PATH")
+            if kind and kind not in MANAGER_KINDS:
+                raise ConfigError(f"eval.system={self.system!r}: {entry!r} names manager {kind!r}, not one of "
+                                  f"{MANAGER_KINDS}")
         if len(set(self.systems)) != len(self.systems):
             raise ConfigError(f"eval.system={self.system!r}: a system is named twice")
         if self.split not in SPLITS:

@@ -130,20 +130,24 @@ def system_configs(argv=None) -> tuple[list[RunConfig], bool]:
     cfg = _compose(path, flags, dotted)
     systems = cfg.eval.systems
     settings = {}
-    for system in [s for s in systems if s == "memory-r1" or s.startswith("memory-r1:")]:
+    for system in {s.partition("@")[0] for s in systems}:
+        if system != "memory-r1" and not system.startswith("memory-r1:"):
+            continue
         try:
             settings[system] = pipeline_of_system(system, cfg.model.name).settings
         except ValueError as e:
             if cfg.eval.system != MAIN_JOB_SYSTEMS:
                 raise ConfigError(f"eval.system {system}: {e}") from None
             # the default comparison over a model without trained agents: the untrained ones and rag
-            systems = [s for s in systems if s != "memory-r1"]
+            systems = [s for s in systems if s.partition("@")[0] != "memory-r1"]
             print(f"note: {e}; comparing {','.join(systems)}", file=sys.stderr)
     out = []
-    for system in systems:
-        one = override(_compose(path, flags, dotted, settings.get(system)), {"eval.system": system})
+    for entry in systems:
+        system, _, kind = entry.partition("@")   # SYSTEM@MANAGER: that system's banks built by MANAGER
+        one = override(_compose(path, flags, dotted, settings.get(system)),
+                       {"eval.system": system, **({"eval.manager": kind} if kind else {})})
         if len(systems) > 1 and cfg.eval.run_dir:
-            one = override(one, {"eval.run_dir": str(pathlib.Path(cfg.eval.run_dir) / safe_name(system))})
+            one = override(one, {"eval.run_dir": str(pathlib.Path(cfg.eval.run_dir) / safe_name(entry))})
         out.append(one)
     return out, show
 

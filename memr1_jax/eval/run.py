@@ -151,6 +151,8 @@ def default_run_dir(cfg: RunConfig, digest: str = "") -> pathlib.Path:
     tag = hashlib.sha1(json.dumps(_spec(cfg, digest), sort_keys=True).encode()).hexdigest()[:8]
     data = "embedded" if cfg.data.path == "embedded" else safe_name(pathlib.Path(cfg.data.path).name)
     system = cfg.eval.system.replace(":", "-").replace("/", "_")[:40]
+    if cfg.eval.manager != "llm":
+        system += f"-{cfg.eval.manager}"
     if cfg.eval.manager_model:
         mm = cfg.eval.manager_model
         system += "-trained_manager" if "/" in mm else f"-{mm}-manager"

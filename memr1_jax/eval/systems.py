@@ -16,7 +16,8 @@ from memr1_jax.config import RunConfig, override
 from memr1_jax.eval.comparison import interval, paired, read_predictions
 from memr1_jax.eval.run import evaluate, run_folder
 
-LABELS = {"memory-r1": "memory-r1 (trained agents)", "base": "base (untrained agents)"}
+LABELS = {"memory-r1": "memory-r1 (trained agents)", "base": "base (untrained agents)",
+          "memory-r1@add-all": "memory-r1's Answer Agent on add-all banks"}
 
 
 def evaluate_systems(cfgs: list[RunConfig], progress: bool = True) -> str:
@@ -24,14 +25,19 @@ def evaluate_systems(cfgs: list[RunConfig], progress: bool = True) -> str:
     (Markdown), also written to ``comparison.md`` in the first system's run folder."""
     runs = []
     for cfg in cfgs:
-        print(f"\n== {cfg.eval.system}")
+        print(f"\n== {system_label(cfg)}")
         cfg = override(cfg, {"eval.run_dir": str(run_folder(cfg))})
         evaluate(cfg, progress)
-        runs.append((cfg.eval.system, pathlib.Path(cfg.eval.run_dir)))
+        runs.append((system_label(cfg), pathlib.Path(cfg.eval.run_dir)))
     table = comparison_table(runs)
     if len(runs) > 1:
         (runs[0][1] / "comparison.md").write_text(table + "\n")
     return table
+
+
+def system_label(cfg: RunConfig) -> str:
+    """eval.system, with @MANAGER where the banks are not built by the LLM manager."""
+    return cfg.eval.system + (f"@{cfg.eval.manager}" if cfg.eval.manager != "llm" else "")
 
 
 def comparison_table(runs: list[tuple[str, pathlib.Path]]) -> str:
