@@ -254,3 +254,30 @@ def test_gold_reward_scores_each_sample_without_the_reader(split):
                            gold=notes, reward="answer")
     assert [e.info["gold_agreement"] for e in eps] == [1.0, expected, 0.0]
     assert [e.reward for e in eps] == [1.0, 1.0, 1.0]          # EM: the reader answers right whatever the bank
+
+
+def test_batched_manager_rollout_equals_one_at_a_time(split):
+    """Several specs decoded as one batch (padding, length buckets, one automaton per row) give
+    each spec the operations and gold rewards it gets alone (greedy, a real tiny model under the
+    line format's automaton)."""
+    import jax
+    pytest.importorskip("outlines_core")
+    from memr1_jax.agents.answer_agent import AnswerConfig
+    from memr1_jax.agents.rollout import manager_rollouts
+    from memr1_jax.models.registry import load_model
+    from memr1_jax.sampling.sampler import SamplingConfig
+
+    m = load_model("tiny-qwen2")
+    llm = ChatLLM(cfg=m.cfg, params=m.params, tokenizer=m.tokenizer, batch_size=8, max_prompt_tokens=256)
+    cfg = dataclasses.replace(LINES, constrained=True, max_new_tokens=16)
+    conv = split.train[1]
+    notes = {conv.id: gold_notes(conv)}
+    specs = manager_episode_specs(conv, conv.questions, ENC, Retriever(), cfg)[:5]
+    run = lambda items: manager_rollouts(llm, m.params, None, None, items, ENC, Retriever(), cfg,  # noqa: E731
+                                         AnswerConfig(), 1, SamplingConfig(0.0), jax.random.PRNGKey(0),
+                                         gold=notes, reward="gold")
+    together = run(specs)
+    alone = [e for s in specs for e in run([s])]
+    key = lambda e: (e.info["completion"], e.info["applied"], e.reward, e.completion_ids)  # noqa: E731
+    assert [key(e) for e in together] == [key(e) for e in alone]
+    assert len({len(s.state.facts) for s in specs} | {len(s.state.id_map) for s in specs}) > 1   # rows differ
