@@ -37,7 +37,7 @@ from memr1_jax.rl.train_state import RLConfig
 AGENTS = ("answer", "manager")
 DTYPES = ("float32", "bfloat16")
 SYSTEMS = ("memory-r1", "base", "mem0", "mem0-oss", "rag", "fullctx")
-MAIN_JOB_SYSTEMS = "memory-r1,base,rag"   # what python -m memr1_jax.evaluate compares by default
+MAIN_JOB_SYSTEMS = "memory-r1,memory-r1@add-all,base,rag"   # what python -m memr1_jax.evaluate compares by default
 SPLITS = ("train", "validation", "test", "all")
 
 
@@ -317,8 +317,8 @@ def default_config() -> RunConfig:
 
 
 def evaluation_defaults() -> RunConfig:
-    """The defaults of ``python -m memr1_jax.evaluate``: the shipped trained pipeline against the
-    untrained one and rag (``MAIN_JOB_SYSTEMS``), the paper's full distillation prompt,
+    """The defaults of ``python -m memr1_jax.evaluate``: the shipped trained pipeline against its
+    Answer Agent on add-all banks, the untrained pipeline and rag (``MAIN_JOB_SYSTEMS``), the paper's full distillation prompt,
     10 memories per speaker (30 in the paper: 10 keeps CPU prompts near 1k tokens), 64 answer
     tokens, the manager with 8 facts and 160 new tokens per step, the first 40 questions."""
     return override(RunConfig(name="evaluate"), {

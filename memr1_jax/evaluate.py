@@ -7,7 +7,9 @@ question with the backbone, and reports F1 / BLEU-1 / EM / LoCoMo-F1 / J per que
 type (``memr1_jax.eval.run``). An interrupted run resumes where it stopped.
 
 Systems (all on the same backbone; several joined by commas are evaluated in turn on the
-same questions and compared with the first: the default is memory-r1,base,rag):
+same questions and compared with the first: the default is memory-r1,memory-r1@add-all,base,rag;
+SYSTEM@MANAGER builds that system's banks with --manager MANAGER: memory-r1@add-all is the trained
+Answer Agent on banks holding every observation, what the trained Memory Manager is measured against):
   memory-r1       the Memory-R1 pipeline with the trained agents that ship with the package
                   (memr1_jax/trained: LoRA adapters of the Memory Manager and the Answer
                   Agent, with the settings they were trained for)

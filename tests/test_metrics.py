@@ -240,3 +240,21 @@ def test_compare_cli_pairs_runs_by_question(tmp_path, capsys):
     row = capsys.readouterr().out.splitlines()[-1]
     assert "| b | 3 | +33.33 [" in row and row.endswith("| 1 / 0 |")
     assert main([str(tmp_path / "a"), str(tmp_path / "nope")]) == 2
+
+
+def test_compare_validation_pairs_each_step_with_step_zero(tmp_path, capsys):
+    import json
+
+    from memr1_jax.compare import main
+    from memr1_jax.eval.metrics import paired_bootstrap
+    rows = [{"step": 0, "n": 3, "f1_per_item": [0.0, 0.5, 0.0]},
+            {"step": 5, "n": 3, "f1_per_item": [1.0, 0.5, 0.5], "gold_per_item": [1.0, 0.5, 0.0]},
+            {"step": 5, "n": 3, "f1_per_item": [1.0, 1.0, 0.5]}]             # a rerun's row replaces the first
+    (tmp_path / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["--validation", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    d = paired_bootstrap([100.0, 100.0, 50.0], [0.0, 50.0, 0.0])
+    assert out[-1] == f"| 5 | 3 | 83.33 ({d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]) |"   # no gold left
+    assert out[-2].startswith("| 0 | 3 | 16.67 |")
+    (tmp_path / "validation.jsonl").write_text("not json\n")
+    assert main(["--validation", str(tmp_path)]) == 2

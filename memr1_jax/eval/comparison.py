@@ -39,3 +39,44 @@ def paired(first: dict[str, dict], other: dict[str, dict], metric: str = "f1") -
 
 def interval(r: dict) -> str:
     return f"{r['mean']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]"
+
+
+VALIDATION_SCORES = {"f1_per_item": "validation F1", "gold_per_item": "gold agreement"}
+
+
+def read_validation(run: pathlib.Path) -> list[dict]:
+    """A training run's validation rows (``validation.jsonl``), one per validated step, in order;
+    a rerun's row of a step replaces the earlier one."""
+    path = pathlib.Path(run) / "validation.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}: no validation.jsonl (not a training run folder)")
+    rows = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                rows[int(row["step"])] = row
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{n}: not a validation row ({e})") from None
+    return [rows[k] for k in sorted(rows)]
+
+
+def validation_table(run: pathlib.Path) -> str:
+    """Markdown: each validated step's per-item scores against step 0's (x100, paired bootstrap);
+    rows written before per-item scores were kept show their means only."""
+    rows = read_validation(run)
+    keys = [k for k in VALIDATION_SCORES if any(k in r for r in rows)]
+    head = ["step", "n"] + [f"{VALIDATION_SCORES[k]}, minus step {rows[0]['step']} [95%]" for k in keys]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["step"]), str(r.get("n", ""))]
+        for k in keys:
+            mean = 100 * sum(r[k]) / len(r[k]) if r.get(k) else None
+            if mean is None:
+                cells.append("-")
+            elif r is rows[0] or k not in rows[0] or len(rows[0][k]) != len(r[k]):
+                cells.append(f"{mean:.2f}")
+            else:
+                cells.append(f"{mean:.2f} ({interval(paired_bootstrap([100 * x for x in r[k]], [100 * x for x in rows[0][k]]))})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

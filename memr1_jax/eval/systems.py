@@ -1,5 +1,5 @@
 """Several systems evaluated on the same questions and compared: what
-``python -m memr1_jax.evaluate --system memory-r1,base,rag`` (its default) prints last.
+``python -m memr1_jax.evaluate --system memory-r1,memory-r1@add-all,base,rag`` (its default) prints last.
 
 Each system is one ``evaluate`` run in its own folder (resumable as ever); the table gives
 per-type and overall F1, BLEU-1, what each manager left in its banks, and the paired
