@@ -1,5 +1,6 @@
-"""Memory Manager, GRPO on the changing-facts generator (SmolLM2-135M-Instruct, CPU), after the
-supervised warm start (``memory_manager_sft_changing_cpu.py``: pass its adapter as the model).
+"""Memory Manager, GRPO on the changing-facts generator (SmolLM2-135M-Instruct, CPU), from the
+untrained model or after the supervised warm start (``memory_manager_sft_changing_cpu.py``: pass
+its adapter as the model, as below).
 
 Reward ``task.manager_reward``: "gold" (default here), the fraction of the step's facts decided as
 the generator's gold operations, dense and free of the reader; "answer" is the paper's, EM + F1
@@ -7,8 +8,9 @@ of the frozen Answer Agent (here the shipped one) answering the episode's questi
 G=8 at T=1.0, 4 questions per step, line format under its automaton (the update re-scores the
 old policy itself, as the config checks).
 
+    python -m memr1_jax.train --config configs/memory_manager_grpo_changing_cpu.py --config.run_dir=~/runs/mm-grpo-scratch
     python -m memr1_jax.train --config configs/memory_manager_grpo_changing_cpu.py \\
-        --config.model.name=~/runs/mm-sft/adapter --config.run_dir=~/runs/mm-grpo
+        --config.model.name=~/runs/mm-sft/adapter --config.steps=30 --config.run_dir=~/runs/mm-grpo-sft
 """
 
 import pathlib

@@ -450,7 +450,9 @@ def _shrunk(path: pathlib.Path, run_dir: str = ""):
                           "rollout.questions_per_step": 1, "rollout.gen_batch_size": 4,
                           "rl.group_size": 1 if cfg.task.manager_sft else 2,
                           "rl.mini_batch_size": None, "rl.micro_batch_size": None, "task.answer.k_per_speaker": 2,
-                          "task.sensitive_only": False, "run_dir": run_dir, "name": "shrunk", "target": ""})
+                          "task.sensitive_only": False, "run_dir": run_dir, "name": "shrunk", "target": "",
+                          # gold completions in the byte tokenizer: one token a character
+                          **({"task.manager.max_new_tokens": 48} if cfg.task.manager_sft else {})})
 
 
 def _distinct_configs() -> list[pathlib.Path]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from memr1_jax.agents.rollout import (ManagerEpisodeSpec, manager_episode_specs, manager_gold_episodes,
                                       manager_rollouts, manager_sensitive_specs)
+from memr1_jax.agents.memory_manager import gold_completion
 from memr1_jax.data.changing import gold_notes, is_generated
 from memr1_jax.data import question_records
 from memr1_jax.files import rewrite_lines
@@ -51,6 +52,12 @@ class ManagerTask:
             if missing:
                 raise ValueError(f"task.manager_reward={self.reward!r} / task.manager_sft={self.sft}: gold operations "
                                  f"exist only for data.path='changing' conversations, not {missing[:3]}")
+        if self.sft:   # the rows share one update shape, the sampler's budget
+            longest = max(len(b.llm.tokenizer.encode(gold_completion(s.bank, s.state, self.gold[s.conv.id]))) + 1
+                          for s in self.train_items)
+            if longest > self.response_len:
+                raise ValueError(f"task.manager.max_new_tokens={self.response_len} is shorter than the longest gold "
+                                 f"completion ({longest} tokens with the stop token): raise it")
         log(f"manager episodes: {len(self.train_items)} train, {len(self.val_items)} validation "
             f"({len(cache)} snapshot banks); frozen Answer Agent: {t.frozen_answer_model or cfg.model.name}")
         if t.sensitive_only:
