@@ -13,11 +13,11 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from memr1_jax.agents.memory_manager import gold_completion
 from memr1_jax.agents.rollout import (ManagerEpisodeSpec, manager_episode_specs, manager_gold_episodes,
                                       manager_rollouts, manager_sensitive_specs)
-from memr1_jax.agents.memory_manager import gold_completion
-from memr1_jax.data.changing import gold_notes, is_generated
 from memr1_jax.data import question_records
+from memr1_jax.data.changing import gold_notes, is_generated
 from memr1_jax.files import rewrite_lines
 from memr1_jax.tasks.base import Backbone, Log, final_eval_config, load_chat_model, mean_em_f1
 
