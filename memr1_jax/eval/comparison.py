@@ -17,14 +17,20 @@ def read_predictions(run: pathlib.Path) -> dict[str, dict]:
     path = pathlib.Path(run) / "predictions.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{run}: no predictions.jsonl (not an evaluation run folder)")
+    return _keyed_rows(path, lambda rec: rec["key"], "prediction record")
+
+
+def _keyed_rows(path: pathlib.Path, key, what: str) -> dict:
+    """A JSONL file's records by ``key(record)``, a later line replacing an earlier one; a bad
+    line is a ValueError naming the file, the line and ``what`` it should be."""
     out = {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
             try:
                 rec = json.loads(line)
-                out[rec["key"]] = rec
+                out[key(rec)] = rec
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{n}: not a prediction record ({e})") from None
+                raise ValueError(f"{path}:{n}: not a {what} ({e})") from None
     return out
 
 
@@ -50,14 +56,7 @@ def read_validation(run: pathlib.Path) -> list[dict]:
     path = pathlib.Path(run) / "validation.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{run}: no validation.jsonl (not a training run folder)")
-    rows = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-                rows[int(row["step"])] = row
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{n}: not a validation row ({e})") from None
+    rows = _keyed_rows(path, lambda row: int(row["step"]), "validation row")
     return [rows[k] for k in sorted(rows)]
 
 
