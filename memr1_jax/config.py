@@ -142,6 +142,12 @@ class TaskSection:
     # cross-entropy's gradient). Needs rl.group_size=1, rl.algorithm="grpo", rl.beta=0.
     manager_sft: bool = False
 
+    @property
+    def gold_scored(self) -> bool:
+        """The manager run optimises the gold agreement (its reward or its warm start), so its
+        validation keeps the best checkpoint by that rather than by the reader's F1."""
+        return self.agent == "manager" and (self.manager_sft or self.manager_reward == "gold")
+
     def __post_init__(self):
         if self.agent not in AGENTS:
             raise ConfigError(f"task.agent={self.agent!r}: expected one of {AGENTS}")
@@ -318,8 +324,8 @@ def default_config() -> RunConfig:
 
 def evaluation_defaults() -> RunConfig:
     """The defaults of ``python -m memr1_jax.evaluate``: the shipped trained pipeline against its
-    Answer Agent on add-all banks, the untrained pipeline and rag (``MAIN_JOB_SYSTEMS``), the paper's full distillation prompt,
-    10 memories per speaker (30 in the paper: 10 keeps CPU prompts near 1k tokens), 64 answer
+    Answer Agent on add-all banks, the untrained pipeline and rag (``MAIN_JOB_SYSTEMS``), the
+    paper's full distillation prompt, 10 memories per speaker (30 in the paper: 10 keeps CPU prompts near 1k tokens), 64 answer
     tokens, the manager with 8 facts and 160 new tokens per step, the first 40 questions."""
     return override(RunConfig(name="evaluate"), {
         "eval.system": MAIN_JOB_SYSTEMS,

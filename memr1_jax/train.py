@@ -254,8 +254,7 @@ def _init_state(cfg: RunConfig, model_cfg, rl, params, mesh):
 def _finish(cfg: RunConfig, task, rec: RunRecords, best: dict, best_ckpt: RLCheckpointer, state, rl) -> dict:
     """Curves, export of the selected weights and their final evaluation."""
     rec.plot_curves()
-    what = "gold agreement" if cfg.task.agent == "manager" and (cfg.task.manager_sft or cfg.task.manager_reward == "gold") \
-        else "F1"
+    what = "gold agreement" if cfg.task.gold_scored else "F1"
     rec.log(f"best validation {what} {100 * best['score']:.1f} at step {best['step']} (step 0 = untrained)")
     backbone = task.backbone
     out = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import pathlib
@@ -43,7 +44,7 @@ def load_conversations(source: str | os.PathLike = "embedded", fmt: str = "auto"
     ``changing+../shared/data/locomo10``: each keeps its own split)."""
     if "+" in str(source):
         convs = tuple(c for part in str(source).split("+") for c in load_conversations(part, fmt))
-        dup = sorted({c.id for c in convs if sum(d.id == c.id for d in convs) > 1})
+        dup = sorted(k for k, n in collections.Counter(c.id for c in convs).items() if n > 1)
         if dup:
             raise ValueError(f"data {source!r}: conversation ids {dup[:5]} occur in more than one source")
         return convs

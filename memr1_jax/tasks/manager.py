@@ -122,7 +122,7 @@ class ManagerTask:
         if all("gold_agreement" in e.info for e in eps):
             out["gold_agreement"] = float(np.mean([e.info["gold_agreement"] for e in eps]))
             out["gold_per_item"] = [e.info["gold_agreement"] for e in eps]
-            if self.reward == "gold" or self.sft:   # the checkpoint kept is the one the run optimises for
+            if self.backbone.cfg.task.gold_scored:   # the checkpoint kept is the one the run optimises for
                 out["score"] = out["gold_agreement"]
         return out
 
