@@ -163,3 +163,12 @@ def test_shared_prompt_micro_batches_must_hold_whole_groups_at_config_time():
         C.override(C.default_config(), {"rl.micro_batch_size": 4})
     assert C.override(C.default_config(), {"rl.micro_batch_size": 4, "rl.shared_prompt": False}).rl.micro_batch_size == 4
     assert C.override(C.default_config(), {"rl.micro_batch_size": 16}).rl.micro_batch_size == 16
+
+
+def test_system_at_manager_names_a_known_manager():
+    cfg = C.override(C.evaluation_defaults(), {"eval.system": "memory-r1,memory-r1@add-all,base@gold"})
+    assert cfg.eval.systems == ["memory-r1", "memory-r1@add-all", "base@gold"]
+    with pytest.raises(C.ConfigError, match=r"'base@nope' names manager 'nope'"):
+        C.override(cfg, {"eval.system": "base@nope"})
+    with pytest.raises(C.ConfigError, match="is not one of"):
+        C.override(cfg, {"eval.system": "bogus@add-all"})

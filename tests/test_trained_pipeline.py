@@ -43,8 +43,9 @@ def test_the_shipped_adapters_are_trained_adapters_of_their_model():
 
 def test_memory_r1_configs_take_the_trained_settings_beneath_the_flags(tmp_path, capsys):
     cfgs, show = system_configs([])
-    assert [c.eval.system for c in cfgs] == ["memory-r1", "base", "rag"] and not show
-    r1, base, rag = cfgs
+    assert [c.eval.system for c in cfgs] == ["memory-r1", "memory-r1", "base", "rag"] and not show
+    r1, r1_add_all, base, rag = cfgs
+    assert r1_add_all == override(r1, {"eval.manager": "add-all"})   # memory-r1@add-all: only the banks differ
     settings = trained.trained_pipeline("smollm2-135m-instruct").settings
     assert override(r1, settings) == r1                     # every trained setting is in effect ...
     assert base == override(evaluation_defaults(), {"eval.system": "base"})   # ... and only for memory-r1
@@ -120,7 +121,8 @@ def test_systems_are_compared_on_the_same_questions(tmp_path, capsys):
     table = evaluate_systems(cfgs, progress=False)
     assert (tmp_path / "base" / "comparison.md").read_text().strip() == table
     rows = [r.split(" | ") for r in table.splitlines()[2:]]
-    assert [r[0].lstrip("| ") for r in rows] == ["base (untrained agents) (n=4)", "rag (n=4)"]
+    # the banks' manager is named where it is not the LLM (rag has no banks)
+    assert [r[0].lstrip("| ") for r in rows] == ["base@add-all (n=4)", "rag (n=4)"]
     preds = {s: {json.loads(x)["key"]: json.loads(x)["f1"] for x in (tmp_path / s / "predictions.jsonl").open()}
              for s in ("base", "rag")}
     keys = sorted(preds["base"])

@@ -14,7 +14,7 @@ import pathlib
 
 from memr1_jax.config import RunConfig, override
 from memr1_jax.eval.comparison import interval, paired, read_predictions
-from memr1_jax.eval.run import evaluate, run_folder
+from memr1_jax.eval.run import evaluate, pipeline, run_folder
 
 LABELS = {"memory-r1": "memory-r1 (trained agents)", "base": "base (untrained agents)",
           "memory-r1@add-all": "memory-r1's Answer Agent on add-all banks"}
@@ -36,8 +36,9 @@ def evaluate_systems(cfgs: list[RunConfig], progress: bool = True) -> str:
 
 
 def system_label(cfg: RunConfig) -> str:
-    """eval.system, with @MANAGER where the banks are not built by the LLM manager."""
-    return cfg.eval.system + (f"@{cfg.eval.manager}" if cfg.eval.manager != "llm" else "")
+    """eval.system, with @MANAGER where its banks are not built by the LLM manager."""
+    banks = pipeline(cfg) in ("base", "mem0") and cfg.eval.manager != "llm"
+    return cfg.eval.system + (f"@{cfg.eval.manager}" if banks else "")
 
 
 def comparison_table(runs: list[tuple[str, pathlib.Path]]) -> str:
