@@ -26,7 +26,7 @@ import random
 import re
 from typing import Mapping, Sequence
 
-from memr1_jax.data.embedded import CITIES, ITEMS, JOBS, MONTHS, NAMES, fmt_session_time
+from memr1_jax.data.embedded import CITIES, ITEMS, JOBS, MONTHS, NAMES, bare_item, fmt_session_time
 from memr1_jax.data.locomo import QA, Conversation, Session, Split, Turn
 
 PREFIX = "chg-"
@@ -37,8 +37,8 @@ _ID = re.compile(r"^chg-(train|val|test)-(\d+)$")
 
 # What a fact does to its slot: "set" (first value), "change" (a new value, the old one kept in
 # the text), "correct" (the earlier value was wrong), "end" (no value any more, e.g. the car was
-# sold: the memory says so), "retract" (the user asks to forget it: the memory goes).
-KINDS = ("set", "change", "correct", "end", "retract", "note")
+# sold: the memory says so), "retract" (the user asks to forget it: the memory goes); "note" is a
+# fact that never changes.
 
 _EMPLOYERS = sorted({e for es in JOBS.values() for e in es})
 _CARS = ITEMS["car"]
@@ -65,10 +65,6 @@ class Note:
 
 def month(d: dt.date) -> str:
     return f"{MONTHS[d.month - 1]} {d.year}"
-
-
-def _bare(item: str) -> str:
-    return item.split(" ", 1)[1] if item.split(" ", 1)[0] in ("a", "an") else item
 
 
 class _Speaker:
@@ -205,9 +201,9 @@ def _questions(people: Sequence[_Speaker]) -> list[QA]:
             ev = (p.last_dia[slot],)
             now, before, date = ask[slot]
             if slot in p.value:
-                qs.append(QA(now, _bare(p.value[slot]) if slot == "car" else p.value[slot], ev, 4))
+                qs.append(QA(now, bare_item(p.value[slot]) if slot == "car" else p.value[slot], ev, 4))
             if kind == "change":
-                qs.append(QA(before.format(new=new), _bare(old) if slot == "car" else old, ev, 1))
+                qs.append(QA(before.format(new=new), bare_item(old) if slot == "car" else old, ev, 1))
                 qs.append(QA(date.format(new=new), when, ev, 2))
             if kind == "end":
                 qs.append(QA(f"Does {n} still have a car?", "No", ev, 3))

@@ -468,7 +468,8 @@ def _make_event(rng, kind, p: _Person, other: _Person, d: _Dialogue, when, s, ed
     return _Event(kind=kind, who=p.name, session=s, dia_id=dia, date=edate, answer_date=ans, data=data)
 
 
-def _bare(item: str) -> str:
+def bare_item(item: str) -> str:
+    """"a red Honda" -> "red Honda": an item as a short answer names it."""
     return item.split(" ", 1)[1] if item.split(" ", 1)[0] in ("a", "an") else item
 
 
@@ -497,7 +498,7 @@ def _make_questions(rng: random.Random, people: list[_Person], events: list[_Eve
                 add(f"What is the name of {p.name}'s {sp}?", pet, ev, 4)
         for kind, item in p.items.items():
             ev = [e.dia_id for e in mine if e.kind in ("buy", "replace") and e.data["item"] == item][-1:]
-            add(f"What {kind} does {p.name} have now?", _bare(item), ev, 4)
+            add(f"What {kind} does {p.name} have now?", bare_item(item), ev, 4)
         if p.hobbies:
             ev = [e.dia_id for e in mine if e.kind == "hobby"][-1:]
             add(f"What hobby did {p.name} take up most recently?", p.hobbies[-1], ev, 4)
