@@ -141,6 +141,10 @@ class TaskSection:
     # advantage 1; on the update's first pass the ratio is 1, so the policy-gradient loss has the
     # cross-entropy's gradient). Needs rl.group_size=1, rl.algorithm="grpo", rl.beta=0.
     manager_sft: bool = False
+    # Manager task's training items: "questions" (the paper's: one step per training question, its
+    # evidence chunk) | "steps" (every step of the training conversations: each fact's gold
+    # operation is the target, so gold-scored runs only). Validation keeps the question items.
+    manager_items: str = "questions"
 
     @property
     def gold_scored(self) -> bool:
@@ -155,6 +159,11 @@ class TaskSection:
             raise ConfigError(f"task.bank={self.bank!r}: expected 'add-all' or 'llm'")
         if self.manager_reward not in MANAGER_REWARDS:
             raise ConfigError(f"task.manager_reward={self.manager_reward!r}: expected one of {MANAGER_REWARDS}")
+        if self.manager_items not in ("questions", "steps"):
+            raise ConfigError(f"task.manager_items={self.manager_items!r}: expected 'questions' or 'steps'")
+        if self.manager_items == "steps" and not self.gold_scored:
+            raise ConfigError("task.manager_items='steps' has no question to answer: it needs gold-scored training "
+                              "(task.agent='manager' with task.manager_sft=true or task.manager_reward='gold')")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -54,8 +54,8 @@ def test_every_field_is_settable_from_the_command_line():
     for key, value in keys.items():
         if key in ("rl.lora", "mesh.rules"):   # set in config files (LoRA through its own section)
             continue
-        if key == "task.manager_sft":   # needs other keys set with it (test_data_changing sets it)
-            continue
+        if key in ("task.manager_sft", "task.manager_items"):   # need other keys set with them (below, and
+            continue                                            # test_data_changing)
         raw, want = _other_value(key, value)
         if key in ("rl.mini_batch_size", "rl.micro_batch_size", "rollout.questions_per_step", "rl.group_size"):
             raw, want = "4", 4     # keep the batch divisible
@@ -172,3 +172,13 @@ def test_system_at_manager_names_a_known_manager():
         C.override(cfg, {"eval.system": "base@nope"})
     with pytest.raises(C.ConfigError, match="is not one of"):
         C.override(cfg, {"eval.system": "bogus@add-all"})
+
+
+def test_manager_items_steps_needs_gold_scored_training():
+    base = C.load_config_file("configs/memory_manager_grpo_changing_cpu.py")
+    got = C.override(base, {"task.manager_items": "steps"}, from_strings=True)   # gold reward: fine
+    assert got.task.manager_items == "steps"
+    with pytest.raises(C.ConfigError, match="manager_items='steps' has no question to answer"):
+        C.override(base, {"task.manager_items": "steps", "task.manager_reward": "answer"}, from_strings=True)
+    with pytest.raises(C.ConfigError, match="manager_items='every'"):
+        C.override(base, {"task.manager_items": "every"}, from_strings=True)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from memr1_jax.agents.llm import ChatLLM
-from memr1_jax.agents.memory_manager import ManagerConfig, build_banks, gold_completion
-from memr1_jax.agents.rollout import manager_episode_specs, manager_gold_episodes, pack_episodes
+from memr1_jax.agents.memory_manager import ManagerConfig, build_banks, gold_completion, shown_texts
+from memr1_jax.agents.rollout import manager_episode_specs, manager_gold_episodes, manager_step_specs, pack_episodes
 from memr1_jax.config import ConfigError, default_config, override
 from memr1_jax.data import default_split, load_conversations, load_locomo, write_flat
 from memr1_jax.data.changing import (SIZES, gold_agreement, gold_line_ops, gold_notes, gold_targets,
@@ -277,3 +277,25 @@ def test_batched_manager_rollout_equals_one_at_a_time(split):
     key = lambda e: (e.info["completion"], e.info["applied"], e.reward, e.completion_ids)  # noqa: E731
     assert [key(e) for e in together] == [key(e) for e in alone]
     assert len({len(s.state.facts) for s in specs} | {len(s.state.id_map) for s in specs}) > 1   # rows differ
+
+
+def test_step_items_cover_every_fact_once_with_its_gold_operation(split):
+    """task.manager_items="steps": every observation of a training conversation is in exactly one
+    item, in order, over the add-all snapshot the question items use; retractions (which no
+    question cites) are among the gold DELETEs."""
+    events = {}
+    for conv in split.train[:6]:
+        cache = {}
+        steps = manager_step_specs(conv, ENC, Retriever(), LINES, cache)
+        said = [f for s in conv.sessions for name in (conv.speaker_a, conv.speaker_b)
+                for f, _ in s.observations.get(name, ())]
+        assert [f for spec in steps for f in spec.state.facts] == said
+        assert all(len(spec.state.facts) <= LINES.max_facts_per_step for spec in steps)
+        for q in manager_episode_specs(conv, conv.questions, ENC, Retriever(), LINES, cache):
+            same = [s for s in steps if s.state.session == q.state.session and s.state.facts == q.state.facts]
+            assert same and same[0].bank is q.bank          # the same snapshot, shared through the cache
+        notes = gold_notes(conv)
+        for spec in steps:
+            for ev, _ in gold_targets(spec.state.facts, shown_texts(spec.bank, spec.state), notes):
+                events[ev] = events.get(ev, 0) + 1
+    assert events.get("DELETE", 0) > 0 and events.get("UPDATE", 0) > 0 and events.get("ADD", 0) > 0

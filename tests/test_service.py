@@ -18,6 +18,7 @@ from memr1_jax.agents.memory_manager import ManagerConfig, apply_step, make_step
 from memr1_jax.memory import Retriever, empty_bank
 from memr1_jax.memory.encoder import HashingTestEncoder
 from memr1_jax.service import MemoryNotFound, StoreError
+from memr1_jax.service.memory import DONT_KNOW
 
 _OLD = re.compile(r"Old Memory:\n```\n(.*?)\n```\n\nNew facts:\n```\n(.*?)\n```", re.S)
 
@@ -29,10 +30,8 @@ def _key(text: str) -> str:
 def policy(prompt: str) -> str:
     """A scripted model: extraction lists the user's lines; the manager UPDATEs (or, for "no
     longer", DELETEs) the memory with the fact's subject and verb, else ADDs."""
-    if "Extract the distinct facts" in prompt:
-        conv = prompt.split("Conversation (", 1)[1].split("\n", 1)[1]
-        facts = [ln.split(": ", 1)[1] for ln in conv.splitlines() if ln.startswith("alice: ")]
-        return json.dumps({"facts": facts})
+    if "Turn the message into facts" in prompt:   # the user's lines, as said
+        return prompt.rsplit("Message: ", 1)[1].split("\nFacts:", 1)[0]
     old, new = _OLD.search(prompt).groups()
     shown = [] if old.startswith("Current memory is empty") else json.loads(old)
     out = []
@@ -68,7 +67,7 @@ STEPS = [["Alice lives in Paris", "Alice works as a nurse"],
 
 @pytest.fixture
 def memory(tmp_path):
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": False}, llm=Scripted())
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "constrained": False}, llm=Scripted())
     yield m
     m.close()
 
@@ -98,7 +97,7 @@ def test_add_applies_the_managers_operations_as_the_training_environment_does(me
 
 def test_concurrent_adds_to_one_user_are_decided_one_after_another(tmp_path):
     # Without the per-scope lock two managers could both see no "lives" memory and both ADD.
-    memory = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": False},
+    memory = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "constrained": False},
                     llm=Scripted(delay=0.05))
     cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Quito"]
     threads = [threading.Thread(target=memory.add, args=(f"Alice lives in {c}",), kwargs={"user_id": "alice"})
@@ -227,14 +226,30 @@ def test_config_rejects_unknown_keys_and_values(tmp_path):
         Memory({"path": str(tmp_path / "m.db"), "manager": "magic"})
 
 
-def test_answer_reads_the_scopes_memories(memory):
-    memory.add("Alice lives in Oslo", user_id="alice", infer=False, timestamp="8 May, 2023")
-    memory.add("Bob lives in Lima", user_id="bob", infer=False)
-    memory.llm.generate = lambda prompts, max_new_tokens=64, **kw: [
-        types.SimpleNamespace(text="Relevant: ...\n**Answer:** Oslo") for _ in prompts]
-    out = memory.answer("Where does Alice live?", user_id="alice")
+def test_answer_reads_the_scopes_memories_and_says_when_it_does_not_know(tmp_path):
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained",
+                "answer_min_score": 0.2}, llm=Scripted())
+    m.add("Alice lives in Oslo", user_id="alice", infer=False, timestamp="8 May, 2023")
+    m.add("Bob lives in Lima", user_id="bob", infer=False)
+    reply = {"text": "Relevant: ...\n**Answer:** Oslo"}
+    asked = []
+
+    def generate(prompts, max_new_tokens=64, **kw):
+        asked.extend(prompts)
+        return [types.SimpleNamespace(text=reply["text"]) for _ in prompts]
+    m.llm.generate = generate
+    out = m.answer("Where does Alice live?", user_id="alice")
     assert out["answer"] == "Oslo"
-    assert [m["memory"] for m in out["memories"]] == ["Alice lives in Oslo"]
+    assert [x["memory"] for x in out["memories"]] == ["Alice lives in Oslo"]
+    reply["text"] = "**Answer:** Alice lives in Paris"      # on no memory read: not an answer
+    out = m.answer("Where does Alice live?", user_id="alice")
+    assert out["answer"] == DONT_KNOW and out["completion"] == reply["text"]
+    reply["text"] = "**Answer:** Yes, in Oslo"
+    assert m.answer("Does Alice live in Oslo?", user_id="alice")["answer"] == "Yes, in Oslo"
+    n = len(asked)      # nothing similar enough in the scope: the model is not asked
+    assert m.answer("Which instrument does Bob play?", user_id="alice")["answer"] == DONT_KNOW
+    assert m.answer("Where does Alice live?", user_id="carol")["answer"] == DONT_KNOW
+    assert len(asked) == n
 
 
 def test_the_manager_decodes_under_its_schema_with_the_shown_ids(tmp_path):
@@ -249,7 +264,7 @@ def test_the_manager_decodes_under_its_schema_with_the_shown_ids(tmp_path):
             self.seen.append(constraints[0])
             return [types.SimpleNamespace(text=policy(p)) for p in prompts]
     manager = Manager()
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": True}, llm=Scripted(),
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "constrained": True}, llm=Scripted(),
                manager_llm=manager)
     for facts in STEPS[:2]:
         m.add([{"role": "user", "content": f} for f in facts], user_id="alice")
@@ -279,7 +294,7 @@ def test_the_line_format_manager_applies_one_operation_per_fact(tmp_path):
                 return [types.SimpleNamespace(text="1: UPDATE 0\n2: DELETE 1")]
             return [types.SimpleNamespace(text="1: ADD\n2: ADD")]
     manager = Manager()
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": True,
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "constrained": True,
                 "manager_output": "lines", "retrieve_k": 1}, llm=Scripted(), manager_llm=manager)
     m.add([{"role": "user", "content": f} for f in ("Lives in Porto", "Has a cat")], user_id="alice")
     out = m.add([{"role": "user", "content": f} for f in ("Lives in Lisbon now", "Has no cat anymore")],

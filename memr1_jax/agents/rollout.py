@@ -179,7 +179,6 @@ def manager_episode_specs(conv: Conversation, qas: Sequence[QA], encoder: Encode
     The snapshot bank of session s is built with add-all from sessions < s and cached
     in ``cache`` (keyed by conversation id and session)."""
     cache = {} if cache is None else cache
-    add_all = ManagerConfig(kind="add-all", retrieve_k=cfg.retrieve_k, max_facts_per_step=10 ** 6)
     out = []
     for qa in qas:
         where = evidence_session(conv, qa)
@@ -199,16 +198,41 @@ def manager_episode_specs(conv: Conversation, qas: Sequence[QA], encoder: Encode
                     if (d in evid if isinstance(d, str) else bool(evid & set(d)))), 0)
         n = cfg.max_facts_per_step
         start = (hit // n) * n
-        facts = [f for f, _ in obs[start:start + n]]
-        key = (conv.id, sess_idx)
-        if key not in cache:
-            prefix = dataclasses.replace(conv, sessions=tuple(s for s in conv.sessions if s.index < sess_idx))
-            banks, _ = build_banks([prefix], encoder, add_all, retriever=retriever)
-            cache[key] = banks[conv.id]
-        bank = cache[key]
-        state = make_step(bank, facts, spk, sess_idx, sess.date_time, encoder, retriever, cfg)
-        out.append(ManagerEpisodeSpec(conv, qa, bank, state))
+        out.append(_step_spec(conv, qa, sess, spk, [f for f, _ in obs[start:start + n]], encoder, retriever, cfg,
+                              cache))
     return out
+
+
+def manager_step_specs(conv: Conversation, encoder: Encoder, retriever: Retriever, cfg: ManagerConfig,
+                       cache: dict | None = None) -> list[ManagerEpisodeSpec]:
+    """One spec per manager step of the conversation (each session, speaker and chunk of at most
+    max_facts_per_step facts), question or not: the items of gold-scored training, where every
+    fact has a gold operation (retractions and corrections included, which few questions cite)."""
+    cache = {} if cache is None else cache
+    none = QA(question="", answer="", evidence=(), category=0)
+    out = []
+    for sess in conv.sessions:
+        for spk, name in enumerate((conv.speaker_a, conv.speaker_b)):
+            facts = [f for f, _ in sess.observations.get(name, ())]
+            for i in range(0, len(facts), cfg.max_facts_per_step):
+                out.append(_step_spec(conv, none, sess, spk, facts[i:i + cfg.max_facts_per_step], encoder,
+                                      retriever, cfg, cache))
+    return out
+
+
+def _step_spec(conv: Conversation, qa: QA, sess, spk: int, facts: list[str], encoder: Encoder, retriever: Retriever,
+               cfg: ManagerConfig, cache: dict) -> ManagerEpisodeSpec:
+    """The step of ``facts`` over the add-all snapshot of the sessions before ``sess`` (cached in
+    ``cache`` by conversation id and session)."""
+    key = (conv.id, sess.index)
+    if key not in cache:
+        add_all = ManagerConfig(kind="add-all", retrieve_k=cfg.retrieve_k, max_facts_per_step=10 ** 6)
+        prefix = dataclasses.replace(conv, sessions=tuple(s for s in conv.sessions if s.index < sess.index))
+        banks, _ = build_banks([prefix], encoder, add_all, retriever=retriever)
+        cache[key] = banks[conv.id]
+    bank = cache[key]
+    state = make_step(bank, facts, spk, sess.index, sess.date_time, encoder, retriever, cfg)
+    return ManagerEpisodeSpec(conv, qa, bank, state)
 
 
 def _frozen_answer_reward(answer: str, gold, f1_weight: float) -> tuple[float, float, float]:

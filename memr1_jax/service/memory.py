@@ -36,16 +36,17 @@ from typing import Sequence
 
 import numpy as np
 
-from memr1_jax.agents.fact_extraction import parse_facts
+from memr1_jax.agents.grounding import answer_supported
+from memr1_jax.agents.message_facts import extract_facts, sentence_facts, speaker_name
 from memr1_jax.agents.memory_manager import OUTPUTS, parse_step, render_step, step_constraint
-from memr1_jax.agents.prompts import (FACT_EXTRACTION_PROMPT, answer_template, extract_answer, format_memory_line,
-                                      render_answer_prompt)
+from memr1_jax.agents.prompts import answer_template, extract_answer, format_memory_line, render_answer_prompt
 from memr1_jax.memory import Event
 from memr1_jax.service.filters import matches, split_filters
-from memr1_jax.service.store import SCOPE_KEYS, MemoryStore, now, text_hash
+from memr1_jax.service.store import SCOPE_KEYS, MemoryStore, text_hash
 
 log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant", "tool")
+DONT_KNOW = "I don't know: nothing in memory is about that."
 
 
 class MemoryNotFound(ValueError):
@@ -56,22 +57,40 @@ class MemoryNotFound(ValueError):
         self.memory_id = memory_id
 
 
+AGENTS_HELP = ("'trained' (the pipeline shipped for llm in memr1_jax/trained/: its Memory Manager and Answer Agent "
+               "and their settings), 'untrained' (llm for both) or a pipeline folder (python -m memr1_jax.pipeline's)")
+EXTRACTIONS = ("model", "sentences")
+# What the service's unset fields are without trained agents (Mem0's prompt shapes).
+UNTRAINED = {"manager_output": "json", "constrained": False, "answer_prompt": "full", "answer_k": 30,
+             "answer_max_new_tokens": 96}
+# The pipeline's run-config settings that map onto service fields.
+SETTINGS = {"task.manager.output": "manager_output", "task.manager.constrained": "constrained",
+            "task.answer.prompt": "answer_prompt", "task.answer.k_per_speaker": "answer_k",
+            "task.answer.max_new_tokens": "answer_max_new_tokens"}
+
+
 @dataclasses.dataclass(frozen=True)
 class MemoryConfig:
     path: str = "~/.memr1_jax/memory.db"   # the SQLite store
-    llm: str = "smollm2-135m-instruct"      # extraction and Answer Agent: registry preset or model folder
-    manager_model: str | None = None        # the Memory Manager's weights (a trained run's hf/); None: llm
+    llm: str = "smollm2-135m-instruct"      # the backbone (fact extraction, /v1/chat): registry preset or model folder
+    agents: str = "trained"                 # see AGENTS_HELP
+    manager_model: str | None = None        # the Memory Manager's weights (a model name or adapter folder); None: the agents'
+    answer_model: str | None = None         # the Answer Agent's weights; None: the agents'
     encoder: str = "minilm"                 # "minilm" | "hashing" (tests only)
     manager: str = "llm"                    # "llm" | "add-all" (every extracted fact ADDed, no manager call)
-    constrained: bool = False               # the manager's output decoded under its schema / regex
-    manager_output: str = "json"            # "json" (Mem0's list) | "lines" (one operation line per fact)
+    extraction: str = "model"               # "model" (grounded, constrained, sentence fallback) | "sentences"
+    # Unset (None): the agents' training settings, or UNTRAINED's values without trained agents.
+    constrained: bool | None = None         # the manager's output decoded under its schema / regex
+    manager_output: str | None = None       # "json" (Mem0's list) | "lines" (one operation line per fact)
+    answer_k: int | None = None             # memories read by the Answer Agent
+    answer_prompt: str | None = None        # "full" (distillation) | "compact" | "mem0" (no distillation)
+    answer_max_new_tokens: int | None = None
+    answer_min_score: float = 0.5           # no memory this similar to the question: "I don't know", no model call
     retrieve_k: int = 5                     # related memories shown per new fact (Mem0: 5)
+    manager_max_facts: int = 4              # facts per manager call (the trained manager's steps hold 4)
     manager_max_new_tokens: int = 256
-    extract_max_new_tokens: int = 160
+    extract_max_new_tokens: int = 96
     max_facts: int = 12
-    answer_k: int = 30                      # memories read by the Answer Agent (the paper: 30 per speaker)
-    answer_prompt: str = "full"             # "full" (distillation) | "compact" | "mem0" (no distillation)
-    answer_max_new_tokens: int = 96
     search_threshold: float = 0.1           # Mem0's default minimum score
     batch: int = 8                          # most concurrent requests generated together
     batch_window_s: float = 0.01            # how long the Engine waits for requests to join a batch
@@ -79,13 +98,15 @@ class MemoryConfig:
     def __post_init__(self):
         if self.manager not in ("llm", "add-all"):
             raise ValueError(f"MemoryConfig.manager={self.manager!r}: expected 'llm' or 'add-all'")
-        if self.manager_output not in OUTPUTS:
+        if self.extraction not in EXTRACTIONS:
+            raise ValueError(f"MemoryConfig.extraction={self.extraction!r}: expected one of {EXTRACTIONS}")
+        if self.manager_output is not None and self.manager_output not in OUTPUTS:
             raise ValueError(f"MemoryConfig.manager_output={self.manager_output!r}: expected one of {OUTPUTS}")
-        if self.answer_prompt != "mem0":
+        if self.answer_prompt not in (None, "mem0"):
             answer_template(self.answer_prompt)
-        for name in ("retrieve_k", "manager_max_new_tokens", "extract_max_new_tokens", "max_facts", "answer_k",
-                     "answer_max_new_tokens", "batch"):
-            if getattr(self, name) < 1:
+        for name in ("retrieve_k", "manager_max_facts", "manager_max_new_tokens", "extract_max_new_tokens",
+                     "max_facts", "answer_k", "answer_max_new_tokens", "batch"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"MemoryConfig.{name}={getattr(self, name)}: must be >= 1")
 
     @classmethod
@@ -95,6 +116,37 @@ class MemoryConfig:
         if unknown:
             raise ValueError(f"MemoryConfig: unknown keys {unknown}; known: {sorted(known)}")
         return cls(**d)
+
+    def resolved(self) -> tuple["MemoryConfig", str]:
+        """This config with the agents' weights and settings filled in, and a one-line note of
+        which agents serve (a model without a shipped pipeline falls back to untrained ones)."""
+        from memr1_jax.trained import available, load_pipeline, trained_pipeline
+        pipe, note = None, ""
+        if self.agents == "trained":
+            if self.llm in available():
+                pipe = trained_pipeline(self.llm)
+            else:
+                note = (f"no trained Memory-R1 agents ship for {self.llm!r} (there are for {', '.join(available())}): "
+                        f"the untrained model manages and answers")
+        elif self.agents != "untrained":
+            try:
+                pipe = load_pipeline(self.agents)
+            except ValueError as e:
+                raise ValueError(f"MemoryConfig.agents={self.agents!r}: expected {AGENTS_HELP}; {e}") from None
+            if pipe.model != self.llm:
+                raise ValueError(f"MemoryConfig.agents={self.agents!r}: its agents are over {pipe.model!r}, "
+                                 f"llm is {self.llm!r}")
+        fill = dict(UNTRAINED)
+        if pipe is not None:
+            fill.update({field: pipe.settings[key] for key, field in SETTINGS.items() if key in pipe.settings})
+        out = dataclasses.replace(
+            self, manager_model=self.manager_model or (pipe.memory_manager if pipe else self.llm),
+            answer_model=self.answer_model or (pipe.answer_agent if pipe else self.llm),
+            **{k: v for k, v in fill.items() if getattr(self, k) is None})
+        if not note:
+            note = (f"Memory Manager {out.manager_model}, Answer Agent {out.answer_model}" if pipe is not None
+                    else f"untrained agents ({self.llm})")
+        return out, note
 
 
 def _messages(messages) -> list[dict]:
@@ -160,11 +212,14 @@ class _Locked:
 class Memory:
     """A memory layer: extraction, the Memory Manager's operations, search, the Answer Agent."""
 
-    def __init__(self, config: MemoryConfig | dict | None = None, *, llm=None, manager_llm=None, encoder=None):
-        """``llm`` / ``manager_llm`` (a ChatLLM, a service Engine, or anything with
-        ``generate(prompts, max_new_tokens)``) and ``encoder`` replace the models the config names."""
+    def __init__(self, config: MemoryConfig | dict | None = None, *, llm=None, manager_llm=None, answer_llm=None,
+                 encoder=None):
+        """``llm`` / ``manager_llm`` / ``answer_llm`` (a ChatLLM, a service Engine, or anything with
+        ``generate(prompts, max_new_tokens)``) and ``encoder`` replace the models the config names;
+        a given ``llm`` also serves as the agents not given."""
         cfg = config if isinstance(config, MemoryConfig) else MemoryConfig.from_dict(config or {})
-        self.config = cfg
+        self.config, self.agents_note = cfg.resolved()
+        log.info("memr1_jax.Memory: %s", self.agents_note)
         if encoder is None:
             from memr1_jax.memory.encoder import make_encoder
             encoder = make_encoder(cfg.encoder)
@@ -173,8 +228,10 @@ class Memory:
         dim = int(self.embed(["probe"]).shape[-1])
         path = pathlib.Path(cfg.path).expanduser()
         self.store = MemoryStore(path, dim, encoder=cfg.encoder)
-        self._llm = self._wrap(llm)
-        self._manager = self._wrap(manager_llm)
+        given = self._wrap(llm)
+        self._models = {"llm": given, "manager": self._wrap(manager_llm) or given,
+                        "answer": self._wrap(answer_llm) or given}
+        self._engines: dict[str, object] = {}   # by model name: agents over the same weights share one
         self._load_lock = threading.Lock()
         self._scope_locks: dict[tuple, threading.Lock] = {}
         self._scope_guard = threading.Lock()
@@ -194,27 +251,32 @@ class Memory:
         with self._encode_lock:
             return np.asarray(self.encoder(list(texts)), np.float32)
 
+    def _model(self, role: str):
+        name = {"llm": self.config.llm, "manager": self.config.manager_model, "answer": self.config.answer_model}[role]
+        with self._load_lock:
+            if self._models[role] is None:
+                if name not in self._engines:
+                    self._engines[name] = self._load(name)
+                self._models[role] = self._engines[name]
+            return self._models[role]
+
     @property
     def llm(self):
-        with self._load_lock:
-            if self._llm is None:
-                self._llm = self._load(self.config.llm)
-            return self._llm
+        """The backbone: fact extraction and /v1/chat."""
+        return self._model("llm")
 
     @property
     def loaded_llm(self):
-        """The LLM if loaded (or given), else None: never loads."""
-        return self._llm
+        """The backbone if loaded (or given), else None: never loads."""
+        return self._models["llm"]
 
     @property
     def manager_llm(self):
-        """The given manager_llm, else the model ``manager_model`` names, else the LLM."""
-        if self._manager is None and self.config.manager_model is None:
-            return self.llm
-        with self._load_lock:
-            if self._manager is None:
-                self._manager = self._load(self.config.manager_model)
-            return self._manager
+        return self._model("manager")
+
+    @property
+    def answer_llm(self):
+        return self._model("answer")
 
     def _load(self, name: str):
         from memr1_jax.agents.llm import ChatLLM
@@ -250,34 +312,35 @@ class Memory:
             for r, m in zip(results, kept):   # as Mem0's infer=False results
                 r.update(actor_id=m.get("name"), role=m["role"])
             return {"results": results}
-        facts = self._extract(msgs, scope, when, prompt)
+        facts = self._extract(msgs, scope, prompt)
         if not facts:
             return {"results": []}
+        results = []
         with self._scope_lock(scope):
-            changes = self._decide(facts, scope, base)
-            return {"results": self.store.apply(changes, missing="skip")}
+            # In the steps the manager was trained on: each sees the memories the last one left.
+            step = self.config.manager_max_facts
+            for i in range(0, len(facts), step):
+                changes = self._decide(facts[i:i + step], scope, base)
+                results += self.store.apply(changes, missing="skip")
+        return {"results": results}
 
     def _speaker(self, msgs: list[dict], scope: dict) -> str:
         for m in msgs:
             if m["role"] == "user" and m.get("name"):
-                return m["name"]
-        return scope.get("user_id") or scope.get("agent_id") or "the user"
+                return speaker_name(m["name"])
+        return speaker_name(scope.get("user_id") or scope.get("agent_id"))
 
-    def _extract(self, msgs: list[dict], scope: dict, when: str | None, instructions: str | None) -> list[str]:
-        speaker = self._speaker(msgs, scope)
-        other = scope.get("agent_id") or "assistant"
-        lines = [f"{m.get('name') or (speaker if m['role'] == 'user' else other)}: {m['content']}"
-                 for m in msgs if m["role"] in ("user", "assistant")]
-        if not lines:
+    def _extract(self, msgs: list[dict], scope: dict, instructions: str | None) -> list[str]:
+        """The facts of the user's messages (``agents.message_facts``): the backbone's grounded
+        lines, else the messages' own sentences, so nothing said is silently dropped."""
+        cfg, speaker = self.config, self._speaker(msgs, scope)
+        message = "\n".join(m["content"].strip() for m in msgs if m["role"] == "user" and m["content"].strip())
+        if not message:
             return []
-        text = FACT_EXTRACTION_PROMPT.format(speaker=speaker, date=when or now()[:10], conversation="\n".join(lines))
-        if instructions:
-            text = f"{instructions}\n\n{text}"
-        out = self.llm.generate([text], max_new_tokens=self.config.extract_max_new_tokens)[0].text
-        facts = parse_facts(out, self.config.max_facts)
-        if not facts:   # an untrained small model often answers with no usable fact list
-            log.info("no facts extracted for %s from: %r", scope, out[:300])
-        return facts
+        if cfg.extraction == "sentences":
+            return sentence_facts(message, speaker, cfg.max_facts)
+        return extract_facts(self.llm, [(message, speaker)], cfg.max_facts, cfg.extract_max_new_tokens,
+                             instructions)[0]
 
     def _decide(self, facts: list[str], scope: dict, base: dict) -> list[dict]:
         """The Memory Manager's step: related memories + facts -> prompt -> operations -> changes."""
@@ -420,6 +483,9 @@ class Memory:
 
     def close(self) -> None:
         self.store.close()
+        for engine in self._engines.values():   # the ones it loaded; given models are the caller's
+            engine.close()
+        self._engines.clear()
 
     def __enter__(self):
         return self
@@ -429,16 +495,24 @@ class Memory:
 
     # ----------------------------------------------------------------- answer
     def answer(self, question: str, *, filters: dict | None = None, top_k: int | None = None, **kw) -> dict:
-        """The Answer Agent over the scope's memories: {"answer", "memories" (those read), "completion"}."""
+        """The Answer Agent over the scope's memories: {"answer", "memories" (those read), "completion"}.
+        It says it does not know (``DONT_KNOW``) when no memory is ``answer_min_score`` similar to
+        the question (the model is not asked) or when the model's answer rests on none of the
+        memories it read (``agents.grounding.answer_supported``: a small model invents)."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("answer: question must be a non-empty string")
+        cfg = self.config
         scope, cond = self._filters(filters, kw, "answer")
-        ranked = self._ranked(question, scope, cond, top_k or self.config.answer_k, -1.0)
+        ranked = self._ranked(question, scope, cond, top_k or cfg.answer_k, -1.0)
+        if not ranked or ranked[0][1] < cfg.answer_min_score:
+            return {"answer": DONT_KNOW, "memories": [r.as_item(s) for r, s in ranked], "completion": ""}
         lines = [format_memory_line(r.created_at, r.memory) for r, _ in ranked]
         name = scope.get("user_id") or scope.get("agent_id") or scope.get("run_id")
-        distill = self.config.answer_prompt != "mem0"
-        template = answer_template(self.config.answer_prompt) if distill else None
+        distill = cfg.answer_prompt != "mem0"
+        template = answer_template(cfg.answer_prompt) if distill else None
         prompt = render_answer_prompt(question, name, lines, "assistant", [], distill, template)
-        completion = self.llm.generate([prompt], max_new_tokens=self.config.answer_max_new_tokens)[0].text
+        completion = self.answer_llm.generate([prompt], max_new_tokens=cfg.answer_max_new_tokens)[0].text
         answer, _ = extract_answer(completion)
+        if not answer_supported(answer, question, [r.memory for r, _ in ranked], [speaker_name(name)]):
+            answer = DONT_KNOW
         return {"answer": answer, "memories": [r.as_item(s) for r, s in ranked], "completion": completion}

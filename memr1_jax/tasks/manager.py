@@ -15,7 +15,7 @@ import numpy as np
 
 from memr1_jax.agents.memory_manager import gold_completion
 from memr1_jax.agents.rollout import (ManagerEpisodeSpec, manager_episode_specs, manager_gold_episodes,
-                                      manager_rollouts, manager_sensitive_specs)
+                                      manager_rollouts, manager_sensitive_specs, manager_step_specs)
 from memr1_jax.data import question_records
 from memr1_jax.data.changing import gold_notes, is_generated
 from memr1_jax.files import rewrite_lines
@@ -43,6 +43,9 @@ class ManagerTask:
             for cid in dict.fromkeys(r.conversation_id for r in recs):
                 out.extend(manager_episode_specs(conv_of[cid], [r.qa for r in recs if r.conversation_id == cid],
                                                  b.encoder, b.retriever, t.manager, cache))
+        if t.manager_items == "steps":
+            self.train_items = [s for c in b.split.train
+                                for s in manager_step_specs(c, b.encoder, b.retriever, t.manager, cache)]
         # The generator's gold operations, for its conversations (the gold reward, the warm start
         # and the agreement that validation reports).
         self.gold = {c.id: gold_notes(c) for c in conv_of.values() if is_generated(c.id)}
