@@ -95,6 +95,8 @@ def main(argv=None) -> int:
             m.close()
         print(f"{name}: {sum(r['pass'] for r in results[name])}/{len(traps)} in {time.perf_counter() - t0:.0f} s "
               f"({notes[name]})", flush=True)
+        if args.out:   # after each system: a later one that fails loses nothing measured
+            pathlib.Path(args.out).write_text(json.dumps(results, indent=1))
     print()
     print(traps_table(results))
     if args.show:
@@ -102,8 +104,6 @@ def main(argv=None) -> int:
             for r in rs:
                 if not r["pass"]:
                     print(f"- {name} {r['id']}: {r['question']} -> {r['answer']!r}; memories {r['memories']}")
-    if args.out:
-        pathlib.Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     total = {s: sum(p for p, _ in group_counts(r).values()) for s, r in results.items()}
     mem0 = f"{total['mem0']}/{len(traps)}" if "mem0" in total else "not run"

@@ -145,6 +145,9 @@ class TaskSection:
     # evidence chunk) | "steps" (every step of the training conversations: each fact's gold
     # operation is the target, so gold-scored runs only). Validation keeps the question items.
     manager_items: str = "questions"
+    # manager_items="steps": also every step once more over a sparse snapshot, each earlier fact
+    # kept with this probability (small banks, as a service's first adds see); 0: none.
+    manager_sparse_keep: float = 0.0
 
     @property
     def gold_scored(self) -> bool:
@@ -161,6 +164,9 @@ class TaskSection:
             raise ConfigError(f"task.manager_reward={self.manager_reward!r}: expected one of {MANAGER_REWARDS}")
         if self.manager_items not in ("questions", "steps"):
             raise ConfigError(f"task.manager_items={self.manager_items!r}: expected 'questions' or 'steps'")
+        if not 0.0 <= self.manager_sparse_keep < 1.0 or (self.manager_sparse_keep and self.manager_items != "steps"):
+            raise ConfigError(f"task.manager_sparse_keep={self.manager_sparse_keep}: a probability in [0, 1), "
+                              "with task.manager_items='steps'")
         if self.manager_items == "steps" and not self.gold_scored:
             raise ConfigError("task.manager_items='steps' has no question to answer: it needs gold-scored training "
                               "(task.agent='manager' with task.manager_sft=true or task.manager_reward='gold')")

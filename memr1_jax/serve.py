@@ -21,17 +21,22 @@ LOOPBACK = "127.0.0.1"
 
 
 def _parser() -> argparse.ArgumentParser:
-    from memr1_jax.service.memory import MemoryConfig
+    from memr1_jax.service.memory import AGENTS_HELP, EXTRACTIONS, MemoryConfig
     d = MemoryConfig()
     p = argparse.ArgumentParser(prog="python -m memr1_jax.serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default=None, help=f"default {LOOPBACK}; another host needs MEMR1_API_KEY")
     p.add_argument("--store", default=d.path, help=f"the SQLite store (default {d.path})")
-    p.add_argument("--model", default=d.llm, help="extraction, Answer Agent and /v1/chat model: a registry "
-                   "preset or a model folder")
-    p.add_argument("--manager-model", default=None, help="the Memory Manager's weights (e.g. a trained run's hf/); "
-                   "default: --model")
+    p.add_argument("--model", default=d.llm, help="the backbone (fact extraction, /v1/chat) that the agents are "
+                   "over: a registry preset or a model folder")
+    p.add_argument("--agents", default=d.agents, help=f"the Memory Manager and Answer Agent: {AGENTS_HELP}")
+    p.add_argument("--manager-model", default=None, help="the Memory Manager's weights (an adapter folder, a trained "
+                   "run's hf/, a model name); default: the agents'")
+    p.add_argument("--answer-model", default=None, help="the Answer Agent's weights; default: the agents'")
+    p.add_argument("--extraction", choices=EXTRACTIONS, default=d.extraction,
+                   help="model: the backbone's facts, kept where grounded in the message, else its sentences; "
+                   "sentences: the message's sentences (no model)")
     p.add_argument("--manager", choices=("llm", "add-all"), default=d.manager,
                    help="llm: the manager decides; add-all: every extracted fact is added")
     p.add_argument("--encoder", default=d.encoder, help="minilm (default) | hashing (tests only)")
@@ -71,7 +76,8 @@ def main(argv=None) -> int:
     from memr1_jax.service.memory import Memory, MemoryConfig
     from memr1_jax.service.store import StoreError
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = MemoryConfig(path=args.store, llm=args.model, manager_model=args.manager_model, encoder=args.encoder,
+    cfg = MemoryConfig(path=args.store, llm=args.model, agents=args.agents, manager_model=args.manager_model,
+                       answer_model=args.answer_model, extraction=args.extraction, encoder=args.encoder,
                        manager=args.manager, batch=args.batch, batch_window_s=args.batch_window_ms / 1000)
     try:
         compile_cache.enable()
@@ -79,8 +85,9 @@ def main(argv=None) -> int:
     except (StoreError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print(f"memr1_jax.serve: {memory.agents_note}", file=sys.stderr)
     if args.preload:
-        memory.llm, memory.manager_llm   # noqa: B018 (the properties load)
+        memory.llm, memory.manager_llm, memory.answer_llm   # noqa: B018 (the properties load)
     if key is None:
         print(f"memr1_jax.serve: no MEMR1_API_KEY set: serving on {host} only, without authentication",
               file=sys.stderr)

@@ -299,3 +299,14 @@ def test_step_items_cover_every_fact_once_with_its_gold_operation(split):
             for ev, _ in gold_targets(spec.state.facts, shown_texts(spec.bank, spec.state), notes):
                 events[ev] = events.get(ev, 0) + 1
     assert events.get("DELETE", 0) > 0 and events.get("UPDATE", 0) > 0 and events.get("ADD", 0) > 0
+
+
+def test_sparse_step_items_see_smaller_banks_with_the_same_facts(split):
+    conv = split.train[0]
+    full = manager_step_specs(conv, ENC, Retriever(), LINES)
+    sparse = manager_step_specs(conv, ENC, Retriever(), LINES, keep=0.25, seed=0)
+    again = manager_step_specs(conv, ENC, Retriever(), LINES, keep=0.25, seed=0)
+    assert [s.state.facts for s in sparse] == [s.state.facts for s in full]
+    assert [s.bank.size for s in sparse] == [s.bank.size for s in again]            # seeded
+    assert sum(s.bank.size for s in sparse) < 0.5 * sum(s.bank.size for s in full)
+    assert all(a.bank.size <= b.bank.size for a, b in zip(sparse, full))

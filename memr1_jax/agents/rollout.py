@@ -204,26 +204,38 @@ def manager_episode_specs(conv: Conversation, qas: Sequence[QA], encoder: Encode
 
 
 def manager_step_specs(conv: Conversation, encoder: Encoder, retriever: Retriever, cfg: ManagerConfig,
-                       cache: dict | None = None) -> list[ManagerEpisodeSpec]:
+                       cache: dict | None = None, keep: float = 1.0, seed: int = 0) -> list[ManagerEpisodeSpec]:
     """One spec per manager step of the conversation (each session, speaker and chunk of at most
     max_facts_per_step facts), question or not: the items of gold-scored training, where every
-    fact has a gold operation (retractions and corrections included, which few questions cite)."""
+    fact has a gold operation (retractions and corrections included, which few questions cite).
+
+    ``keep`` < 1: each earlier observation is in the snapshot with that probability (seeded by
+    ``seed`` and the conversation), so steps also see small banks with a memory or two, as a
+    service's first adds do, where the gold operation is often ADD."""
     cache = {} if cache is None else cache
     none = QA(question="", answer="", evidence=(), category=0)
+    if keep < 1.0:
+        rng = np.random.default_rng([seed, *conv.id.encode()])
+        sparse = tuple(dataclasses.replace(s, observations={n: tuple(o for o in obs if rng.random() < keep)
+                                                             for n, obs in s.observations.items()})
+                       for s in conv.sessions)
+        snapshot, cache = dataclasses.replace(conv, sessions=sparse), {}   # its own snapshots
+    else:
+        snapshot = conv
     out = []
-    for sess in conv.sessions:
+    for sess, real in zip(snapshot.sessions, conv.sessions):
         for spk, name in enumerate((conv.speaker_a, conv.speaker_b)):
-            facts = [f for f, _ in sess.observations.get(name, ())]
+            facts = [f for f, _ in real.observations.get(name, ())]
             for i in range(0, len(facts), cfg.max_facts_per_step):
-                out.append(_step_spec(conv, none, sess, spk, facts[i:i + cfg.max_facts_per_step], encoder,
+                out.append(_step_spec(snapshot, none, real, spk, facts[i:i + cfg.max_facts_per_step], encoder,
                                       retriever, cfg, cache))
     return out
 
 
 def _step_spec(conv: Conversation, qa: QA, sess, spk: int, facts: list[str], encoder: Encoder, retriever: Retriever,
                cfg: ManagerConfig, cache: dict) -> ManagerEpisodeSpec:
-    """The step of ``facts`` over the add-all snapshot of the sessions before ``sess`` (cached in
-    ``cache`` by conversation id and session)."""
+    """The step of ``facts`` (of session ``sess``) over the add-all snapshot of ``conv``'s sessions
+    before it (cached in ``cache`` by conversation id and session)."""
     key = (conv.id, sess.index)
     if key not in cache:
         add_all = ManagerConfig(kind="add-all", retrieve_k=cfg.retrieve_k, max_facts_per_step=10 ** 6)

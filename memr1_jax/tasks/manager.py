@@ -46,6 +46,10 @@ class ManagerTask:
         if t.manager_items == "steps":
             self.train_items = [s for c in b.split.train
                                 for s in manager_step_specs(c, b.encoder, b.retriever, t.manager, cache)]
+            if t.manager_sparse_keep:
+                self.train_items += [s for c in b.split.train
+                                     for s in manager_step_specs(c, b.encoder, b.retriever, t.manager,
+                                                                 keep=t.manager_sparse_keep, seed=cfg.seed)]
         # The generator's gold operations, for its conversations (the gold reward, the warm start
         # and the agreement that validation reports).
         self.gold = {c.id: gold_notes(c) for c in conv_of.values() if is_generated(c.id)}
