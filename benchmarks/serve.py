@@ -1,9 +1,16 @@
 """Memory service benchmark: requests/s and p50 / p99 latency of add and search over HTTP.
 
-Starts ``python -m memr1_jax.serve`` (MiniLM encoder, a fresh store, an API key) on a free
-127.0.0.1 port, fills one user with ``--prefill`` memories, then for 1, 8 and 32 concurrent
-clients runs ``--seconds`` of POST /memories (infer=False: storage and embedding, no LLM) and
-of POST /search (top_k 10). Reports the server's peak RSS.
+Starts ``python -m memr1_jax.serve`` (its defaults: the shipped agents over SmolLM2, MiniLM, a
+fresh store, an API key) on a free 127.0.0.1 port, fills one user with ``--prefill`` memories, then
+for 1, 8 and 32 concurrent clients runs ``--seconds`` of POST /memories as an application sends
+them (a user's message, infer=True: extraction, the Memory Manager, storage), of POST /memories
+with infer=False (storage and embedding, no LLM) and of POST /search (top_k 10). The add rows
+count the memories the responses report stored (ADD / UPDATE) and removed (DELETE). Reports the
+server's peak RSS.
+
+The same inferring adds go to mem0ai's ``Memory`` on the same backbone (this project's loopback
+/v1 endpoints, as ``--system mem0-oss``) with 8 threads, counting what it stored; last line
+before the in-process rows: ``inferring add vs mem0ai X.Y.Z: memr1 S stored at R req/s, mem0 ...``.
 
 Peer, in the same run: mem0ai's ``Memory`` (its 2.x pipeline with local Qdrant on disk and
 SQLite history), in process, with the same MiniLM encoder in process, against
@@ -32,8 +39,18 @@ os.environ.setdefault("MEM0_TELEMETRY", "False")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 KEY = "benchmark-key"
+LOCK = threading.Lock()
 WORDS = ("tea coffee Paris Rome Oslo nurse pilot cat dog jazz chess hiking piano Lisbon sister "
          "brother garden novel marathon cooking").split()
+
+
+CITIES = ("Porto", "Lisbon", "Austin", "Denver", "Leeds", "Kyoto", "Quito", "Oslo")
+JOBS = ("a glassblower", "a nurse", "a pilot", "a teacher", "a baker", "an architect")
+
+
+def message(rng) -> str:
+    """What a user tells an assistant: two facts in one message."""
+    return f"I moved to {rng.choice(CITIES)} last week and I work as {rng.choice(JOBS)}."
 
 
 def sentence(rng) -> str:
@@ -95,8 +112,20 @@ def http_table(args) -> list[tuple]:
                 c.post("/memories", json={"messages": msgs, "user_id": "bench", "infer": False}).raise_for_status()
         rows = []
         for n in args.clients:
-            clients = [httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=120) for _ in range(n)]
+            clients = [httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=600) for _ in range(n)]
             texts = [[sentence(np.random.default_rng(1000 * n + k)) for _ in range(4096)] for k in range(n)]
+            said = [[message(np.random.default_rng(7000 * n + k)) for _ in range(4096)] for k in range(n)]
+            changed = {"stored": 0, "removed": 0}
+
+            def add_infer(k, i):
+                r = clients[k].post("/memories", json={"messages": said[k][i % 4096], "user_id": f"user{k}-{n}"})
+                if r.status_code != 200:
+                    return False
+                events = [x["event"] for x in r.json()["results"]]
+                with LOCK:
+                    changed["stored"] += sum(e in ("ADD", "UPDATE") for e in events)
+                    changed["removed"] += events.count("DELETE")
+                return True
 
             def add(k, i):
                 r = clients[k].post("/memories", json={"messages": [{"role": "user", "content": texts[k][i % 4096]}],
@@ -106,10 +135,14 @@ def http_table(args) -> list[tuple]:
             def search(k, i):
                 r = clients[k].post("/search", json={"query": texts[k][i % 4096], "user_id": "bench", "top_k": 10})
                 return r.status_code == 200
-            for name, fn in (("add", add), ("search", search)):
-                run_clients(n, 1.0, fn)   # warm-up: the encoder compiles its shape buckets
+            for name, fn in (("add (infer)", add_infer), ("add (infer=False)", add), ("search", search)):
+                run_clients(n, 1.0, fn)   # warm-up: the encoder compiles its shape buckets, the models theirs
+                changed.update(stored=0, removed=0)
                 done, lat, fails = run_clients(n, args.seconds, fn)
-                rows.append((name, n, done, done / args.seconds, np.percentile(lat, 50), np.percentile(lat, 99), fails))
+                kept = (f"{changed['stored']} / {changed['removed']}" if fn is add_infer
+                        else (f"{done - fails} / 0" if fn is add else "-"))
+                rows.append((name, n, done, done / args.seconds, np.percentile(lat, 50), np.percentile(lat, 99), fails,
+                             kept))
             for c in clients:
                 c.close()
         with open(f"/proc/{proc.pid}/status") as f:
@@ -172,6 +205,36 @@ def peer(args, encoder) -> tuple[list[tuple], str]:
     return rows, version("mem0ai")
 
 
+def mem0_inferring(args) -> tuple[int, float, int, int, str]:
+    """mem0ai's add (infer on) on SmolLM2 through this project's /v1 endpoints, 8 threads:
+    (memories stored, req/s, adds done, adds that raised, mem0ai version)."""
+    from importlib.metadata import version
+
+    from mem0 import Memory as Mem0
+
+    from memr1_jax.agents.llm import ChatLLM
+    from memr1_jax.eval.mem0_oss import local_service, mem0_config
+    from memr1_jax.memory.encoder import make_encoder
+    encoder = make_encoder("minilm")
+    work = pathlib.Path(tempfile.mkdtemp())
+    with local_service(ChatLLM.from_registry("smollm2-135m-instruct", batch_size=8), encoder, work, "minilm") as (u, k):
+        m0 = Mem0.from_config(mem0_config(u, k, int(encoder(["probe"]).shape[-1]), work, 256))
+        stored = [0]
+
+        def add(k, i):
+            try:
+                out = m0.add(message(np.random.default_rng(100 * k + i)), user_id=f"user{k}")
+            except Exception:      # mem0 raises on a refused LLM call
+                return False
+            with LOCK:
+                stored[0] += sum(r.get("event") in ("ADD", "UPDATE") for r in out.get("results", []))
+            return True
+        run_clients(8, 1.0, add)
+        stored[0] = 0
+        done, _, fails = run_clients(8, args.seconds, add)
+    return stored[0], done / args.seconds, done, fails, version("mem0ai")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=10.0)
@@ -183,10 +246,17 @@ def main() -> None:
     print(f"python -m memr1_jax.serve, MiniLM encoder, {args.prefill} memories prefilled, {args.seconds:.0f} s "
           f"per row, {os.cpu_count()} CPUs")
     rows, server_peak = http_table(args)
-    print("\n| op | clients | requests | req/s | p50 ms | p99 ms | failed |\n|---|---|---|---|---|---|---|")
+    print("\n| op | clients | requests | req/s | p50 ms | p99 ms | failed | memories stored / removed |"
+          "\n|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f} | {r[6]} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f} | {r[6]} | {r[7]} |")
     print(f"\nserver peak RSS: {server_peak:.0f} MiB")
+    ours = next(r for r in rows if r[0] == "add (infer)" and r[1] == 8)
+    stored, rate, done, fails, ver = mem0_inferring(args)
+    print(f"\nmem0ai {ver}, the same kind of messages, 8 threads, {args.seconds:.0f} s: {done} adds ({rate:.2f} req/s, "
+          f"{fails} raised), {stored} memories stored")
+    print(f"inferring add vs mem0ai {ver}: memr1 {ours[7].split(' / ')[0]} stored at {ours[3]:.2f} req/s, "
+          f"mem0 {stored} stored at {rate:.2f} req/s")
     encoder = load_minilm()
     prow, mem0_ver = peer(args, encoder)
     print("\nin process, 8 threads, the same MiniLM encoder:\n\n| library | op | req/s | p50 ms | p99 ms | failed |"

@@ -48,6 +48,12 @@ def test_grounding_keeps_what_was_said_and_drops_inventions():
     assert answer_supported("The code is 4471", "What is Alice's locker code?", memories, ["Alice"])
     assert not answer_supported("Alice drives a Toyota Corolla", "What car does Alice drive?", memories, ["Alice"])
     assert not answer_supported("It is 1234", "What is Alice's locker code?", memories, ["Alice"])
+    # restating the question (with the speaker's name as the value) answers nothing
+    assert not answer_supported("The car is the car that Alice drives.", "What car does Alice drive?", memories,
+                                ["Alice"])
+    assert not answer_supported("The name of Alice's dog is Alice.", "What is the name of Alice's dog?", memories,
+                                ["Alice"])
+    assert answer_supported("No", "Is Alice's locker code 1234?", memories, ["Alice"])
 
 
 def test_the_extraction_regex_takes_facts_that_name_the_speaker():

@@ -47,13 +47,18 @@ def grounded(fact: str, message: str, speaker: str) -> bool:
     return bool(words) and all(said(w) for w in words)
 
 
+_YES_NO = frozenset("is are was were do does did has have had can could will would should".split())
+
+
 def answer_supported(answer: str, question: str, memories: Iterable[str], names: Iterable[str] = ()) -> bool:
     """The answer rests on the memories: one of its content words not taken from the question is
-    in them (an answer of question words only, "yes" / "no", counts as supported)."""
+    in them. An answer with no such word only restates the question ("The car is the car that Ana
+    drives", "The name of Ana's dog is Ana"): supported only for a yes / no question."""
     names = list(names)
     asked = _said(content_words(question, names))
     new = [w for w in content_words(answer, names) if not asked(w)]
     if not new:
-        return True
+        first = _WORD.findall(question.lower())[:1]
+        return bool(first) and first[0] in _YES_NO
     said = _said(w for m in memories for w in content_words(m, names))
     return any(said(w) for w in new)
