@@ -91,15 +91,16 @@ class Extractor:
     ("Alice works as a glassblower.\nAlice owns three cats.", ["Alice works as a glassblower."]),
 ])
 def test_add_stores_grounded_facts_or_the_messages_sentences(tmp_path, reply, stored):
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "manager": "add-all"}, llm=Extractor(reply))
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "manager": "add-all", "extraction": "model"},
+               llm=Extractor(reply))
     out = m.add([{"role": "user", "content": "Actually I moved to Lisbon and I work as a glassblower."},
                  {"role": "assistant", "content": "Lisbon is lovely, I live in Rome."}], user_id="alice")
     assert [r["memory"] for r in out["results"]] == stored      # the assistant's words are not the user's facts
     assert sorted(x["memory"] for x in m.get_all(user_id="alice")["results"]) == sorted(stored)
 
 
-def test_sentence_extraction_needs_no_model(tmp_path):
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "manager": "add-all", "extraction": "sentences"})
+def test_the_default_sentence_extraction_needs_no_model(tmp_path):
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "manager": "add-all"})   # the default
     out = m.add("I moved to Porto last week. My locker code is 4471.", user_id="bob")
     assert [r["memory"] for r in out["results"]] == ["Bob moved to Porto last week.", "Bob's locker code is 4471."]
     assert m.loaded_llm is None

@@ -67,7 +67,7 @@ STEPS = [["Alice lives in Paris", "Alice works as a nurse"],
 
 @pytest.fixture
 def memory(tmp_path):
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "constrained": False}, llm=Scripted())
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "extraction": "model", "constrained": False}, llm=Scripted())
     yield m
     m.close()
 
@@ -97,7 +97,7 @@ def test_add_applies_the_managers_operations_as_the_training_environment_does(me
 
 def test_concurrent_adds_to_one_user_are_decided_one_after_another(tmp_path):
     # Without the per-scope lock two managers could both see no "lives" memory and both ADD.
-    memory = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "constrained": False},
+    memory = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "extraction": "model", "constrained": False},
                     llm=Scripted(delay=0.05))
     cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Quito"]
     threads = [threading.Thread(target=memory.add, args=(f"Alice lives in {c}",), kwargs={"user_id": "alice"})
@@ -264,7 +264,7 @@ def test_the_manager_decodes_under_its_schema_with_the_shown_ids(tmp_path):
             self.seen.append(constraints[0])
             return [types.SimpleNamespace(text=policy(p)) for p in prompts]
     manager = Manager()
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "constrained": True}, llm=Scripted(),
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "extraction": "model", "constrained": True}, llm=Scripted(),
                manager_llm=manager)
     for facts in STEPS[:2]:
         m.add([{"role": "user", "content": f} for f in facts], user_id="alice")
@@ -294,7 +294,7 @@ def test_the_line_format_manager_applies_one_operation_per_fact(tmp_path):
                 return [types.SimpleNamespace(text="1: UPDATE 0\n2: DELETE 1")]
             return [types.SimpleNamespace(text="1: ADD\n2: ADD")]
     manager = Manager()
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "constrained": True,
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "extraction": "model", "constrained": True,
                 "manager_output": "lines", "retrieve_k": 1}, llm=Scripted(), manager_llm=manager)
     m.add([{"role": "user", "content": f} for f in ("Lives in Porto", "Has a cat")], user_id="alice")
     out = m.add([{"role": "user", "content": f} for f in ("Lives in Lisbon now", "Has no cat anymore")],

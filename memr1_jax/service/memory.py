@@ -78,7 +78,8 @@ class MemoryConfig:
     answer_model: str | None = None         # the Answer Agent's weights; None: the agents'
     encoder: str = "minilm"                 # "minilm" | "hashing" (tests only)
     manager: str = "llm"                    # "llm" | "add-all" (every extracted fact ADDed, no manager call)
-    extraction: str = "model"               # "model" (grounded, constrained, sentence fallback) | "sentences"
+    extraction: str = "sentences"           # "sentences" (the message's, no model) | "model" (the backbone's
+                                            # grounded lines, else the sentences); measured: README "Memory service"
     # Unset (None): the agents' training settings, or UNTRAINED's values without trained agents.
     constrained: bool | None = None         # the manager's output decoded under its schema / regex
     manager_output: str | None = None       # "json" (Mem0's list) | "lines" (one operation line per fact)
