@@ -131,3 +131,18 @@ def test_a_pipeline_folder_as_agents(tmp_path):
         MemoryConfig(llm="tiny-qwen2", agents=str(ROOT / "smollm2-135m-instruct")).resolved()
     with pytest.raises(ValueError, match="extraction='magic'"):
         MemoryConfig(extraction="magic")
+
+
+def test_a_first_add_keeps_every_fact_without_asking_the_manager(tmp_path):
+    class Nothing:     # a manager that keeps nothing: it must not be asked while nothing is shown
+        thread_safe, calls = True, 0
+
+        def generate(self, prompts, max_new_tokens=64, **kw):
+            Nothing.calls += 1
+            return [types.SimpleNamespace(text="1: NONE\n2: NONE") for _ in prompts]
+    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": False}, manager_llm=Nothing())
+    out = m.add("I moved to Porto last week and I work as a glassblower.", user_id="alice")
+    assert [r["memory"] for r in out["results"]] == ["Alice moved to Porto last week.", "Alice works as a glassblower."]
+    assert Nothing.calls == 0
+    assert m.add("I moved to Lisbon and I work as a baker.", user_id="alice")["results"] == []   # now it decides
+    assert Nothing.calls == 1

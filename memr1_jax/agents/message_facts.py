@@ -10,9 +10,10 @@ observations and the Memory Manager's training facts are written):
   store what nobody said.
 - ``sentences``: the message itself, split into sentences and clauses, first person rewritten to
   the speaker ("I moved" -> "Alice moved", "my" -> "Alice's"), questions and greetings dropped,
-  a request to forget written as "<name> asked to forget ..." (the form the manager learnt to
-  DELETE on). The fallback of ``model`` when nothing grounded is left, so an ``add`` never
-  silently drops what was said.
+  a request to forget written as "<name> asked to forget ..." (the changing-facts generator's
+  form of a retraction). The service's default (as good on LoCoMo at 135M, no model call: README
+  "Memory service"), and the fallback of ``model`` when nothing grounded is left, so an ``add``
+  never silently drops what was said.
 """
 
 from __future__ import annotations

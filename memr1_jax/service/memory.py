@@ -357,7 +357,10 @@ class Memory:
                     if int(j) not in seen:
                         seen.add(int(j))
                         related.append(rows[int(j)])
-        if cfg.manager == "add-all":
+        if cfg.manager == "add-all" or not related:
+            # With no memory shown there is nothing to update or delete: every fact is new. (The
+            # shipped 135M manager answers NONE to a fact on an empty bank at times: it was never
+            # trained on one, its steps all start from a snapshot of earlier sessions.)
             ops = [(Event.ADD, None, f) for f in facts]
         else:
             prompt, id_map = render_step([{"id": i, "text": r.memory} for i, r in enumerate(related)], facts,
