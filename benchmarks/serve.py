@@ -183,6 +183,10 @@ def peer(args, encoder) -> tuple[list[tuple], str]:
                                                           "on_disk": True}},
         "history_db_path": str(tmp / "history.db")})
     m0.embedding_model = _Mem0Embedder(encoder)
+    # Qdrant's local mode is not thread-safe (8 threads raced its payload mask: "index 2527 is out of
+    # bounds for axis 0 with size 2527"): its calls go one at a time, as in --system mem0-oss.
+    from memr1_jax.eval.mem0_oss import _Locked
+    m0.vector_store = _Locked(m0.vector_store)
     ours = Memory({"path": str(tmp / "memr1.db")}, encoder=encoder)
     rng = np.random.default_rng(0)
     pre = [sentence(rng) for _ in range(args.prefill)]
@@ -213,12 +217,13 @@ def mem0_inferring(args) -> tuple[int, float, int, int, str]:
     from mem0 import Memory as Mem0
 
     from memr1_jax.agents.llm import ChatLLM
-    from memr1_jax.eval.mem0_oss import local_service, mem0_config
+    from memr1_jax.eval.mem0_oss import _Locked, local_service, mem0_config
     from memr1_jax.memory.encoder import make_encoder
     encoder = make_encoder("minilm")
     work = pathlib.Path(tempfile.mkdtemp())
     with local_service(ChatLLM.from_registry("smollm2-135m-instruct", batch_size=8), encoder, work, "minilm") as (u, k):
         m0 = Mem0.from_config(mem0_config(u, k, int(encoder(["probe"]).shape[-1]), work, 256))
+        m0.vector_store = _Locked(m0.vector_store)    # see peer()
         stored = [0]
 
         def add(k, i):
