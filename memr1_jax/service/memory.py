@@ -8,11 +8,12 @@ Code written against Mem0 2.x ports by changing the import::
     m.search("where does alice live?", filters={"user_id": "alice"})
     m.answer("Where does Alice live?", filters={"user_id": "alice"})
 
-``add`` extracts the facts of the messages (the extraction prompt of
-:mod:`memr1_jax.agents.fact_extraction`), shows them with the memories most related to each to
-the Memory Manager (a trained one with ``manager_model``), and applies its ADD / UPDATE /
-DELETE / NONE operations, where Mem0 2.x only ever adds. ``answer`` is the Answer Agent:
-retrieve, distil, answer. Memories, embeddings and history persist in one SQLite file
+``add`` turns the user's messages into facts (:mod:`memr1_jax.agents.message_facts`), shows
+each step of them with the memories most related to it to the Memory Manager and applies its
+ADD / UPDATE / DELETE / NONE operations, where Mem0 2.x only ever adds. ``answer`` is the Answer
+Agent: retrieve, distil, answer, or "I don't know" where nothing in memory supports an answer
+(:mod:`memr1_jax.agents.grounding`). By default both agents are the trained ones that ship for the
+model (``MemoryConfig.agents``). Memories, embeddings and history persist in one SQLite file
 (:mod:`memr1_jax.service.store`); the models load on first use, so ``infer=False`` adds,
 search and the rest need no LLM.
 
