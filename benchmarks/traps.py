@@ -13,6 +13,8 @@ Prints per system the table of passed / total per group, the failures' answers a
 with ``--show``, peak RSS, and a last line ``trap suite: memr1 X/N vs mem0 Y/N`` (memr1: trained).
 
 Usage: python benchmarks/traps.py [--per-group 8] [--systems trained,add-all,untrained,mem0] [--show]
+       PYTHONPATH=.mem0-1.0.11 python benchmarks/traps.py --systems mem0   # the mem0ai that fits SmolLM2's
+       context (installed with pip install --no-deps --target .mem0-1.0.11 mem0ai==1.0.11)
 """
 
 from __future__ import annotations
