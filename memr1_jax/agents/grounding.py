@@ -16,13 +16,13 @@ _STOP = frozenset("""a an the and or but so of to in on at for with from by as i
 had do does did not no yes it its this that these those there here then than very really just also now new
 who whom whose which what when where why how will would can could should may might must shall about into over
 after before since until while again ever still some any all each every more most much many few""".split())
-_WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")
+WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")
 
 
 def content_words(text: str, names: Iterable[str] = ()) -> list[str]:
     """The content words of ``text``, lower-cased, "'s" dropped, ``names``' words left out."""
-    skip = {w.lower() for n in names for w in _WORD.findall(n)} | {"user", "asked"}
-    return [w for w in (t.lower().removesuffix("'s") for t in _WORD.findall(text)) if w not in _STOP and w not in skip]
+    skip = {w.lower() for n in names for w in WORD.findall(n)} | {"user", "asked"}
+    return [w for w in (t.lower().removesuffix("'s") for t in WORD.findall(text)) if w not in _STOP and w not in skip]
 
 
 def _stem(w: str) -> str:
@@ -58,7 +58,7 @@ def answer_supported(answer: str, question: str, memories: Iterable[str], names:
     asked = _said(content_words(question, names))
     new = [w for w in content_words(answer, names) if not asked(w)]
     if not new:
-        first = _WORD.findall(question.lower())[:1]
+        first = WORD.findall(question.lower())[:1]
         return bool(first) and first[0] in _YES_NO
     said = _said(w for m in memories for w in content_words(m, names))
     return any(said(w) for w in new)

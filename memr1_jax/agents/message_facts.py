@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from typing import Sequence
 
-from memr1_jax.agents.grounding import grounded
+from memr1_jax.agents.grounding import WORD, grounded
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,6 @@ _THIRD = {"work": "works", "live": "lives", "like": "likes", "love": "loves", "d
           "want": "wants", "need": "needs", "play": "plays", "teach": "teaches", "study": "studies",
           "prefer": "prefers", "hate": "hates", "enjoy": "enjoys", "use": "uses", "go": "goes", "do": "does",
           "know": "knows", "think": "thinks", "plan": "plans", "keep": "keeps", "feel": "feels", "run": "runs"}
-_WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")
 
 
 def speaker_name(name: str | None) -> str:
@@ -95,7 +93,7 @@ def sentence_facts(message: str, speaker: str, max_facts: int = 12, max_chars: i
             fact = _third_person(sent, speaker)
         fact = fact.rstrip(" .!,;") + "."
         fact = fact[0].upper() + fact[1:]
-        if len(_WORD.findall(fact)) >= 3 and len(fact) <= max_chars and fact not in out:
+        if len(WORD.findall(fact)) >= 3 and len(fact) <= max_chars and fact not in out:
             out.append(fact)
     return out[:max_facts]
 
@@ -121,21 +119,10 @@ def model_facts(completion: str, message: str, speaker: str, max_facts: int = 12
 
 
 
-_AUTOMATA: dict = {}
-_AUTOMATA_LOCK = threading.Lock()
-
-
 def facts_automaton(llm, speaker: str, max_facts: int):
-    """``facts_regex`` compiled for the model (the last four kept: ~45 MB each for SmolLM2)."""
-    from memr1_jax.sampling.constraint import compile_regex
-    key = (id(llm.tokenizer), speaker, max_facts)
-    with _AUTOMATA_LOCK:
-        if key not in _AUTOMATA:
-            if len(_AUTOMATA) >= 4:
-                _AUTOMATA.pop(next(iter(_AUTOMATA)))
-            _AUTOMATA[key] = (llm.tokenizer, compile_regex(facts_regex(speaker, max_facts), llm.tokenizer,
-                                                           llm.cfg.vocab_size))   # the tokenizer kept: its id stays unique
-        return _AUTOMATA[key][1]
+    """``facts_regex`` compiled for the model (cached with the manager's automata)."""
+    from memr1_jax.sampling.constraint import regex_automaton
+    return regex_automaton(facts_regex(speaker, max_facts), llm.tokenizer, llm.cfg.vocab_size)
 
 
 def extract_facts(llm, messages: Sequence[tuple[str, str]], max_facts: int = 12, max_new_tokens: int = 96,

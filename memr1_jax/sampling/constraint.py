@@ -136,28 +136,38 @@ def manager_schema(num_shown: int, max_new: int = 16) -> dict:
     return {"type": "object", "properties": {"memory": {"type": "array", "items": item}}, "required": ["memory"]}
 
 
-_MANAGER_CACHE: collections.OrderedDict = collections.OrderedDict()
-_MANAGER_LOCK = threading.Lock()
+_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _cached(key: tuple, tokenizer, build, keep: int) -> TokenAutomaton:
+    """``build()``'s automaton for ``key`` (which starts with ``id(tokenizer)``), the ``keep`` most
+    recently used kept: a SmolLM2 table is up to ~50 MB and takes up to ~2 s to build."""
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key][1]
+    auto = build()
+    with _CACHE_LOCK:
+        _CACHE[key] = (tokenizer, auto)   # the tokenizer is kept alive: its id stays unique
+        while len(_CACHE) > keep:
+            _CACHE.popitem(last=False)
+    return auto
+
+
+def regex_automaton(pattern: str, tokenizer, vocab_size: int, keep: int = 16) -> TokenAutomaton:
+    """``compile_regex``, cached (see ``_cached``)."""
+    return _cached((id(tokenizer), vocab_size, "regex", pattern), tokenizer,
+                   lambda: compile_regex(pattern, tokenizer, vocab_size), keep)
 
 
 def manager_automaton(tokenizer, vocab_size: int, num_shown: int, max_new: int, output: str = "json",
                       keep: int = 16) -> TokenAutomaton:
     """The Memory Manager's outputs compiled for this tokenizer: ``manager_schema(num_shown,
     max_new)`` for ``output="json"``; for ``"lines"``, ``line_ops_regex(num_shown, max_new)``
-    (``max_new`` is then the number of facts). The ``keep`` most recently used are cached (a
-    SmolLM2 JSON table is ~50 MB and takes ~2 s to build)."""
-    key = (id(tokenizer), vocab_size, num_shown, max_new, output)
-    with _MANAGER_LOCK:
-        if key in _MANAGER_CACHE:
-            _MANAGER_CACHE.move_to_end(key)
-            return _MANAGER_CACHE[key][1]
+    (``max_new`` is then the number of facts). Cached (see ``_cached``)."""
     if output == "lines":
         from memr1_jax.memory.line_ops import line_ops_regex
-        auto = compile_regex(line_ops_regex(num_shown, max_new), tokenizer, vocab_size)
-    else:
-        auto = compile_json_schema(manager_schema(num_shown, max_new), tokenizer, vocab_size)
-    with _MANAGER_LOCK:
-        _MANAGER_CACHE[key] = (tokenizer, auto)   # the tokenizer is kept alive: its id stays unique
-        while len(_MANAGER_CACHE) > keep:
-            _MANAGER_CACHE.popitem(last=False)
-    return auto
+        return regex_automaton(line_ops_regex(num_shown, max_new), tokenizer, vocab_size, keep)
+    return _cached((id(tokenizer), vocab_size, "manager-json", num_shown, max_new), tokenizer,
+                   lambda: compile_json_schema(manager_schema(num_shown, max_new), tokenizer, vocab_size), keep)
