@@ -46,12 +46,8 @@ class Mem0System:
             self.failures.append(f"{type(e).__name__}: {e}"[:200])
 
     def memories(self, user_id, run_id):
-        from memr1_jax.eval.mem0_oss import mem0_version
-        if int(mem0_version().split(".")[0]) >= 2:
-            got = self.mem0.get_all(filters={"user_id": user_id, "run_id": run_id}, top_k=1000)
-        else:
-            got = self.mem0.get_all(user_id=user_id, run_id=run_id, limit=1000)
-        return [r["memory"] for r in got["results"]]
+        from memr1_jax.eval.mem0_oss import _all_memories
+        return [r["memory"] for r in _all_memories(self.mem0, user_id, run_id)]
 
     def answer(self, question, user_id, run_id):
         for text in self.memories(user_id, run_id):
@@ -70,13 +66,10 @@ def main(argv=None) -> int:
     p.add_argument("--show", action="store_true", help="print each failed trap's answer and memories")
     args = p.parse_args(argv)
     from memr1_jax import Memory
-    from memr1_jax.agents.llm import ChatLLM
     from memr1_jax.eval.traps import ServiceSystem, group_counts, make_traps, run_traps, traps_table
     from memr1_jax.memory.encoder import make_encoder
-    from memr1_jax.service.engine import Engine
     traps = make_traps(args.per_group, args.seed)
     encoder = make_encoder("minilm")
-    backbone = Engine(ChatLLM.from_registry(args.model, batch_size=4))
     work = pathlib.Path(tempfile.mkdtemp(prefix="traps-"))
     trained = {"llm": args.model}
     systems = {"trained": dict(trained), "add-all": {**trained, "manager": "add-all"},
@@ -88,7 +81,7 @@ def main(argv=None) -> int:
     for name in wanted:
         t0 = time.perf_counter()
         if name == "mem0":
-            results[name], notes[name] = run_mem0(traps, backbone, encoder, work, Memory)
+            results[name], notes[name] = run_mem0(traps, args.model, encoder, work, Memory)
         else:
             if name not in systems:
                 p.error(f"--systems: unknown system {name!r}; known: {', '.join(list(systems) + ['mem0'])}")
@@ -113,11 +106,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_mem0(traps, backbone, encoder, work, Memory):
+def run_mem0(traps, model, encoder, work, Memory):
     from mem0 import Memory as Mem0Memory
 
+    from memr1_jax.agents.llm import ChatLLM
     from memr1_jax.eval.mem0_oss import local_service, mem0_config, mem0_version
     from memr1_jax.eval.traps import run_traps
+    from memr1_jax.service.engine import Engine
+    backbone = Engine(ChatLLM.from_registry(model, batch_size=4))   # only mem0 needs it outside a Memory
     dim = int(encoder(["probe"]).shape[-1])
     answerer = Memory({"path": str(work / "mem0-answers.db"), "agents": "untrained", "answer_prompt": "mem0",
                        "answer_k": 5, "answer_max_new_tokens": 24}, llm=backbone, encoder=encoder)

@@ -106,11 +106,12 @@ def _sides(conv, session) -> list[tuple[str, list[dict]]]:
     return out
 
 
-def _all_memories(m, uid: str) -> list[dict]:
-    """Everything Mem0 kept for one user: 2.x takes filters / top_k, 1.x user_id / limit."""
+def _all_memories(m, uid: str, run_id: str | None = None) -> list[dict]:
+    """Everything Mem0 kept for one user (and run): 2.x takes filters / top_k, 1.x the ids / limit."""
+    scope = {"user_id": uid, **({"run_id": run_id} if run_id else {})}
     if int(mem0_version().split(".")[0]) >= 2:
-        return m.get_all(filters={"user_id": uid}, top_k=100_000)["results"]
-    return m.get_all(user_id=uid, limit=100_000)["results"]
+        return m.get_all(filters=scope, top_k=100_000)["results"]
+    return m.get_all(**scope, limit=100_000)["results"]
 
 
 def user_id(conv, speaker: str) -> str:
