@@ -9,8 +9,12 @@ Engine). With a key every route but /health needs it, as ``X-API-Key: KEY`` or
 ``Authorization: Bearer KEY`` (Mem0's client sends ``Token KEY``: accepted too).
 
 Bad requests get 4xx with a ``detail`` naming the field: 401 without the key, 404 for an
-unknown memory id, 413 for a body over ``max_body_bytes``, 422 for malformed JSON or fields of
-the wrong type, 400 for values Memory rejects. A handler never writes before validating.
+unknown memory id, 413 for a body over ``max_body_bytes`` (declared or streamed), 422 for
+malformed JSON, fields of the wrong type, text that is not valid Unicode (a lone surrogate) and
+``NaN`` / ``Infinity`` anywhere in a body, 400 for values Memory rejects. A handler never writes
+before validating; a 422 never echoes the input back (it may be what cannot be serialised), and
+every response is strict UTF-8 JSON whatever a stored row holds. With a key, ``/openapi.json``
+needs it too and the interactive ``/docs`` are off.
 """
 
 from __future__ import annotations
@@ -21,19 +25,42 @@ import time
 import uuid
 from typing import Any, Literal
 
+import json
+
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memr1_jax.sampling.sampler import SamplingConfig
 from memr1_jax.service.memory import Memory, MemoryNotFound
+from memr1_jax.service.values import check_value, readable
 
 MAX_BODY_BYTES = 1 << 20
 
 
+class SafeJSONResponse(JSONResponse):
+    """Strict JSON (no NaN) in UTF-8; content that cannot be (a lone surrogate, a non-finite
+    number from an old row) is repaired by ``values.readable`` instead of failing the response."""
+
+    def render(self, content) -> bytes:
+        try:
+            return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        except (ValueError, UnicodeEncodeError):
+            return json.dumps(readable(content), ensure_ascii=False, allow_nan=False,
+                              separators=(",", ":")).encode("utf-8")
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")   # Mem0 / OpenAI clients send fields we do not use
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_json(cls, data):
+        check_value(data, "body")   # before any field: a NaN or a surrogate is named, never stored
+        return data
 
 
 class Message(_Body):
@@ -105,7 +132,10 @@ class EmbeddingRequest(_Body):
 
 
 class _LimitBody:
-    """ASGI middleware: 413 once a request body passes ``limit`` bytes (declared or streamed)."""
+    """ASGI middleware: 413 once a request body passes ``limit`` bytes, declared or streamed.
+
+    The body is read here, up to the limit, before the app sees it: raised inside the app's own
+    read, the error would reach FastAPI's body parser and come back as 400."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -113,28 +143,31 @@ class _LimitBody:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        too_large = JSONResponse({"detail": f"request body over {self.limit} bytes"}, 413)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await JSONResponse({"detail": f"request body over {self.limit} bytes"}, 413)(scope, receive, send)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
+            return await too_large(scope, receive, send)
+        chunks, seen = [], 0
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
-            return msg
+            if msg["type"] != "http.request":      # the client went away
+                return
+            seen += len(msg.get("body", b""))
+            if seen > self.limit:
+                return await too_large(scope, receive, send)
+            chunks.append(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await JSONResponse({"detail": f"request body over {self.limit} bytes"}, 413)(scope, receive, send)
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()              # after the body: wait for a disconnect
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 def _key_check(api_key: str | None):
@@ -153,6 +186,22 @@ def _key_check(api_key: str | None):
     return check
 
 
+def _validation_error(request: Request, exc: RequestValidationError) -> SafeJSONResponse:
+    """422 naming each field; FastAPI's default copies the input into the response, which fails
+    (500) for exactly the inputs refused here, so the input is left out."""
+    detail = []
+    for err in exc.errors():
+        msg = str(err.get("msg", "invalid"))
+        detail.append({"loc": [p if isinstance(p, int) else str(p) for p in err.get("loc", ())],
+                       "msg": msg.removeprefix("Value error, "), "type": str(err.get("type", ""))})
+    return SafeJSONResponse(readable({"detail": detail}), status_code=422)
+
+
+def _http_error(request: Request, exc: StarletteHTTPException) -> SafeJSONResponse:
+    return SafeJSONResponse({"detail": readable(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+
 def _call(fn, *args, **kw):
     """Memory's errors as HTTP errors: unknown id 404, rejected value 400."""
     try:
@@ -165,9 +214,18 @@ def _call(fn, *args, **kw):
 
 def create_app(memory: Memory, *, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES,
                model_name: str | None = None, encoder_name: str | None = None) -> FastAPI:
-    app = FastAPI(title="memr1-jax memory service",
-                  description="Mem0-compatible memory API driven by the Memory-R1 agents")
     guard = [Depends(_key_check(api_key))]
+    # With a key the schema needs it too; the Swagger page cannot send one, so it is off.
+    app = FastAPI(title="memr1-jax memory service",
+                  description="Mem0-compatible memory API driven by the Memory-R1 agents",
+                  default_response_class=SafeJSONResponse, docs_url=None if api_key else "/docs",
+                  redoc_url=None if api_key else "/redoc", openapi_url=None if api_key else "/openapi.json")
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    if api_key:
+        @app.get("/openapi.json", dependencies=guard, include_in_schema=False)
+        def openapi():
+            return app.openapi()
     model_name = model_name or memory.config.llm
     encoder_name = encoder_name or memory.config.encoder
     started = time.time()

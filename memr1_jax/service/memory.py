@@ -44,6 +44,7 @@ from memr1_jax.agents.prompts import answer_template, extract_answer, format_mem
 from memr1_jax.memory import Event
 from memr1_jax.service.filters import matches, split_filters
 from memr1_jax.service.store import SCOPE_KEYS, MemoryStore, text_hash
+from memr1_jax.service.values import check_value
 
 log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant", "tool")
@@ -171,6 +172,7 @@ def _messages(messages) -> list[dict]:
         if name is not None and not isinstance(name, str):
             raise ValueError(f"messages[{i}].name must be a string")
         out.append({"role": role, "content": content, **({"name": name} if name else {})})
+    check_value(out, "messages")
     return out
 
 
@@ -191,6 +193,7 @@ def _scope(user_id, agent_id, run_id, method: str) -> dict:
         if v is not None:
             if not isinstance(v, str) or not v.strip():
                 raise ValueError(f"{method}: {k} must be a non-empty string, got {v!r}")
+            check_value(v, k)
             scope[k] = v.strip()
     if not scope:
         raise ValueError(f"{method}: one of user_id, agent_id, run_id is required")
@@ -301,6 +304,8 @@ class Memory:
         scope = _scope(user_id, agent_id, run_id, "add")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError(f"add: metadata must be a dict, got {type(metadata).__name__}")
+        for name, value in (("metadata", metadata), ("prompt", prompt), ("timestamp", timestamp)):
+            check_value(value, name)
         when = _timestamp(timestamp)
         base = {"scope": scope, "metadata": dict(metadata or {}), "created_at": when}
         if not infer:
@@ -408,6 +413,7 @@ class Memory:
                 merged[k] = kw.pop(k)
         if kw:
             raise TypeError(f"{method}() got unexpected keyword arguments {sorted(kw)}")
+        check_value(merged, "filters")
         return split_filters(merged, method)
 
     def search(self, query: str, *, top_k: int = 20, filters: dict | None = None, threshold: float | None = None,
@@ -415,9 +421,12 @@ class Memory:
         """The ``top_k`` memories of the scope most similar to ``query`` (cosine, scores >= threshold)."""
         if not isinstance(query, str) or not query.strip():
             raise ValueError("search: query must be a non-empty string")
+        check_value(query, "query")
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f"search: top_k must be a positive integer, got {top_k!r}")
         threshold = self.config.search_threshold if threshold is None else float(threshold)
+        if not -1.0 <= threshold <= 1.0:   # NaN too: every comparison with it is false
+            raise ValueError(f"search: threshold must be a cosine in [-1, 1], got {threshold}")
         scope, cond = self._filters(filters, kw, "search")
         return {"results": [row.as_item(score) for row, score in self._ranked(query, scope, cond, top_k, threshold)]}
 
@@ -460,6 +469,8 @@ class Memory:
             raise ValueError("update: text must be a non-empty string")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError(f"update: metadata must be a dict, got {type(metadata).__name__}")
+        check_value(text, "text")
+        check_value(metadata, "metadata")
         change = {"event": "UPDATE", "id": memory_id, "memory": text, "metadata": metadata}
         if text is not None:
             change["embedding"] = self.embed([text])[0]
@@ -506,6 +517,9 @@ class Memory:
         memories it read (``agents.grounding.answer_supported``: a small model invents)."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("answer: question must be a non-empty string")
+        check_value(question, "question")
+        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+            raise ValueError(f"answer: top_k must be a positive integer, got {top_k!r}")
         cfg = self.config
         scope, cond = self._filters(filters, kw, "answer")
         ranked = self._ranked(question, scope, cond, top_k or cfg.answer_k, -1.0)

@@ -27,6 +27,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from memr1_jax.service.values import check_value, readable
+
 SCHEMA_VERSION = 1
 SCOPE_KEYS = ("user_id", "agent_id", "run_id")
 
@@ -50,6 +52,14 @@ CREATE INDEX IF NOT EXISTS history_seq ON history (seq);
 
 class StoreError(ValueError):
     """A store file that cannot be used (named in the message)."""
+
+
+def _refuse(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json(value) -> str:
+    return json.dumps(value, allow_nan=False)   # strict: what is stored reads back as JSON
 
 
 def now() -> str:
@@ -102,6 +112,8 @@ class MemoryStore:
         self._cache: dict[tuple, tuple] = {}
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            # Text that is not UTF-8 (written by another tool) reads as U+FFFD, not an exception.
+            self._db.text_factory = lambda b: b.decode("utf-8", "replace")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
@@ -142,9 +154,20 @@ class MemoryStore:
     _COLUMNS = "id, memory, hash, user_id, agent_id, run_id, actor_id, role, metadata, created_at, updated_at, embedding"
 
     def _row(self, r) -> Row:
+        """A row as stored, made readable: metadata that does not parse as an object is kept as text
+        under ``metadata["unreadable"]``, an embedding of the wrong size or not finite becomes zeros
+        (never found by search, still listed), so one bad row never takes its scope down."""
         scope = {k: v for k, v in zip(SCOPE_KEYS, r[3:6]) if v is not None}
-        return Row(r[0], r[1], r[2], scope, r[6], r[7], json.loads(r[8]), r[9], r[10],
-                   np.frombuffer(r[11], np.float32))
+        try:
+            meta = json.loads(r[8])
+        except (TypeError, ValueError, RecursionError):
+            meta = None
+        if not isinstance(meta, dict):
+            meta = {"unreadable": str(r[8])}
+        vec = np.frombuffer(r[11], np.float32) if isinstance(r[11], bytes) and len(r[11]) == 4 * self.dim else None
+        if vec is None or not np.isfinite(vec).all():
+            vec = np.zeros(self.dim, np.float32)
+        return Row(r[0], r[1], r[2], scope, r[6], r[7], readable(meta), r[9], r[10], vec)
 
     def get(self, memory_id: str) -> Row | None:
         with self._lock:
@@ -174,6 +197,30 @@ class MemoryStore:
                 self._cache.clear()
             self._cache[key] = (version, rows, mat)
             return rows, mat
+
+    def check(self) -> list[str]:
+        """What is wrong with the file, one line each ([] when sound): SQLite's integrity check,
+        then every row's text, metadata, embedding and hash, and history rows' events."""
+        problems = []
+        with self._lock:
+            problems += [f"sqlite: {r[0]}" for r in self._db.execute("PRAGMA integrity_check") if r[0] != "ok"]
+            raw = self._db.execute("SELECT id, memory, hash, metadata, embedding FROM memories").fetchall()
+            events = self._db.execute("SELECT id, event FROM history").fetchall()
+        for mid, text, digest, meta, emb in raw:
+            try:
+                check_value(text, "memory")
+                loaded = json.loads(meta, parse_constant=_refuse)
+                check_value(loaded, "metadata")
+                if not isinstance(loaded, dict):
+                    raise ValueError("metadata: not an object")
+            except ValueError as e:
+                problems.append(f"memory {mid}: {e}")
+            if text_hash(text) != digest:
+                problems.append(f"memory {mid}: hash does not match its text")
+            if len(emb) != 4 * self.dim or not np.isfinite(np.frombuffer(emb, np.float32)).all():
+                problems.append(f"memory {mid}: embedding is not {self.dim} finite floats")
+        problems += [f"history {hid}: event {ev!r}" for hid, ev in events if ev not in ("ADD", "UPDATE", "DELETE")]
+        return problems
 
     def count(self) -> int:
         with self._lock:
@@ -217,6 +264,8 @@ class MemoryStore:
         with self._tx() as db:
             for ch in changes:
                 ev = ch["event"]
+                check_value(ch.get("memory"), "memory")
+                check_value(ch.get("metadata"), "metadata")
                 if ev == "ADD":
                     mid = ch.get("id") or str(uuid.uuid4())
                     created = ch.get("created_at") or now()
@@ -224,7 +273,7 @@ class MemoryStore:
                     db.execute("INSERT INTO memories VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                (mid, ch["memory"], text_hash(ch["memory"]), scope.get("user_id"),
                                 scope.get("agent_id"), scope.get("run_id"), ch.get("actor_id"), ch.get("role"),
-                                json.dumps(ch.get("metadata") or {}), created, created,
+                                _json(ch.get("metadata") or {}), created, created,
                                 self._vector(ch["embedding"]), self._seq(db, "memories")))
                     self._history(db, mid, None, ch["memory"], "ADD", created, created, False,
                                   ch.get("actor_id"), ch.get("role"))
@@ -247,11 +296,11 @@ class MemoryStore:
                     if text is not None:
                         db.execute("UPDATE memories SET memory = ?, hash = ?, embedding = ?, metadata = ?, "
                                    "updated_at = ? WHERE id = ?",
-                                   (text, text_hash(text), self._vector(ch["embedding"]), json.dumps(new_meta),
+                                   (text, text_hash(text), self._vector(ch["embedding"]), _json(new_meta),
                                     stamp, mid))
                     else:
                         db.execute("UPDATE memories SET metadata = ?, updated_at = ? WHERE id = ?",
-                                   (json.dumps(new_meta), stamp, mid))
+                                   (_json(new_meta), stamp, mid))
                     self._history(db, mid, old, text if text is not None else old, "UPDATE", created, stamp,
                                   False, actor, role)
                     out.append({"id": mid, "memory": text if text is not None else old, "event": "UPDATE",
