@@ -170,6 +170,55 @@ def test_garbage_files(tmp_path):
         load_locomo(tmp_path / "dup.json")
 
 
+def test_zero_padded_session_keys_read_as_their_numbers(tmp_path):
+    d = _good_flat()
+    padded = {("session_01" + k[len("session_1"):] if k.startswith("session_1") else k): v for k, v in d.items()}
+    padded["session_1_date_time"] = padded.pop("session_01_date_time")   # the probe's file: date key unpadded
+    (want,) = load_locomo(_write(tmp_path, d, "1.json"))
+    (got,) = load_locomo(_write(tmp_path, padded, "2.json"))
+    assert got.sessions == want.sessions and got.sessions[0].index == 1
+
+
+@pytest.mark.parametrize("mutate, key, problem", [
+    (lambda d: d.__setitem__("Session_2", []), "Session_2", "not a session key"),
+    (lambda d: d.__setitem__("session-2", []), "session-2", "not a session key"),
+    (lambda d: d.__setitem__("events_session_1_summary", ""), "events_session_1_summary", "not a session key"),
+    (lambda d: d.__setitem__("session_01", []), "session_01", "given twice"),
+])
+def test_other_spellings_of_a_session_key_are_named(tmp_path, mutate, key, problem):
+    d = _good_flat()
+    mutate(d)
+    with pytest.raises(LocomoFormatError, match=f"key '{key}'.*{problem}"):
+        load_locomo(_write(tmp_path, d))
+
+
+def test_nested_file_with_observations_inside_conversation_keeps_them(tmp_path):
+    # The probe's file: observations moved into "conversation" used to build empty banks, rc 0.
+    d = _good_flat()
+    nested = _nest_by_hand(d, "conv-1")
+    moved = json.loads(json.dumps(nested))
+    moved["conversation"].update(moved.pop("observation"))
+    (want,) = load_locomo(_write(tmp_path, [nested], "a.json"))
+    (got,) = load_locomo(_write(tmp_path, [moved], "b.json"))
+    assert got == want and got.sessions[0].observations
+
+
+def test_a_file_without_any_observation_warns_that_banks_will_be_empty(tmp_path):
+    d = _good_flat()
+    d.pop("session_1_observation")
+    with pytest.warns(locomo.LocomoWarning, match="no session has observations"):
+        load_locomo(_write(tmp_path, d))
+
+
+def test_duplicate_ids_name_both_files(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for name in ("a.json", "b.json"):
+        _write(folder, _nest_by_hand(_good_flat(), "conv-1"), name)
+    with pytest.raises(LocomoFormatError, match=r"b.json: duplicate conversation id 'conv-1' \(also in .*a.json\)"):
+        load_locomo(folder)
+
+
 def test_download_error_is_clear(tmp_path, monkeypatch):
     def refuse(*a, **k):
         raise urllib.error.URLError("no route to host")

@@ -64,7 +64,11 @@ LOCOMO_RELEASE_QUESTIONS: Mapping[str, int] = {
     "conv-26": 199, "conv-30": 105, "conv-41": 193, "conv-42": 260, "conv-43": 242, "conv-44": 158,
     "conv-47": 190, "conv-48": 239, "conv-49": 196, "conv-50": 204}
 
-_SESSION_RE = re.compile(r"session_(\d+)")
+# A session's keys: turns, date, observations, summary, events. The number may be zero-padded
+# (session_01 is session 1); any other key naming a session is an error, not a silent miss.
+_SESSION_KEY_RE = re.compile(r"(events_)?session_(\d+)(_date_time|_observation|_summary)?")
+_SESSION_PARTS = {"": "turns", "_date_time": "date", "_observation": "observations", "_summary": "summary"}
+_NOT_SESSION_KEYS = {"session_summary"}   # the nested layout's block of summaries
 _DIA_ID_RE = re.compile(r"D(\d+):(\d+)")
 
 
@@ -261,6 +265,25 @@ def _parse_qa(raw: Any, source: str, where: str) -> QA:
               category=category, adversarial_answer=adv, qtype=qtype)
 
 
+def _session_parts(block: Mapping, prefix: str, source: str) -> dict[tuple[str, int], tuple[str, Any]]:
+    """(part, session number) -> (the key's path, its value) for the session keys of one object.
+    A key that names a session in another spelling, or a session's part given twice (session_1
+    and session_01), is an error naming the key."""
+    out: dict[tuple[str, int], tuple[str, Any]] = {}
+    for key, value in block.items():
+        m = _SESSION_KEY_RE.fullmatch(key)
+        if m is None or (m.group(1) and m.group(3)):
+            if "session" in key.lower() and key not in _NOT_SESSION_KEYS:
+                raise _err(source, prefix + key, "not a session key LoCoMo uses (session_<n>, session_<n>_date_time, "
+                           "session_<n>_observation, session_<n>_summary or events_session_<n>)")
+            continue
+        part, n = ("events" if m.group(1) else _SESSION_PARTS[m.group(3) or ""]), int(m.group(2))
+        if (part, n) in out:
+            raise _err(source, prefix + key, f"session {n}'s {part} given twice (also as {out[(part, n)][0]!r})")
+        out[(part, n)] = (prefix + key, value)
+    return out
+
+
 def parse_conversation(raw: Any, source: str = "<memory>", conv_id: str | None = None) -> Conversation:
     """Parse one conversation in the flat or the nested (``sample_id``/``conversation``) layout.
 
@@ -292,27 +315,39 @@ def parse_conversation(raw: Any, source: str = "<memory>", conv_id: str | None =
     speaker_a = _req(conv, "speaker_a", str, source, where)
     speaker_b = _req(conv, "speaker_b", str, source, where)
 
-    indices = sorted({int(m.group(1)) for k in conv if (m := _SESSION_RE.fullmatch(k))})
+    # The nested layout keeps observations, summaries and events in their own blocks; a file that
+    # has them inside "conversation" instead is read the same (a block wins where both have one).
+    parts = _session_parts(conv, where, source)
+    if conv is not obs_src:
+        for block, prefix in ((obs_src, obs_where), (sum_src, sum_where), (evt_src, evt_where)):
+            parts.update(_session_parts(block, prefix, source))
     sessions = []
-    for n in indices:
-        key = f"session_{n}"
-        turns_raw = conv[key]
+    for n in sorted(n for part, n in parts if part == "turns"):
+        key, turns_raw = parts[("turns", n)]
         if not isinstance(turns_raw, list):
-            raise _err(source, where + key, f"expected a list of turns, got {type(turns_raw).__name__}")
-        date_key = f"{key}_date_time"
-        if date_key not in conv:
-            raise _err(source, where + date_key, f"missing (session {n} has turns but no date)")
-        date_time = _req(conv, date_key, str, source, where)
-        turns = tuple(_parse_turn(t, source, f"{where}{key}[{i}].") for i, t in enumerate(turns_raw))
-        obs_key = f"{key}_observation"
-        observations = (_parse_observations(obs_src[obs_key], source, obs_where + obs_key)
-                        if obs_key in obs_src else {})
-        summary = _opt_str(sum_src, f"{key}_summary", source, sum_where)
-        events = evt_src.get(f"events_{key}")
+            raise _err(source, key, f"expected a list of turns, got {type(turns_raw).__name__}")
+        if ("date", n) not in parts:
+            raise _err(source, f"{key}_date_time", f"missing (session {n} has turns but no date)")
+        date_key, date_time = parts[("date", n)]
+        if not isinstance(date_time, str):
+            raise _err(source, date_key, f"expected str, got {type(date_time).__name__}")
+        turns = tuple(_parse_turn(t, source, f"{key}[{i}].") for i, t in enumerate(turns_raw))
+        observations = (_parse_observations(parts[("observations", n)][1], source, parts[("observations", n)][0])
+                        if ("observations", n) in parts else {})
+        summary = None
+        if ("summary", n) in parts:
+            sum_key, summary = parts[("summary", n)]
+            if summary is not None and not isinstance(summary, str):
+                raise _err(source, sum_key, f"expected str, got {type(summary).__name__}")
+        events = parts.get(("events", n), (None, None))[1]
         if events is not None and not isinstance(events, Mapping):
-            raise _err(source, f"{evt_where}events_{key}", "expected an object")
+            raise _err(source, parts[("events", n)][0], "expected an object")
         sessions.append(Session(index=n, date_time=date_time, turns=turns, observations=observations,
                                 summary=summary, events=dict(events) if events is not None else None))
+    if sessions and not any(sess.observations for sess in sessions):
+        warnings.warn(f"{source}: no session has observations (session_<n>_observation): a bank built from "
+                      "observations will be empty; use data.facts='extract' to extract facts from the turns",
+                      LocomoWarning, stacklevel=2)
 
     for sess in sessions:
         unknown = sorted(set(sess.observations) - {speaker_a, speaker_b})
@@ -399,7 +434,7 @@ def load_locomo(path: os.PathLike | str) -> tuple[Conversation, ...]:
                     "pass the file itself")
             cid = raw.get("sample_id") if isinstance(raw, Mapping) and "conversation" in raw else _flat_id(f)
             convs.append(parse_conversation(raw, str(f), conv_id=cid))
-        _check_unique(convs, path)
+        _check_unique(convs, [str(f) for f in files])
         return tuple(convs)
     if not path.exists():
         raise FileNotFoundError(
@@ -418,16 +453,17 @@ def _load_list(raw: list, path: pathlib.Path) -> tuple[Conversation, ...]:
         if not isinstance(item, Mapping):
             raise _err(str(path), f"[{i}]", f"expected a conversation object, got {type(item).__name__}")
         convs.append(parse_conversation(item, f"{path}[{i}]"))
-    _check_unique(convs, path)
+    _check_unique(convs, [f"{path}[{i}]" for i in range(len(raw))])
     return tuple(convs)
 
 
-def _check_unique(convs: Sequence[Conversation], path) -> None:
-    seen = set()
-    for c in convs:
+def _check_unique(convs: Sequence[Conversation], sources: Sequence[str]) -> None:
+    """Conversation ids are run-folder and bank names: two conversations with one id would share them."""
+    seen: dict[str, str] = {}
+    for c, src in zip(convs, sources):
         if c.id in seen:
-            raise LocomoFormatError(f"{path}: duplicate conversation id {c.id!r}")
-        seen.add(c.id)
+            raise LocomoFormatError(f"{src}: duplicate conversation id {c.id!r} (also in {seen[c.id]})")
+        seen[c.id] = src
 
 
 # ----------------------------------------------------------------------------- writing

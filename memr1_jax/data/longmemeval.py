@@ -110,7 +110,7 @@ def load_longmemeval(path: os.PathLike | str) -> tuple[Conversation, ...]:
     if not isinstance(raw, list):
         raise LocomoFormatError(f"{path}: expected a JSON list of LongMemEval questions, got {type(raw).__name__}")
     convs = tuple(parse_item(item, str(path), i) for i, item in enumerate(raw))
-    _check_unique(convs, path)
+    _check_unique(convs, [f"{path}[{i}]" for i in range(len(convs))])
     return convs
 
 
