@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib.util
 import json
 import math
@@ -243,6 +244,32 @@ _CPU_RL = RLConfig(algorithm="grpo", learning_rate=1e-3, critic_learning_rate=1e
                    mini_batch_size=16, micro_batch_size=8, group_size=8, temperature=0.7)
 
 
+# Bounds of the numeric keys, checked when a config is resolved (before any model loads or a run
+# folder exists). A key listed in neither table must be >= 0; mesh.* has its own (-1 or >= 1).
+POSITIVE_KEYS = (
+    "steps", "eval_every", "save_every", "model.attention_block", "rollout.questions_per_step",
+    "rollout.gen_batch_size", "rl.learning_rate", "rl.critic_learning_rate", "rl.total_steps", "rl.adam_eps",
+    "rl.epochs", "rl.logprob_chunk", "rl.temperature", "rl.group_size", "rl.clip_eps", "rl.clip_eps_high",
+    "rl.clip_ratio_c", "rl.max_grad_norm", "lora.alpha", "task.answer.k_per_speaker", "task.answer.max_new_tokens",
+    "task.manager.retrieve_k", "task.manager.max_facts_per_step", "task.manager.max_new_tokens",
+    "eval.rag_chunk_tokens", "eval.rag_num_chunks", "eval.fullctx_tokens", "eval.mem0_messages_per_add",
+    "distributed.num_processes")
+UNIT_KEYS = {"rl.min_lr_ratio": "[0, 1]", "rl.gamma": "[0, 1]", "rl.lam": "[0, 1]", "rl.adam_b1": "[0, 1)",
+             "rl.adam_b2": "[0, 1)", "task.manager_sparse_keep": "[0, 1)"}
+
+
+def _out_of_bounds(key: str, value: float) -> str | None:
+    """Why ``value`` is not allowed for ``key`` (None: it is)."""
+    if key.startswith("mesh.") or key == "distributed.process_id":
+        return None
+    if key in POSITIVE_KEYS:
+        return None if value > 0 else "must be > 0"
+    if key in UNIT_KEYS:
+        interval = UNIT_KEYS[key]
+        return None if 0 <= value < 1 or (value == 1 and interval.endswith("]")) else f"must be in {interval}"
+    return None if value >= 0 else "must be >= 0"
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     name: str = "answer_agent_grpo_cpu"
@@ -273,9 +300,16 @@ class RunConfig:
         so a config may pass through inconsistent states while it is being written)."""
         if self.rl.lora is not None:
             raise ConfigError("rl.lora: set LoRA through lora.rank / lora.alpha / lora.top_layers")
-        for key in ("steps", "eval_every", "save_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}={getattr(self, key)}: must be >= 1")
+        for key in all_keys(self):
+            value = functools.reduce(getattr, key.split("."), self)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                problem = _out_of_bounds(key, value)
+                if problem:
+                    raise ConfigError(f"{key}={value}: {problem}")
+        d = self.distributed
+        if not 0 <= d.process_id < d.num_processes:
+            raise ConfigError(f"distributed.process_id={d.process_id}: expected 0 .. {d.num_processes - 1} "
+                              f"(distributed.num_processes={d.num_processes})")
         rows = self.rollout.questions_per_step * self.rl.group_size
         mini, micro = self.rl.mini_batch_size or rows, self.rl.micro_batch_size
         if rows % mini:

@@ -37,7 +37,8 @@ def _other_value(key, value):
     if isinstance(value, int):
         return str(value + 1), value + 1
     if isinstance(value, float):
-        return repr(value + 0.5), value + 0.5
+        other = value / 2 if key in C.UNIT_KEYS else value + 0.5   # stays inside [0, 1]
+        return repr(other), other
     if isinstance(value, str):
         return "some/other", "some/other"
     if value is None:   # optional ints / floats of RLConfig
@@ -54,7 +55,7 @@ def test_every_field_is_settable_from_the_command_line():
     for key, value in keys.items():
         if key in ("rl.lora", "mesh.rules"):   # set in config files (LoRA through its own section)
             continue
-        if key in ("task.manager_sft", "task.manager_items", "task.manager_sparse_keep"):   # need other keys set with them (below, and
+        if key in ("task.manager_sft", "task.manager_items", "task.manager_sparse_keep", "distributed.process_id"):   # need other keys set with them (below, and
             continue                                            # test_data_changing)
         raw, want = _other_value(key, value)
         if key in ("rl.mini_batch_size", "rl.micro_batch_size", "rollout.questions_per_step", "rl.group_size"):
@@ -182,3 +183,41 @@ def test_manager_items_steps_needs_gold_scored_training():
         C.override(base, {"task.manager_items": "steps", "task.manager_reward": "answer"}, from_strings=True)
     with pytest.raises(C.ConfigError, match="manager_items='every'"):
         C.override(base, {"task.manager_items": "every"}, from_strings=True)
+
+
+def _numeric_keys(cfg):
+    import functools
+    for key in C.all_keys(cfg):
+        value = functools.reduce(getattr, key.split("."), cfg)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield key, value
+
+
+def test_every_numeric_key_refuses_a_negative_value_naming_the_key():
+    # -1 (a mistyped sign) must stop at the command line, not at step 1 ("learning rate too high?")
+    # or after a run folder exists (questions_per_step=0: "pack_episodes: no episodes").
+    keys = [k for k, _ in _numeric_keys(C.default_config()) if not k.startswith("mesh.")]
+    assert "rl.learning_rate" in keys and "rollout.questions_per_step" in keys
+    for key in keys:
+        with pytest.raises(C.ConfigError, match=f"^{key}="):
+            C.resolve(None, [(key, "-2")], C.default_config())
+    for key in C.POSITIVE_KEYS:
+        with pytest.raises(C.ConfigError, match=f"^{key}=.*must be (> 0|>= 1)"):
+            C.resolve(None, [(key, "0")], C.default_config())
+    for key, interval in C.UNIT_KEYS.items():
+        if key.startswith("rl."):
+            with pytest.raises(C.ConfigError, match=f"^{key}=1.5: must be in"):
+                C.resolve(None, [(key, "1.5")], C.default_config())
+            if interval.endswith(")"):
+                with pytest.raises(C.ConfigError, match=f"^{key}=1.0: must be in"):
+                    C.resolve(None, [(key, "1.0")], C.default_config())
+
+
+@pytest.mark.parametrize("key, value", [("rl.learning_rate", "-1"), ("rollout.questions_per_step", "0"),
+                                        ("distributed.process_id", "2")])
+def test_train_refuses_bad_values_before_anything_loads(tmp_path, capsys, key, value):
+    from memr1_jax import train
+    run = tmp_path / "run"
+    assert train.main([f"--config.{key}={value}", f"--config.run_dir={run}"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {key}=")
+    assert not run.exists()
