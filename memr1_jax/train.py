@@ -41,7 +41,7 @@ from memr1_jax.agents.rollout import pack_episodes
 from memr1_jax.config import ConfigError, RunConfig, default_config, from_dict, resolve, split_config_args, to_json
 from memr1_jax.files import FolderInUse, folder_lock
 from memr1_jax.rl.checkpoint import CheckpointError, RLCheckpointer
-from memr1_jax.parallel.mesh import maybe_initialize_distributed, mesh_context
+from memr1_jax.parallel.mesh import check_spans_processes, maybe_initialize_distributed, mesh_context
 from memr1_jax.rl.train_state import init_sharded_train_state, init_train_state
 from memr1_jax.rl.update import compute_logprobs, effective_params, make_update_fn
 from memr1_jax.run.guards import EXIT_CODE as DIVERGED_EXIT_CODE
@@ -93,6 +93,7 @@ def _train(cfg: RunConfig, progress: bool, guard: PreemptionGuard) -> dict:
     d = cfg.distributed
     maybe_initialize_distributed(coordinator=d.coordinator, num_processes=d.num_processes, process_id=d.process_id,
                                  cpu_collectives=d.cpu_collectives)
+    check_spans_processes(cfg.mesh, jax.device_count(), jax.process_count())   # before any model or folder
     run_dir = run_dir_of(cfg)
     # One writer per run folder (process 0 writes for all processes of a run).
     lock = (folder_lock(run_dir, "training run folder", scaffolding=("config.json", "train.log"))

@@ -26,12 +26,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_processes(run_dir, steps):
+def _two_processes(run_dir, steps, mesh=("--config.mesh.fsdp=8",), rc=0):
     port = _free_port()
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     procs = [subprocess.Popen(
         [sys.executable, "-m", "memr1_jax.train", "--config", "configs/tiny_cpu.py", f"--config.steps={steps}",
-         "--config.mesh.fsdp=8", "--config.export_hf=false", f"--config.run_dir={run_dir}",
+         *mesh, "--config.export_hf=false", f"--config.run_dir={run_dir}",
          f"--config.distributed.coordinator=127.0.0.1:{port}", "--config.distributed.num_processes=2",
          f"--config.distributed.process_id={i}"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
@@ -44,7 +44,7 @@ def _two_processes(run_dir, steps):
                 q.kill()
             raise
     # both tails: when one process stops early, the other's error is only gloo's timeout
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(
+    assert [p.returncode for p in procs] == [rc, rc], "\n".join(
         f"--- process {i} (rc {p.returncode}):\n{out[-2500:]}" for i, (p, out) in enumerate(zip(procs, outs)))
     return outs
 
@@ -78,3 +78,23 @@ def test_two_processes_train_like_one_process_with_eight_devices(tmp_path, share
     assert (run / "samples.jsonl").read_text() == (ref / "samples.jsonl").read_text()
     val, ref_val = ([json.loads(x) for x in (d / "validation.jsonl").read_text().splitlines()] for d in (run, ref))
     assert [v["step"] for v in val] == [0, 2] and val == ref_val
+
+
+def test_two_processes_whose_mesh_does_not_span_every_device_stop_before_loading(tmp_path):
+    # The README's multi-host command without mesh flags (a 1x1x1 mesh of 8 devices) used to
+    # train, then die at the first checkpoint ("Cannot serialize host local jax.Array").
+    run = tmp_path / "run"
+    outs = _two_processes(run, steps=2, mesh=(), rc=2)
+    for out in outs:
+        assert "error: mesh.data=1 x mesh.fsdp=1 x mesh.tensor=1 spans 1 of the 8 devices of 2 processes" in out, out
+        assert "Traceback" not in out
+    assert not run.exists()
+
+
+def test_the_span_check_accepts_meshes_over_every_device():
+    from memr1_jax.parallel.mesh import MeshConfig, check_spans_processes
+    check_spans_processes(MeshConfig(data=1, fsdp=1, tensor=1), 1, 1)     # one process: any mesh
+    check_spans_processes(MeshConfig(data=1, fsdp=-1, tensor=1), 8, 2)
+    check_spans_processes(MeshConfig(data=2, fsdp=2, tensor=2), 8, 2)
+    with pytest.raises(ValueError, match="spans 4 of the 8 devices"):
+        check_spans_processes(MeshConfig(data=2, fsdp=2, tensor=1), 8, 2)

@@ -87,6 +87,18 @@ def mesh_devices(cfg: MeshConfig, devices: Sequence | None = None) -> list:
     return devices[:n]
 
 
+def check_spans_processes(cfg: MeshConfig, num_devices: int, num_processes: int) -> None:
+    """A run of several processes must put its mesh over every global device: an array on the
+    devices of one process cannot be saved by all of them (orbax: "Cannot serialize host local
+    jax.Array"), so without this check the run trains and then dies at its first checkpoint."""
+    sizes = (cfg.data, cfg.fsdp, cfg.tensor)
+    n = num_devices if -1 in sizes else int(np.prod(sizes))
+    if num_processes > 1 and n != num_devices:
+        raise ValueError(f"mesh.data={cfg.data} x mesh.fsdp={cfg.fsdp} x mesh.tensor={cfg.tensor} spans {n} of the "
+                         f"{num_devices} devices of {num_processes} processes; a run of several processes must span "
+                         f"them all: set --config.mesh.fsdp=-1 (or sizes whose product is {num_devices})")
+
+
 @contextlib.contextmanager
 def mesh_context(mesh: Mesh | None, rules: Rules | None = None):
     """Activates ``mesh`` and the logical rules so ``nn.with_logical_constraint`` in the
