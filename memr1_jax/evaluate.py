@@ -42,6 +42,7 @@ from memr1_jax.config import (DATA_FORMATS, MAIN_JOB_SYSTEMS, MANAGER_KINDS, SPL
 from memr1_jax.data.locomo import LocomoFormatError
 from memr1_jax.eval.systems import evaluate_systems
 from memr1_jax.files import FolderInUse, safe_name
+from memr1_jax.run.preemption import INTERRUPT_EXIT_CODE
 from memr1_jax.trained import pipeline_of_system
 
 # flag -> run-config key
@@ -169,6 +170,10 @@ def main(argv=None) -> int:
     except (LocomoFormatError, FileNotFoundError, FolderInUse, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: the predictions written so far are kept; rerun the same command to continue",
+              file=sys.stderr)
+        return INTERRUPT_EXIT_CODE
     if len(cfgs) > 1:
         print(f"\n{len(cfgs)} systems on the same questions ({cfgs[0].data.path}, {cfgs[0].eval.split}):\n{table}")
     return 0

@@ -36,6 +36,7 @@ from memr1_jax.files import FolderInUse, safe_name
 from memr1_jax.run.guards import EXIT_CODE as DIVERGED_EXIT_CODE
 from memr1_jax.run.guards import TrainingDiverged
 from memr1_jax.run.preemption import EXIT_CODE as PREEMPTED_EXIT_CODE
+from memr1_jax.run.preemption import INTERRUPT_EXIT_CODE
 from memr1_jax.trained import TrainedPipeline, load_pipeline, write_pipeline
 from memr1_jax.train import train
 
@@ -77,15 +78,16 @@ def linked(stages: dict[str, RunConfig], root: pathlib.Path, manager_agent: str 
 
 
 class Preempted(Exception):
-    """A training stage stopped on SIGTERM after saving a checkpoint; rerun to resume."""
+    """A training stage stopped on SIGTERM or Ctrl-C after saving a checkpoint (args: its run folder,
+    the exit code); rerun to resume."""
 
 
 def _trained_agent(cfg: RunConfig) -> str:
     """A stage's selected agent: its adapter folder, or the untrained model when validation kept step 0."""
     summary = pathlib.Path(cfg.run_dir) / "summary.json"
     done = summary.is_file() and not json.loads(summary.read_text()).get("preempted")
-    if not done and train(cfg)["preempted"]:
-        raise Preempted(cfg.run_dir)
+    if not done and (out := train(cfg))["preempted"]:
+        raise Preempted(cfg.run_dir, out["exit_code"])
     return json.loads(summary.read_text()).get("adapter") or cfg.model.name
 
 
@@ -148,11 +150,14 @@ def main(argv=None) -> int:
         print(f"error: training stopped at {e}", file=sys.stderr)
         return DIVERGED_EXIT_CODE
     except Preempted as e:
-        print(f"pre-empted: stage {e} saved a checkpoint; rerun with --run-dir {root} to resume", file=sys.stderr)
-        return PREEMPTED_EXIT_CODE
+        print(f"stopped: stage {e.args[0]} saved a checkpoint; rerun with --run-dir {root} to resume", file=sys.stderr)
+        return e.args[1] if len(e.args) > 1 else PREEMPTED_EXIT_CODE
     except (ConfigError, LocomoFormatError, FileNotFoundError, FolderInUse, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: rerun with --run-dir {root} to resume from the last checkpoints", file=sys.stderr)
+        return INTERRUPT_EXIT_CODE
     print(f"\nthe staged pipeline ({root}) against its baselines:\n{table}")
     return 0
 

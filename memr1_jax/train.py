@@ -18,7 +18,8 @@ Resume and pre-emption: a checkpoint is saved every ``save_every`` steps. Rerunn
 command with the same ``--config.run_dir`` restores the latest one (params, optimiser and
 critic state, RNG, best-so-far), drops the log rows written after it and continues, so the
 logs end as those of an uninterrupted run. On SIGTERM the current step is finished, a
-checkpoint is saved and the process exits with status 143.
+checkpoint is saved and the process exits with status 143; Ctrl-C does the same and exits with
+130 (a second Ctrl-C stops at once, losing only the step in progress).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from memr1_jax.run.guards import EXIT_CODE as DIVERGED_EXIT_CODE
 from memr1_jax.run.guards import TrainingDiverged, check_finite_weights, check_rewards, check_update
 from memr1_jax.run.hooks import Hooks, StepInfo
 from memr1_jax.run.preemption import EXIT_CODE as PREEMPTED_EXIT_CODE
+from memr1_jax.run.preemption import INTERRUPT_EXIT_CODE
 from memr1_jax.run.preemption import PreemptionGuard
 from memr1_jax.run.records import RunRecords
 from memr1_jax.sampling.sampler import fetch
@@ -196,7 +198,7 @@ def _train_in(cfg: RunConfig, run_dir: pathlib.Path, progress: bool, guard: Pree
             if guard.requested and step < cfg.steps:
                 if step % cfg.save_every:
                     save(step, state)
-                log(f"SIGTERM: stopped after step {step}, checkpoint saved in {ckpt.directory}; "
+                log(f"{guard.name}: stopped after step {step}, checkpoint saved in {ckpt.directory}; "
                     "rerun the same command to resume")
                 preempted = True
                 break
@@ -211,7 +213,8 @@ def _train_in(cfg: RunConfig, run_dir: pathlib.Path, progress: bool, guard: Pree
     guard.__exit__(None, None, None)   # from here on SIGTERM ends the process as usual
     ckpt.close()
     summary = {"run_dir": str(run_dir), "rewards": [h["reward_mean"] for h in rec.history],
-               "validation": rec.validation, "best": dict(best), "preempted": preempted}
+               "validation": rec.validation, "best": dict(best), "preempted": preempted,
+               "exit_code": guard.exit_code if preempted else 0}
     if not preempted:
         summary.update(_finish(cfg, task, rec, best, best_ckpt, state, rl))
     best_ckpt.close()
@@ -369,7 +372,11 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, FolderInUse) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return PREEMPTED_EXIT_CODE if summary["preempted"] else 0
+    except KeyboardInterrupt:   # the second Ctrl-C, or one outside the step loop
+        print("\ninterrupted: the step in progress is lost; rerun the same command to resume from the last "
+              "checkpoint", file=sys.stderr)
+        return INTERRUPT_EXIT_CODE
+    return summary.get("exit_code", PREEMPTED_EXIT_CODE if summary["preempted"] else 0)
 
 
 if __name__ == "__main__":

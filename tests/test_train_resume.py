@@ -99,6 +99,21 @@ def test_sigterm_saves_and_exits_then_rerun_gives_identical_logs(tmp_path, refer
     assert (run / "hf").is_dir()
 
 
+def test_ctrl_c_saves_and_exits_130_with_one_line_then_rerun_gives_identical_logs(tmp_path, reference):
+    # Ctrl-C used to print orbax's KeyboardInterrupt traceback and lose the step in progress.
+    run = tmp_path / "run"
+    rc, out = _start_and_signal(run, signal.SIGINT, 2)
+    assert rc == 130, out[-2000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    stopped = len(_rows(run, "metrics.jsonl"))
+    assert f"Ctrl-C: stopped after step {stopped}, checkpoint saved" in out
+    assert (run / "checkpoints" / str(stopped)).is_dir()
+    out = _run(run).stdout
+    assert f"resumed from the checkpoint of step {stopped}" in out
+    for name in LOGS:
+        assert _rows(run, name) == reference[name], name
+
+
 def test_rerun_with_another_config_is_refused_and_loses_nothing(tmp_path):
     run = tmp_path / "run"
     _run(run, "--config.steps=2")

@@ -1,31 +1,50 @@
-"""SIGTERM as a request to stop after the current step (what a Cloud TPU VM, Slurm or
-Kubernetes sends before reclaiming the machine): the loop checks ``requested``, saves a
-checkpoint and exits; rerunning the same command resumes from it."""
+"""SIGTERM (what a Cloud TPU VM, Slurm or Kubernetes sends before reclaiming the machine) and
+Ctrl-C as requests to stop after the current step: the loop checks ``requested``, saves a
+checkpoint and exits with 128 + the signal (143, 130); rerunning the same command resumes.
+A second Ctrl-C stops at once (``KeyboardInterrupt``), losing the step in progress only."""
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
 EXIT_CODE = 128 + signal.SIGTERM   # what a shell reports for a run ended by SIGTERM
+INTERRUPT_EXIT_CODE = 128 + signal.SIGINT
+NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}
 
 
 class PreemptionGuard:
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGTERM)
+
+    @property
+    def name(self) -> str:
+        return NAMES.get(self.signum, "SIGTERM")
 
     def _handle(self, signum, frame):
-        self.requested = True
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt   # the second Ctrl-C: stop now
+        self.requested, self.signum = True, self.signum or signum
+        if signum == signal.SIGINT:
+            print("\nCtrl-C: stopping after the current step and its checkpoint (Ctrl-C again to stop now)",
+                  file=sys.stderr, flush=True)
 
     def __enter__(self) -> "PreemptionGuard":
         # Signal handlers can only be installed from the main thread; elsewhere (a library
         # caller's worker thread) the run simply keeps the default behaviour.
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
