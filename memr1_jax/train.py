@@ -369,7 +369,7 @@ def main(argv=None) -> int:
     except TrainingDiverged as e:
         print(f"error: training stopped at {e}", file=sys.stderr)
         return DIVERGED_EXIT_CODE
-    except (ValueError, FileNotFoundError, FolderInUse) as e:
+    except (ValueError, OSError, FolderInUse) as e:   # OSError: a full disk, a folder not writable (named)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:   # the second Ctrl-C, or one outside the step loop

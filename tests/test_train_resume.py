@@ -163,3 +163,32 @@ def test_checkpoints_in_another_folder_resume(tmp_path):
     out = _run(run, "--config.steps=2", f"--config.checkpoint_dir={store}").stdout
     assert "resumed from the checkpoint of step 1" in out
     assert (store / "checkpoints" / "2").is_dir() and not (run / "checkpoints").exists()
+
+
+def test_a_full_disk_stops_with_one_line_naming_the_folder_and_the_rerun_resumes(tmp_path, monkeypatch, capsys):
+    # A full disk used to print 88 tracebacks from orbax's writer threads before the error line.
+    import collections
+
+    from memr1_jax import train
+    from memr1_jax.rl import checkpoint
+    run = tmp_path / "run"
+    real, calls = checkpoint.shutil.disk_usage, []
+
+    def full_after_first(path):
+        calls.append(path)
+        u = real(path)
+        return u if len(calls) == 1 else collections.namedtuple("U", "total used free")(u.total, u.total, 4096)
+
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", full_after_first)
+    args = ["--config", str(REPO / "configs/tiny_cpu.py"), "--config.steps=3", f"--config.run_dir={run}",
+            "--config.export_hf=false", "--config.eval.after_training=false"]
+    capsys.readouterr()
+    assert train.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {run / 'checkpoints'}: no room for the checkpoint of step 2")
+    assert "resume from step 1" in err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["1"]
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", real)
+    assert train.main(args) == 0
+    assert "resumed from the checkpoint of step 1" in (run / "train.log").read_text()
+    assert [json.loads(x)["step"] for x in _rows(run, "metrics.jsonl")] == [1, 2, 3]

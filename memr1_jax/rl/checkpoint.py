@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -84,6 +85,10 @@ class RestoredRun:
     step: int
 
 
+class NoSpace(OSError):
+    """The checkpoint's folder has no room for it (the message names the folder and sizes)."""
+
+
 class RLCheckpointer:
     """Saves every ``save_every`` steps (``maybe_save``) and at exit (``close(step, state)``).
 
@@ -114,11 +119,25 @@ class RLCheckpointer:
         if not (force or self.manager.should_save(int(step))):
             return False
         tree = _to_tree(state, self.include_base)
+        self._check_room(int(step), tree)
         meta["fingerprint"] = fingerprint(tree)
         saved = self.manager.save(
             int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
                                                meta=ocp.args.JsonSave(meta)), force=force)
         return bool(saved)
+
+    def _check_room(self, step: int, tree) -> None:
+        """A full disk found before orbax starts writing: its writer threads would each print a
+        traceback before the error arrives. A local folder only (a bucket has no free-space figure)."""
+        if "://" in self.directory:
+            return
+        need = int(1.1 * sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(tree))) + (1 << 20)
+        free = shutil.disk_usage(self.directory).free
+        if free < need:
+            last = self.latest_step()
+            raise NoSpace(f"{self.directory}: no room for the checkpoint of step {step} (about {need / 1e6:.1f} MB, "
+                          f"{free / 1e6:.1f} MB free); nothing of step {step} was saved. Free space and rerun the same "
+                          "command to resume " + (f"from step {last}" if last is not None else "from the start"))
 
     def save_now(self, step: int, state: TrainState, **kw) -> bool:
         return self.maybe_save(step, state, force=True, **kw)
