@@ -32,6 +32,8 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     "tpu": ["jax[tpu]==0.10.2"],
+    # the memory service's PostgreSQL store (--store postgresql://...)
+    "postgres": ["psycopg[binary]>=3.2", "psycopg-pool>=3.2"],
     "gpu": ["jax[cuda12]==0.10.2"],
     # Test-only references: PyTorch (CPU build) + transformers for logit parity.
     "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "torch==2.13.0", "transformers>=4.50",
@@ -42,7 +44,9 @@ EXTRAS = {
              # tests. mem0ai itself goes in with --no-deps (.ci/run, README): it pins protobuf<7, and
              # sentencepiece's generated code needs protobuf>=7.
              "httpx>=0.27", "openai>=1.40", "qdrant-client>=1.12", "posthog>=3.5", "sqlalchemy>=2.0",
-             "pytz>=2024.1"],
+             "pytz>=2024.1",
+             # the PostgreSQL store's tests (a throwaway cluster from the machine's initdb / pg_ctl)
+             "psycopg[binary]>=3.2", "psycopg-pool>=3.2"],
 }
 # benchmarks/train_step.py's peer: TRL's GRPOTrainer with a peft LoRA (and what TRL imports).
 EXTRAS["bench"] = EXTRAS["test"] + ["trl==1.16.0", "peft>=0.17", "datasets>=3.0"]

@@ -5,8 +5,9 @@ fresh store, an API key) on a free 127.0.0.1 port, fills one user with ``--prefi
 for 1, 8 and 32 concurrent clients runs ``--seconds`` of POST /memories as an application sends
 them (a user's message, infer=True: extraction, the Memory Manager, storage), of POST /memories
 with infer=False (storage and embedding, no LLM) and of POST /search (top_k 10). The add rows
-count the memories the responses report stored (ADD / UPDATE) and removed (DELETE). Reports the
-server's peak RSS.
+count the memories the responses report stored (ADD / UPDATE) and removed (DELETE). Then the
+same storage-bound rows (infer=False add, search) on a PostgreSQL store (a throwaway local
+cluster) in the same run, with their ratio to SQLite's. Reports the servers' peak RSS.
 
 The same inferring adds go to mem0ai's ``Memory`` on the same backbone (this project's loopback
 /v1 endpoints, as ``--system mem0-oss``) with 8 threads, counting what it stored; last line
@@ -17,7 +18,7 @@ SQLite history), in process, with the same MiniLM encoder in process, against
 ``memr1_jax.Memory`` in process, both driven by 8 threads with the same texts and queries.
 Last line: ``search speedup vs mem0ai X.Y.Z (in-process, 8 threads): S`` (memr1 / mem0 requests/s).
 
-Usage: python benchmarks/serve.py [--seconds 10] [--prefill 1000] [--clients 1,8,32]
+Usage: python benchmarks/serve.py [--seconds 10] [--prefill 1000] [--clients 1,8,32] [--stores sqlite,postgresql]
 """
 
 from __future__ import annotations
@@ -89,13 +90,14 @@ def run_clients(n: int, seconds: float, request) -> tuple[int, np.ndarray, int]:
     return len(lat), np.asarray(lat), fails[0]
 
 
-def http_table(args) -> list[tuple]:
+def http_table(args, store: str, infer: bool) -> list[tuple]:
+    """Rows of one server over ``store`` (an SQLite file or a postgresql:// URL); the inferring add
+    (model-bound, the same on either store) only with ``infer``."""
     import httpx
-    tmp = tempfile.mkdtemp()
     port = free_port()
     env = dict(os.environ, MEMR1_API_KEY=KEY)
     proc = subprocess.Popen([sys.executable, "-m", "memr1_jax.serve", "--port", str(port), "--store",
-                             f"{tmp}/bench.db", "--log-level", "warning"], env=env,
+                             store, "--log-level", "warning"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -135,14 +137,15 @@ def http_table(args) -> list[tuple]:
             def search(k, i):
                 r = clients[k].post("/search", json={"query": texts[k][i % 4096], "user_id": "bench", "top_k": 10})
                 return r.status_code == 200
-            for name, fn in (("add (infer)", add_infer), ("add (infer=False)", add), ("search", search)):
+            ops = (("add (infer)", add_infer),) * infer + (("add (infer=False)", add), ("search", search))
+            for name, fn in ops:
                 run_clients(n, 1.0, fn)   # warm-up: the encoder compiles its shape buckets, the models theirs
                 changed.update(stored=0, removed=0)
                 done, lat, fails = run_clients(n, args.seconds, fn)
                 kept = (f"{changed['stored']} / {changed['removed']}" if fn is add_infer
                         else (f"{done - fails} / 0" if fn is add else "-"))
                 rows.append((name, n, done, done / args.seconds, np.percentile(lat, 50), np.percentile(lat, 99), fails,
-                             kept))
+                             kept, store.split("://")[0] if "://" in store else "sqlite"))
             for c in clients:
                 c.close()
         with open(f"/proc/{proc.pid}/status") as f:
@@ -187,7 +190,7 @@ def peer(args, encoder) -> tuple[list[tuple], str]:
     # bounds for axis 0 with size 2527"): its calls go one at a time, as in --system mem0-oss.
     from memr1_jax.eval.mem0_oss import _Locked
     m0.vector_store = _Locked(m0.vector_store)
-    ours = Memory({"path": str(tmp / "memr1.db")}, encoder=encoder)
+    ours = Memory({"store": str(tmp / "memr1.db")}, encoder=encoder)
     rng = np.random.default_rng(0)
     pre = [sentence(rng) for _ in range(args.prefill)]
     rows = []
@@ -245,18 +248,34 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--prefill", type=int, default=1000)
     p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--stores", default="sqlite,postgresql", help="postgresql: a throwaway local cluster "
+                   "(memr1_jax.service.pg_cluster), add (infer=False) and search rows")
     args = p.parse_args()
     args.clients = [int(x) for x in args.clients.split(",")]
     from memr1_jax.memory.encoder import load_minilm
     print(f"python -m memr1_jax.serve, MiniLM encoder, {args.prefill} memories prefilled, {args.seconds:.0f} s "
           f"per row, {os.cpu_count()} CPUs")
-    rows, server_peak = http_table(args)
-    print("\n| op | clients | requests | req/s | p50 ms | p99 ms | failed | memories stored / removed |"
-          "\n|---|---|---|---|---|---|---|---|")
+    rows, server_peak = http_table(args, f"{tempfile.mkdtemp()}/bench.db", infer=True)
+    if "postgresql" in args.stores:
+        from memr1_jax.service.pg_cluster import LocalCluster, binaries_missing
+        if binaries_missing():
+            print(f"postgresql rows skipped: {binaries_missing()}")
+        else:
+            with LocalCluster() as pg:
+                pg_rows, pg_peak = http_table(args, pg.create_database("bench"), infer=False)
+            rows += pg_rows
+            server_peak = max(server_peak, pg_peak)
+    print("\n| store | op | clients | requests | req/s | p50 ms | p99 ms | failed | memories stored / removed |"
+          "\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f} | {r[6]} | {r[7]} |")
+        print(f"| {r[8]} | {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f} | {r[6]} | {r[7]} |")
     print(f"\nserver peak RSS: {server_peak:.0f} MiB")
-    ours = next(r for r in rows if r[0] == "add (infer)" and r[1] == 8)
+    for op in ("add (infer=False)", "search"):
+        by = {(r[8], r[1]): r[3] for r in rows if r[0] == op}
+        for n in args.clients:
+            if ("postgresql", n) in by:
+                print(f"{op}, {n} clients: postgresql / sqlite req/s = {by[('postgresql', n)] / by[('sqlite', n)]:.2f}")
+    ours = next(r for r in rows if r[0] == "add (infer)" and r[1] == 8 and r[8] == "sqlite")
     stored, rate, done, fails, ver = mem0_inferring(args)
     print(f"\nmem0ai {ver}, the same kind of messages, 8 threads, {args.seconds:.0f} s: {done} adds ({rate:.2f} req/s, "
           f"{fails} raised), {stored} memories stored")

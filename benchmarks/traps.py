@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         else:
             if name not in systems:
                 p.error(f"--systems: unknown system {name!r}; known: {', '.join(list(systems) + ['mem0'])}")
-            m = Memory({**systems[name], "path": str(work / f"{name.replace('/', '_')}.db")}, encoder=encoder)
+            m = Memory({**systems[name], "store": str(work / f"{name.replace('/', '_')}.db")}, encoder=encoder)
             results[name], notes[name] = run_traps(ServiceSystem(m), traps), m.agents_note
             m.close()
         print(f"{name}: {sum(r['pass'] for r in results[name])}/{len(traps)} in {time.perf_counter() - t0:.0f} s "
@@ -115,7 +115,7 @@ def run_mem0(traps, model, encoder, work, Memory):
     from memr1_jax.service.engine import Engine
     backbone = Engine(ChatLLM.from_registry(model, batch_size=4))   # only mem0 needs it outside a Memory
     dim = int(encoder(["probe"]).shape[-1])
-    answerer = Memory({"path": str(work / "mem0-answers.db"), "agents": "untrained", "answer_prompt": "mem0",
+    answerer = Memory({"store": str(work / "mem0-answers.db"), "agents": "untrained", "answer_prompt": "mem0",
                        "answer_k": 5, "answer_max_new_tokens": 24}, llm=backbone, encoder=encoder)
     with local_service(backbone.llm, encoder, work / "mem0", "minilm") as (url, key):
         system = Mem0System(Mem0Memory.from_config(mem0_config(url, key, dim, work / "mem0", 256)), answerer)

@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default=None, help=f"default {LOOPBACK}; another host needs MEMR1_API_KEY")
-    p.add_argument("--store", default=d.path, help=f"the SQLite store (default {d.path})")
+    p.add_argument("--store", default=d.store, help=f"an SQLite file (default {d.store}) or a postgresql:// URL: "
+                   "several servers on one database share one memory")
     p.add_argument("--model", default=d.llm, help="the backbone (fact extraction, /v1/chat) that the agents are "
                    "over: a registry preset or a model folder")
     p.add_argument("--agents", default=d.agents, help=f"the Memory Manager and Answer Agent: {AGENTS_HELP}")
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
     from memr1_jax.service.memory import Memory, MemoryConfig
     from memr1_jax.service.store import StoreError
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = MemoryConfig(path=args.store, llm=args.model, agents=args.agents, manager_model=args.manager_model,
+    cfg = MemoryConfig(store=args.store, llm=args.model, agents=args.agents, manager_model=args.manager_model,
                        answer_model=args.answer_model, extraction=args.extraction, encoder=args.encoder,
                        manager=args.manager, batch=args.batch, batch_window_s=args.batch_window_ms / 1000)
     try:

@@ -47,3 +47,24 @@ def registry_loads(monkeypatch):
 
     monkeypatch.setattr(ChatLLM, "from_registry", classmethod(spy))
     return loaded
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for this test process (skipped, saying why, only where no
+    PostgreSQL binaries exist)."""
+    from memr1_jax.service.pg_cluster import LocalCluster, binaries_missing
+    why = binaries_missing()
+    if why:
+        pytest.skip(why)
+    cluster = LocalCluster().start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_spec(request, tmp_path):
+    """Where a test's memory store lives: an SQLite file, or a fresh database on the cluster."""
+    if request.param == "sqlite":
+        return str(tmp_path / "m.db")
+    return request.getfixturevalue("pg_cluster").create_database()

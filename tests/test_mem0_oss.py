@@ -54,7 +54,7 @@ def test_return_shapes_equal_real_mem0s(tmp_path):
     llm = ChatLLM.from_registry("tiny-qwen2")
     with mem0_oss.local_service(llm, enc, tmp_path, "hashing") as (url, key):
         theirs = _session(Mem0.from_config(mem0_oss.mem0_config(url, key, enc.dim, tmp_path, 16)), "u")
-    with Memory({"path": str(tmp_path / "ours.db"), "encoder": "hashing"}, encoder=enc) as m:
+    with Memory({"store": str(tmp_path / "ours.db"), "encoder": "hashing"}, encoder=enc) as m:
         ours = _session(m, "u")
     for call in ours:
         assert _keys(ours[call]) == _keys(theirs[call]), call

@@ -91,7 +91,7 @@ class Extractor:
     ("Alice works as a glassblower.\nAlice owns three cats.", ["Alice works as a glassblower."]),
 ])
 def test_add_stores_grounded_facts_or_the_messages_sentences(tmp_path, reply, stored):
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "manager": "add-all", "extraction": "model"},
+    m = Memory({"store": str(tmp_path / "m.db"), "encoder": "hashing", "manager": "add-all", "extraction": "model"},
                llm=Extractor(reply))
     out = m.add([{"role": "user", "content": "Actually I moved to Lisbon and I work as a glassblower."},
                  {"role": "assistant", "content": "Lisbon is lovely, I live in Rome."}], user_id="alice")
@@ -100,7 +100,7 @@ def test_add_stores_grounded_facts_or_the_messages_sentences(tmp_path, reply, st
 
 
 def test_the_default_sentence_extraction_needs_no_model(tmp_path):
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "manager": "add-all"})   # the default
+    m = Memory({"store": str(tmp_path / "m.db"), "encoder": "hashing", "manager": "add-all"})   # the default
     out = m.add("I moved to Porto last week. My locker code is 4471.", user_id="bob")
     assert [r["memory"] for r in out["results"]] == ["Bob moved to Porto last week.", "Bob's locker code is 4471."]
     assert m.loaded_llm is None
@@ -140,7 +140,7 @@ def test_a_first_add_keeps_every_fact_without_asking_the_manager(tmp_path):
         def generate(self, prompts, max_new_tokens=64, **kw):
             Nothing.calls += 1
             return [types.SimpleNamespace(text="1: NONE\n2: NONE") for _ in prompts]
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": False}, manager_llm=Nothing())
+    m = Memory({"store": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": False}, manager_llm=Nothing())
     out = m.add("I moved to Porto last week and I work as a glassblower.", user_id="alice")
     assert [r["memory"] for r in out["results"]] == ["Alice moved to Porto last week.", "Alice works as a glassblower."]
     assert Nothing.calls == 0

@@ -37,7 +37,7 @@ def server(tmp_path, key: str | None = KEY, args=(), store="m.db"):
         env["MEMR1_API_KEY"] = key
     log = open(tmp_path / f"server-{port}.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "memr1_jax.serve", "--port", str(port), "--store",
-                             str(tmp_path / store), "--encoder", "hashing", "--model", "tiny-qwen2",
+                             store if "://" in store else str(tmp_path / store), "--encoder", "hashing", "--model", "tiny-qwen2",
                              "--log-level", "warning", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -100,8 +100,8 @@ def test_without_a_key_it_serves_loopback_only_and_says_so(tmp_path):
         assert "127.0.0.1 only" in s.log_path.read_text()
 
 
-def test_bad_requests_get_4xx_and_change_nothing(tmp_path):
-    with server(tmp_path, args=("--max-body-bytes", "65536")) as s, client(s.url) as c:
+def test_bad_requests_get_4xx_and_change_nothing(tmp_path, store_spec):
+    with server(tmp_path, args=("--max-body-bytes", "65536"), store=store_spec) as s, client(s.url) as c:
         kept = c.post("/memories", json={"messages": [{"role": "user", "content": "kept"}], "user_id": "u",
                                          "infer": False}).json()["results"][0]
         bad = [
@@ -131,8 +131,8 @@ def test_bad_requests_get_4xx_and_change_nothing(tmp_path):
         assert len(c.get(f"/memories/{kept['id']}/history").json()) == 1
 
 
-def test_concurrent_clients_adding_and_searching_lose_nothing(tmp_path):
-    with server(tmp_path) as s:
+def test_concurrent_clients_adding_and_searching_lose_nothing(tmp_path, store_spec):
+    with server(tmp_path, store=store_spec) as s:
         acked, failures = [], []
         stop = time.monotonic() + 6
 
@@ -161,9 +161,9 @@ def test_concurrent_clients_adding_and_searching_lose_nothing(tmp_path):
         assert stored == set(acked)
 
 
-def test_kill_9_mid_write_loses_no_acknowledged_write(tmp_path):
+def test_kill_9_mid_write_loses_no_acknowledged_write(tmp_path, store_spec):
     acked, stop = [], threading.Event()
-    with server(tmp_path) as s:
+    with server(tmp_path, store=store_spec) as s:
         def writer(k):
             with client(s.url) as c:
                 i = 0
@@ -186,15 +186,60 @@ def test_kill_9_mid_write_loses_no_acknowledged_write(tmp_path):
         for t in threads:
             t.join()
     assert len(acked) > 20
-    db = sqlite3.connect(tmp_path / "m.db")
-    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    db.close()
-    with server(tmp_path) as s, client(s.url) as c:
+    if "://" not in store_spec:
+        db = sqlite3.connect(store_spec)
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        db.close()
+    with server(tmp_path, store=store_spec) as s, client(s.url) as c:
         stored = {m["id"] for m in _count(c)}
         assert set(acked) <= stored
         assert len(stored) - len(acked) <= 8     # at most the in-flight writes of the 8 writers
         for mid in list(stored)[:5]:
             assert [h["event"] for h in c.get(f"/memories/{mid}/history").json()] == ["ADD"]
+
+
+def test_two_servers_on_one_postgresql_database_share_one_memory(tmp_path, pg_cluster):
+    # Found through the other server at once; 8 writers x 50 writes over both, one server killed
+    # with -9 midway: every acknowledged write is stored once, none twice.
+    url = pg_cluster.create_database()
+    with server(tmp_path, store=url) as a, server(tmp_path, store=url) as b, client(a.url) as ca, \
+            client(b.url) as cb:
+        mid = ca.post("/memories", json={"messages": "Alice keeps bees in Porto.", "user_id": "alice",
+                                         "infer": False}).json()["results"][0]["id"]
+        t0 = time.monotonic()
+        found = []
+        while time.monotonic() - t0 < 1.0 and not found:
+            found = [m["id"] for m in cb.post("/search", json={"query": "Who keeps bees?", "user_id": "alice"}
+                                              ).json()["results"]]
+        assert found == [mid], "a memory added through one server was not found through the other within 1 s"
+
+        acked, lost = [], []
+
+        def writer(k):
+            with client(a.url) as c1, client(b.url) as c2:
+                for i in range(50):
+                    c = (c1, c2)[i % 2]
+                    try:
+                        r = c.post("/memories", json={"messages": f"note {k}-{i}", "user_id": "u", "infer": False})
+                    except httpx.HTTPError:
+                        lost.append((k, i))     # the killed server: not acknowledged
+                        continue
+                    if r.status_code == 200:
+                        acked.append((f"note {k}-{i}", r.json()["results"][0]["id"]))
+
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        os.kill(a.pid, signal.SIGKILL)
+        for t in threads:
+            t.join()
+        assert lost and len(acked) > 100
+        stored = [(m["memory"], m["id"]) for m in _count(cb)]
+        assert set(acked) <= set(stored)
+        texts = [t for t, _ in stored]
+        assert len(texts) == len(set(texts)), "a write was stored twice"
+        assert len(stored) - len(acked) <= 8     # at most the requests in flight when the server died
 
 
 def test_openai_compatible_endpoints_serve_the_engine_and_encoder(tmp_path):
@@ -222,3 +267,66 @@ def test_openai_compatible_endpoints_serve_the_engine_and_encoder(tmp_path):
         assert health["largest_batch"] > 1                  # concurrent requests shared a batch
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=s.url + "/v1", api_key="wrong").embeddings.create(model="m", input="x")
+
+
+def _serve_once(store: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "memr1_jax.serve", "--port", str(_free_port()), "--store", store,
+                           "--encoder", "hashing", "--model", "tiny-qwen2"], capture_output=True, text=True,
+                          timeout=120, env={k: v for k, v in os.environ.items() if k != "MEMR1_API_KEY"})
+
+
+def test_a_store_that_cannot_be_used_is_one_line_and_exit_2_writing_nothing(tmp_path, pg_cluster):
+    from memr1_jax.service.store import SCHEMA_VERSION, open_store
+    url = pg_cluster.create_database()
+    open_store(url, 256, "hashing").close()
+    newer = sqlite3.connect(tmp_path / "new.db")
+    newer.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    newer.executemany("INSERT INTO meta VALUES (?, ?)", [("schema", "99"), ("dim", "256"), ("encoder", "hashing")])
+    newer.commit()
+    newer.close()
+    import psycopg
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    cases = [(url, "the store is at schema version 99, newer than this code's"),
+             (str(tmp_path / "new.db"), "the store is at schema version 99, newer than this code's"),
+             (pg_cluster.url(url.rsplit("/", 1)[1], password="wrong"), "password authentication failed"),
+             (f"postgresql://memr1:{pg_cluster.password}@127.0.0.1:{_free_port()}/x", "cannot connect")]
+    for store, problem in cases:
+        p = _serve_once(store)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and problem in lines[0], \
+            (store, p.stderr[-2000:])
+        assert pg_cluster.password not in p.stderr and "wrong" not in p.stderr.replace("wrong API", "")
+    with psycopg.connect(url) as conn:   # nothing written: still the newer schema, no tables added
+        assert dict(conn.execute("SELECT key, value FROM meta").fetchall())["schema"] == "99"
+    db = sqlite3.connect(tmp_path / "new.db")
+    assert db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [("meta",)]
+    assert SCHEMA_VERSION < 99
+
+
+def test_a_store_at_the_first_schema_is_migrated_and_keeps_its_memories(tmp_path):
+    # A file as schema 1 wrote it (before the change counter): opened, migrated in place, readable.
+    from memr1_jax.service.store import SCHEMA_VERSION, MemoryStore
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE memories (id TEXT PRIMARY KEY, memory TEXT NOT NULL, hash TEXT NOT NULL, user_id TEXT,
+            agent_id TEXT, run_id TEXT, actor_id TEXT, role TEXT, metadata TEXT NOT NULL, created_at TEXT NOT NULL,
+            updated_at TEXT, embedding BLOB NOT NULL, seq INTEGER NOT NULL);
+        CREATE TABLE history (id TEXT PRIMARY KEY, memory_id TEXT NOT NULL, old_memory TEXT, new_memory TEXT,
+            event TEXT NOT NULL, created_at TEXT, updated_at TEXT, is_deleted INTEGER NOT NULL, actor_id TEXT,
+            role TEXT, seq INTEGER NOT NULL);
+        INSERT INTO meta VALUES ('schema', '1'), ('dim', '4'), ('encoder', 'hashing');""")
+    db.execute("INSERT INTO memories VALUES ('m1', 'Alice likes tea', 'h', 'alice', NULL, NULL, NULL, 'user', '{}', "
+               "'2026-01-01', NULL, ?, 1)", ((np.ones(4, np.float32) / 2).tobytes(),))
+    db.commit()
+    db.close()
+    store = MemoryStore(path, 4, "hashing")
+    assert [r.memory for r in store.rows({"user_id": "alice"})] == ["Alice likes tea"]
+    v = store.version()
+    store.apply([{"event": "DELETE", "id": "m1"}])
+    assert store.version() == v + 1 and store.count() == 0
+    store.close()
+    meta = dict(sqlite3.connect(path).execute("SELECT key, value FROM meta").fetchall())
+    assert meta["schema"] == str(SCHEMA_VERSION) == "2"

@@ -66,8 +66,8 @@ STEPS = [["Alice lives in Paris", "Alice works as a nurse"],
 
 
 @pytest.fixture
-def memory(tmp_path):
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "extraction": "model", "constrained": False}, llm=Scripted())
+def memory(store_spec):
+    m = Memory({"store": store_spec, "encoder": "hashing", "agents": "untrained", "extraction": "model", "constrained": False}, llm=Scripted())
     yield m
     m.close()
 
@@ -95,9 +95,9 @@ def test_add_applies_the_managers_operations_as_the_training_environment_does(me
     assert lives["created_at"] == "day 0"    # the timestamp the facts were said at
 
 
-def test_concurrent_adds_to_one_user_are_decided_one_after_another(tmp_path):
+def test_concurrent_adds_to_one_user_are_decided_one_after_another(store_spec):
     # Without the per-scope lock two managers could both see no "lives" memory and both ADD.
-    memory = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "extraction": "model", "constrained": False},
+    memory = Memory({"store": store_spec, "encoder": "hashing", "agents": "untrained", "extraction": "model", "constrained": False},
                     llm=Scripted(delay=0.05))
     cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Quito"]
     threads = [threading.Thread(target=memory.add, args=(f"Alice lives in {c}",), kwargs={"user_id": "alice"})
@@ -203,19 +203,19 @@ def test_threads_adding_and_searching_lose_nothing(memory):
 
 def test_store_persists_and_refuses_another_encoder_or_a_damaged_file(tmp_path):
     path = tmp_path / "m.db"
-    with Memory({"path": str(path), "encoder": "hashing"}) as m:
+    with Memory({"store": str(path), "encoder": "hashing"}) as m:
         mid = m.add("durable", user_id="u", infer=False)["results"][0]["id"]
-    with Memory({"path": str(path), "encoder": "hashing"}) as m, Memory({"path": str(path), "encoder": "hashing"}) as other:
+    with Memory({"store": str(path), "encoder": "hashing"}) as m, Memory({"store": str(path), "encoder": "hashing"}) as other:
         assert m.get(mid)["memory"] == "durable"
         assert [h["memory"] for h in m.search("durable", user_id="u")["results"]] == ["durable"]
         other.update(mid, text="still durable")    # another connection writes: the search cache sees it
         assert [h["memory"] for h in m.search("still durable", user_id="u")["results"]] == ["still durable"]
     with pytest.raises(StoreError, match=r"m\.db.*dim="):
-        Memory({"path": str(path), "encoder": "hashing"}, encoder=HashingTestEncoder(dim=16))
+        Memory({"store": str(path), "encoder": "hashing"}, encoder=HashingTestEncoder(dim=16))
     bad = tmp_path / "bad.db"
     bad.write_bytes(os.urandom(4096))
     with pytest.raises(StoreError, match=r"bad\.db"):
-        Memory({"path": str(bad), "encoder": "hashing"})
+        Memory({"store": str(bad), "encoder": "hashing"})
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
@@ -223,11 +223,11 @@ def test_config_rejects_unknown_keys_and_values(tmp_path):
     with pytest.raises(ValueError, match="unknown keys.*'lm'"):
         Memory({"lm": "x"})
     with pytest.raises(ValueError, match="manager"):
-        Memory({"path": str(tmp_path / "m.db"), "manager": "magic"})
+        Memory({"store": str(tmp_path / "m.db"), "manager": "magic"})
 
 
-def test_answer_reads_the_scopes_memories_and_says_when_it_does_not_know(tmp_path):
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained",
+def test_answer_reads_the_scopes_memories_and_says_when_it_does_not_know(store_spec):
+    m = Memory({"store": store_spec, "encoder": "hashing", "agents": "untrained",
                 "answer_min_score": 0.2}, llm=Scripted())
     m.add("Alice lives in Oslo", user_id="alice", infer=False, timestamp="8 May, 2023")
     m.add("Bob lives in Lima", user_id="bob", infer=False)
@@ -264,7 +264,7 @@ def test_the_manager_decodes_under_its_schema_with_the_shown_ids(tmp_path):
             self.seen.append(constraints[0])
             return [types.SimpleNamespace(text=policy(p)) for p in prompts]
     manager = Manager()
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "extraction": "model", "constrained": True}, llm=Scripted(),
+    m = Memory({"store": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "extraction": "model", "constrained": True}, llm=Scripted(),
                manager_llm=manager)
     for facts in STEPS[:2]:
         m.add([{"role": "user", "content": f} for f in facts], user_id="alice")
@@ -294,7 +294,7 @@ def test_the_line_format_manager_applies_one_operation_per_fact(tmp_path):
                 return [types.SimpleNamespace(text="1: UPDATE 0\n2: DELETE 1")]
             return [types.SimpleNamespace(text="1: ADD\n2: ADD")]
     manager = Manager()
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "extraction": "model", "constrained": True,
+    m = Memory({"store": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "extraction": "model", "constrained": True,
                 "manager_output": "lines", "retrieve_k": 1}, llm=Scripted(), manager_llm=manager)
     m.add([{"role": "user", "content": f} for f in ("Lives in Porto", "Has a cat")], user_id="alice")
     out = m.add([{"role": "user", "content": f} for f in ("Lives in Lisbon now", "Has no cat anymore")],
@@ -307,7 +307,7 @@ def test_the_line_format_manager_applies_one_operation_per_fact(tmp_path):
     assert not second.accepts(enc("1: UPDATE 2\n2: ADD")) and not second.accepts(enc("1: ADD"))
     assert "1. Lives in Lisbon now\n2. Has no cat anymore" in manager.prompts[-1]
     with pytest.raises(ValueError, match="manager_output='xml'"):
-        Memory({"path": str(tmp_path / "n.db"), "encoder": "hashing", "manager_output": "xml"}, llm=Scripted())
+        Memory({"store": str(tmp_path / "n.db"), "encoder": "hashing", "manager_output": "xml"}, llm=Scripted())
 
 
 # ---------------------------------------------------------------------------- Engine

@@ -33,14 +33,14 @@ def engine():
     e.close()
 
 
-def _memory(path, engine) -> Memory:
-    return Memory({"path": str(path), "encoder": "hashing", "agents": "untrained", "manager": "add-all",
+def _memory(store, engine) -> Memory:
+    return Memory({"store": str(store), "encoder": "hashing", "agents": "untrained", "manager": "add-all",
                    "extraction": "sentences", "answer_max_new_tokens": 4}, llm=engine)
 
 
 @pytest.fixture
-def svc(tmp_path, engine):
-    m = _memory(tmp_path / "m.db", engine)
+def svc(store_spec, engine):
+    m = _memory(store_spec, engine)
     c = TestClient(create_app(m, api_key=KEY), raise_server_exceptions=False)
     yield m, c
     m.close()
@@ -71,6 +71,7 @@ def _all(c, user="alice"):
     ({"messages": [{"role": "user", "content": "ok"}, {"role": "user", "content": "\ud800"}], "user_id": "a"},
      "body.messages[1].content"),
     ({"messages": "hi", "user_id": "a\ud800"}, "body.user_id"),
+    ({"messages": "hi", "user_id": "a", "infer": False, "metadata": {"t": "a\x00b"}}, "body.metadata.t"),
 ])
 def test_a_write_holding_a_surrogate_or_nan_is_refused_naming_the_field(svc, body, field):
     m, c = svc
@@ -235,8 +236,8 @@ def _routes(app):
     return sorted(set(out))
 
 
-def test_random_bodies_on_every_route_get_2xx_or_4xx_and_the_store_stays_sound(tmp_path, engine):
-    m = _memory(tmp_path / "m.db", engine)
+def test_random_bodies_on_every_route_get_2xx_or_4xx_and_the_store_stays_sound(store_spec, engine):
+    m = _memory(store_spec, engine)
     app = create_app(m, api_key=KEY, max_body_bytes=1 << 20)
     c = TestClient(app, raise_server_exceptions=False)
     routes = _routes(app)

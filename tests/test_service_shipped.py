@@ -13,7 +13,7 @@ from memr1_jax.trained import ROOT
 
 @pytest.fixture(scope="module")
 def memory(tmp_path_factory):
-    m = Memory({"path": str(tmp_path_factory.mktemp("shipped") / "m.db")})
+    m = Memory({"store": str(tmp_path_factory.mktemp("shipped") / "m.db")})
     yield m
     m.close()
 

@@ -101,7 +101,7 @@ class Reader:
 @pytest.mark.parametrize("manager, memory_passes", [("llm", True), ("add-all", False)])
 def test_update_and_delete_through_add_pass_the_memory_rules(tmp_path, manager, memory_passes):
     traps = [t for t in make_traps(3, seed=1) if t.group in ("stale", "deletion", "entities")]
-    m = Memory({"path": str(tmp_path / "m.db"), "encoder": "hashing", "extraction": "sentences", "manager": manager,
+    m = Memory({"store": str(tmp_path / "m.db"), "encoder": "hashing", "extraction": "sentences", "manager": manager,
                 "constrained": False, "answer_min_score": -1.0}, manager_llm=LinesManager(), answer_llm=Reader())
     results = run_traps(ServiceSystem(m), traps)
     by_group = {g: [r["memory_ok"] for r in results if r["group"] == g] for g in ("stale", "deletion", "entities")}

@@ -61,7 +61,7 @@ def local_service(llm, encoder, work: pathlib.Path, encoder_name: str) -> Iterat
     from memr1_jax.service.memory import Memory, MemoryConfig
     key = secrets.token_hex(16)
     engine = Engine(llm)
-    memory = Memory(MemoryConfig(path=str(work / "service.db"), encoder=encoder_name), llm=engine, encoder=encoder)
+    memory = Memory(MemoryConfig(store=str(work / "service.db"), encoder=encoder_name), llm=engine, encoder=encoder)
     app = create_app(memory, api_key=key, model_name="memr1-backbone", encoder_name=encoder_name)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))

@@ -31,7 +31,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-import pathlib
 import threading
 from typing import Sequence
 
@@ -43,7 +42,7 @@ from memr1_jax.agents.memory_manager import OUTPUTS, parse_step, render_step, st
 from memr1_jax.agents.prompts import answer_template, extract_answer, format_memory_line, render_answer_prompt
 from memr1_jax.memory import Event
 from memr1_jax.service.filters import matches, split_filters
-from memr1_jax.service.store import SCOPE_KEYS, MemoryStore, text_hash
+from memr1_jax.service.store import SCOPE_KEYS, open_store, text_hash
 from memr1_jax.service.values import check_value
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ SETTINGS = {"task.manager.output": "manager_output", "task.manager.constrained":
 
 @dataclasses.dataclass(frozen=True)
 class MemoryConfig:
-    path: str = "~/.memr1_jax/memory.db"   # the SQLite store
+    store: str = "~/.memr1_jax/memory.db"  # an SQLite file, or a postgresql:// URL (several servers, one memory)
     llm: str = "smollm2-135m-instruct"      # the backbone (fact extraction, /v1/chat): registry preset or model folder
     agents: str = "trained"                 # see AGENTS_HELP
     manager_model: str | None = None        # the Memory Manager's weights (a model name or adapter folder); None: the agents'
@@ -224,15 +223,14 @@ class Memory:
         a given ``llm`` also serves as the agents not given."""
         cfg = config if isinstance(config, MemoryConfig) else MemoryConfig.from_dict(config or {})
         self.config, self.agents_note = cfg.resolved()
-        log.info("memr1_jax.Memory: %s", self.agents_note)
         if encoder is None:
             from memr1_jax.memory.encoder import make_encoder
             encoder = make_encoder(cfg.encoder)
         self.encoder = encoder
         self._encode_lock = threading.Lock()
         dim = int(self.embed(["probe"]).shape[-1])
-        path = pathlib.Path(cfg.path).expanduser()
-        self.store = MemoryStore(path, dim, encoder=cfg.encoder)
+        self.store = open_store(cfg.store, dim, encoder=cfg.encoder)
+        log.info("memr1_jax.Memory: %s", self.agents_note)
         given = self._wrap(llm)
         self._models = {"llm": given, "manager": self._wrap(manager_llm) or given,
                         "answer": self._wrap(answer_llm) or given}

@@ -1,10 +1,18 @@
-"""The memory service's store: one SQLite file holding memories, their embeddings and history.
+"""The memory service's store: memories, their embeddings and history in SQL.
 
-Everything a write changes (the memory row, its embedding, its history rows) is committed in one
-transaction, in WAL mode with ``synchronous=FULL``: a write that returned survives a kill -9 of
-the process, and a write cut midway leaves nothing behind. Several threads of one process share
-one connection behind a lock; other processes may open the same file (SQLite's own locking;
-``busy_timeout`` waits for a writer instead of failing).
+``open_store(spec, dim, encoder)`` opens an SQLite file (the embedded default) or, for a
+``postgresql://`` URL, a PostgreSQL database (``store_postgres``: several servers, one memory).
+Both give the same guarantees, written once here (``SQLStore``):
+
+- Everything a write changes (the memory row, its embedding, its history rows) is one transaction;
+  writers take turns (SQLite ``BEGIN IMMEDIATE``; PostgreSQL a transaction-level advisory lock),
+  so ``seq`` numbers rise in commit order and a write that returned survives a kill -9 (SQLite in
+  WAL mode with ``synchronous=FULL``; PostgreSQL's own commit).
+- Every write transaction also raises the ``version`` counter in ``meta``: a search index (each
+  scope's embedding matrix, cached per process) is current when its version is the store's, so a
+  memory added through one server is found by the next search through any other.
+- A schema version with migrations (``MIGRATIONS``), applied in one transaction when the store is
+  older than the code and refused, naming both versions, when it is newer.
 
 Rows carry Mem0's fields (id, memory, hash, user_id / agent_id / run_id, actor_id, role,
 metadata, created_at, updated_at) and history rows Mem0's history table's, so the service can
@@ -29,29 +37,42 @@ import numpy as np
 
 from memr1_jax.service.values import check_value, readable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCOPE_KEYS = ("user_id", "agent_id", "run_id")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+# {BLOB} and {INT} are the engine's type names.
+_TABLES = """
 CREATE TABLE IF NOT EXISTS memories (
     id TEXT PRIMARY KEY, memory TEXT NOT NULL, hash TEXT NOT NULL,
     user_id TEXT, agent_id TEXT, run_id TEXT, actor_id TEXT, role TEXT,
     metadata TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT,
-    embedding BLOB NOT NULL, seq INTEGER NOT NULL);
+    embedding {BLOB} NOT NULL, seq {INT} NOT NULL);
 CREATE INDEX IF NOT EXISTS memories_scope ON memories (user_id, agent_id, run_id);
 CREATE INDEX IF NOT EXISTS memories_seq ON memories (seq);
 CREATE TABLE IF NOT EXISTS history (
     id TEXT PRIMARY KEY, memory_id TEXT NOT NULL, old_memory TEXT, new_memory TEXT,
     event TEXT NOT NULL, created_at TEXT, updated_at TEXT, is_deleted INTEGER NOT NULL,
-    actor_id TEXT, role TEXT, seq INTEGER NOT NULL);
+    actor_id TEXT, role TEXT, seq {INT} NOT NULL);
 CREATE INDEX IF NOT EXISTS history_memory ON history (memory_id);
-CREATE INDEX IF NOT EXISTS history_seq ON history (seq);
+CREATE INDEX IF NOT EXISTS history_seq ON history (seq)
 """
 
 
+def _create_tables(store: "SQLStore", db) -> None:
+    for stmt in _TABLES.format(BLOB=store.BLOB, INT=store.INT).split(";"):
+        db.execute(stmt)
+
+
+def _add_version_counter(store: "SQLStore", db) -> None:
+    db.execute("INSERT INTO meta VALUES (?, ?)", ("version", "0"))
+
+
+# MIGRATIONS[n] takes a store at schema n - 1 to schema n (1: the tables; 2: the change counter).
+MIGRATIONS = {1: _create_tables, 2: _add_version_counter}
+
+
 class StoreError(ValueError):
-    """A store file that cannot be used (named in the message)."""
+    """A store that cannot be used (the file or the URL, without its password, named in the message)."""
 
 
 def _refuse(name: str):
@@ -60,6 +81,16 @@ def _refuse(name: str):
 
 def _json(value) -> str:
     return json.dumps(value, allow_nan=False)   # strict: what is stored reads back as JSON
+
+
+def _storable(text) -> bool:
+    """Whether an id could be in the store (no engine holds a NUL or a lone surrogate): another
+    is an unknown id, not an engine error."""
+    try:
+        check_value(text, "id")
+    except ValueError:
+        return False
+    return isinstance(text, str)
 
 
 def now() -> str:
@@ -100,58 +131,59 @@ class Row:
         return item
 
 
-class MemoryStore:
-    """Memories and history in SQLite; embeddings as float32 blobs of a fixed dimension."""
+class SQLStore:
+    """The store's logic over an SQL engine. Subclasses give ``_tx`` (a write transaction, writers
+    one at a time), ``_read`` (rows of one query), ``BLOB`` / ``INT`` and ``location``.
+    SQL is written with ``?`` placeholders; a subclass may translate them."""
 
-    def __init__(self, path: os.PathLike, dim: int, encoder: str = ""):
-        self.path = pathlib.Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    BLOB, INT = "BLOB", "INTEGER"
+    location: str
+
+    def __init__(self, dim: int, encoder: str):
         self.dim = int(dim)
-        self._lock = threading.RLock()
-        self._writes = 0          # this connection's commits (data_version counts the others')
         self._cache: dict[tuple, tuple] = {}
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            # Text that is not UTF-8 (written by another tool) reads as U+FFFD, not an exception.
-            self._db.text_factory = lambda b: b.decode("utf-8", "replace")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            self._check_meta(encoder)
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path}: not a usable memory store ({e})") from e
+        self._cache_lock = threading.Lock()
+        self._open(encoder)
 
-    def _check_meta(self, encoder: str) -> None:
-        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        want = {"schema": str(SCHEMA_VERSION), "dim": str(self.dim), "encoder": encoder}
-        if not meta:
-            with self._tx() as db:
-                db.executemany("INSERT INTO meta VALUES (?, ?)", list(want.items()))
-            return
-        for key, value in want.items():
-            if meta.get(key) != value:
-                raise StoreError(f"{self.path}: store has {key}={meta.get(key)!r}, this service uses "
-                                 f"{value!r} (embeddings of another encoder cannot be searched together); "
-                                 "use another store path or the encoder it was made with")
+    # ------------------------------------------------------------ engine hooks
+    def _tx(self):
+        raise NotImplementedError
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            self._writes += 1
+    def _read(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def _engine_problems(self) -> list[str]:
+        return []
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ schema
+    def _open(self, encoder: str) -> None:
+        with self._tx() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            have = int(meta.get("schema", "0")) if meta else 0
+            if have > SCHEMA_VERSION:
+                raise StoreError(f"{self.location}: the store is at schema version {have}, newer than this code's "
+                                 f"{SCHEMA_VERSION}: upgrade memr1-jax to use it (nothing was changed)")
+            if not meta:
+                db.executemany("INSERT INTO meta VALUES (?, ?)",
+                               [("schema", "0"), ("dim", str(self.dim)), ("encoder", encoder)])
+                meta = {"dim": str(self.dim), "encoder": encoder}
+            for version in range(have + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[version](self, db)
+            if have < SCHEMA_VERSION:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+            for key, value in (("dim", str(self.dim)), ("encoder", encoder)):
+                if meta.get(key) != value:
+                    raise StoreError(f"{self.location}: store has {key}={meta.get(key)!r}, this service uses "
+                                     f"{value!r} (embeddings of another encoder cannot be searched together); "
+                                     "use another store or the encoder it was made with")
 
     # ------------------------------------------------------------------ reads
-    _COLUMNS = "id, memory, hash, user_id, agent_id, run_id, actor_id, role, metadata, created_at, updated_at, embedding"
+    _COLUMNS = ("id, memory, hash, user_id, agent_id, run_id, actor_id, role, metadata, created_at, updated_at, "
+                "embedding")
 
     def _row(self, r) -> Row:
         """A row as stored, made readable: metadata that does not parse as an object is kept as text
@@ -164,48 +196,62 @@ class MemoryStore:
             meta = None
         if not isinstance(meta, dict):
             meta = {"unreadable": str(r[8])}
-        vec = np.frombuffer(r[11], np.float32) if isinstance(r[11], bytes) and len(r[11]) == 4 * self.dim else None
+        blob = bytes(r[11]) if isinstance(r[11], (bytes, memoryview)) else None
+        vec = np.frombuffer(blob, np.float32) if blob is not None and len(blob) == 4 * self.dim else None
         if vec is None or not np.isfinite(vec).all():
             vec = np.zeros(self.dim, np.float32)
         return Row(r[0], r[1], r[2], scope, r[6], r[7], readable(meta), r[9], r[10], vec)
 
     def get(self, memory_id: str) -> Row | None:
-        with self._lock:
-            r = self._db.execute(f"SELECT {self._COLUMNS} FROM memories WHERE id = ?", (memory_id,)).fetchone()
-        return self._row(r) if r else None
+        if not _storable(memory_id):
+            return None
+        rs = self._read(f"SELECT {self._COLUMNS} FROM memories WHERE id = ?", (memory_id,))
+        return self._row(rs[0]) if rs else None
 
     def rows(self, scope: dict) -> list[Row]:
         """Live memories whose user_id / agent_id / run_id equal those given, oldest first."""
-        where = " AND ".join(f"{k} = ?" for k in SCOPE_KEYS if scope.get(k) is not None) or "1"
+        where = " AND ".join(f"{k} = ?" for k in SCOPE_KEYS if scope.get(k) is not None) or "1 = 1"
         args = [scope[k] for k in SCOPE_KEYS if scope.get(k) is not None]
-        with self._lock:
-            rs = self._db.execute(f"SELECT {self._COLUMNS} FROM memories WHERE {where} ORDER BY seq",
-                                  args).fetchall()
-        return [self._row(r) for r in rs]
+        return [self._row(r) for r in self._read(f"SELECT {self._COLUMNS} FROM memories WHERE {where} ORDER BY seq",
+                                                 args)]
+
+    def version(self) -> int:
+        """The store's change counter: raised by every write transaction, through any connection."""
+        return int(self._read("SELECT value FROM meta WHERE key = 'version'")[0][0])
 
     def scope_index(self, scope: dict) -> tuple[list[Row], np.ndarray]:
-        """(rows, [n, D] embeddings) of a scope, cached until any connection writes the file."""
+        """(rows, [n, D] embeddings) of a scope, cached until the store's version changes."""
         key = tuple(scope.get(k) for k in SCOPE_KEYS)
-        with self._lock:
-            version = (self._writes, self._db.execute("PRAGMA data_version").fetchone()[0])
+        version = self.version()
+        with self._cache_lock:
             hit = self._cache.get(key)
-            if hit is not None and hit[0] == version:
-                return hit[1], hit[2]
-            rows = self.rows(scope)
-            mat = np.stack([r.embedding for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
+        if hit is not None and hit[0] == version:
+            return hit[1], hit[2]
+        rows = self.rows(scope)
+        mat = np.stack([r.embedding for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
+        with self._cache_lock:
             if len(self._cache) > 256:   # many scopes: keep memory bounded
                 self._cache.clear()
             self._cache[key] = (version, rows, mat)
-            return rows, mat
+        return rows, mat
+
+    def count(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM memories")[0][0])
+
+    def history(self, memory_id: str) -> list[dict]:
+        if not _storable(memory_id):
+            return []
+        rs = self._read("SELECT id, memory_id, old_memory, new_memory, event, created_at, updated_at, is_deleted, "
+                        "actor_id, role FROM history WHERE memory_id = ? ORDER BY seq", (memory_id,))
+        keys = ("id", "memory_id", "old_memory", "new_memory", "event", "created_at", "updated_at",
+                "is_deleted", "actor_id", "role")
+        return [dict(zip(keys, tuple(r[:7]) + (bool(r[7]),) + tuple(r[8:]))) for r in rs]
 
     def check(self) -> list[str]:
-        """What is wrong with the file, one line each ([] when sound): SQLite's integrity check,
-        then every row's text, metadata, embedding and hash, and history rows' events."""
-        problems = []
-        with self._lock:
-            problems += [f"sqlite: {r[0]}" for r in self._db.execute("PRAGMA integrity_check") if r[0] != "ok"]
-            raw = self._db.execute("SELECT id, memory, hash, metadata, embedding FROM memories").fetchall()
-            events = self._db.execute("SELECT id, event FROM history").fetchall()
+        """What is wrong with the store, one line each ([] when sound): the engine's own check, then
+        every row's text, metadata, embedding and hash, and history rows' events."""
+        problems = self._engine_problems()
+        raw = self._read("SELECT id, memory, hash, metadata, embedding FROM memories")
         for mid, text, digest, meta, emb in raw:
             try:
                 check_value(text, "memory")
@@ -217,23 +263,12 @@ class MemoryStore:
                 problems.append(f"memory {mid}: {e}")
             if text_hash(text) != digest:
                 problems.append(f"memory {mid}: hash does not match its text")
+            emb = bytes(emb)
             if len(emb) != 4 * self.dim or not np.isfinite(np.frombuffer(emb, np.float32)).all():
                 problems.append(f"memory {mid}: embedding is not {self.dim} finite floats")
-        problems += [f"history {hid}: event {ev!r}" for hid, ev in events if ev not in ("ADD", "UPDATE", "DELETE")]
+        problems += [f"history {hid}: event {ev!r}" for hid, ev in self._read("SELECT id, event FROM history")
+                     if ev not in ("ADD", "UPDATE", "DELETE")]
         return problems
-
-    def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM memories").fetchone()[0])
-
-    def history(self, memory_id: str) -> list[dict]:
-        with self._lock:
-            rs = self._db.execute(
-                "SELECT id, memory_id, old_memory, new_memory, event, created_at, updated_at, is_deleted, "
-                "actor_id, role FROM history WHERE memory_id = ? ORDER BY seq", (memory_id,)).fetchall()
-        keys = ("id", "memory_id", "old_memory", "new_memory", "event", "created_at", "updated_at",
-                "is_deleted", "actor_id", "role")
-        return [dict(zip(keys, r[:7] + (bool(r[7]),) + r[8:])) for r in rs]
 
     # ----------------------------------------------------------------- writes
     def _vector(self, embedding) -> bytes:
@@ -241,6 +276,13 @@ class MemoryStore:
         if v.shape != (self.dim,) or not np.isfinite(v).all():
             raise ValueError(f"embedding must be {self.dim} finite floats, got shape {v.shape}")
         return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32).tobytes()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator:
+        """A write transaction that raises the store's version."""
+        with self._tx() as db:
+            yield db
+            db.execute("UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'version'")
 
     @staticmethod
     def _seq(db, table: str) -> int:
@@ -260,67 +302,127 @@ class MemoryStore:
         in the store raises KeyError and nothing of the batch is written, or with
         ``missing="skip"`` is left out (another writer removed it after the manager saw it).
         """
+        for ch in changes:   # before the transaction: a refused value writes nothing
+            check_value(ch.get("memory"), "memory")
+            check_value(ch.get("metadata"), "metadata")
+        with self._write() as db:
+            return self._apply_in(db, changes, missing)
+
+    def _apply_in(self, db, changes: Sequence[dict], missing: str) -> list[dict]:
         out = []
-        with self._tx() as db:
-            for ch in changes:
-                ev = ch["event"]
-                check_value(ch.get("memory"), "memory")
-                check_value(ch.get("metadata"), "metadata")
-                if ev == "ADD":
-                    mid = ch.get("id") or str(uuid.uuid4())
-                    created = ch.get("created_at") or now()
-                    scope = ch["scope"]
-                    db.execute("INSERT INTO memories VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               (mid, ch["memory"], text_hash(ch["memory"]), scope.get("user_id"),
-                                scope.get("agent_id"), scope.get("run_id"), ch.get("actor_id"), ch.get("role"),
-                                _json(ch.get("metadata") or {}), created, created,
-                                self._vector(ch["embedding"]), self._seq(db, "memories")))
-                    self._history(db, mid, None, ch["memory"], "ADD", created, created, False,
-                                  ch.get("actor_id"), ch.get("role"))
-                    out.append({"id": mid, "memory": ch["memory"], "event": "ADD"})
+        for ch in changes:
+            ev = ch["event"]
+            if ev == "ADD":
+                mid = ch.get("id") or str(uuid.uuid4())
+                created = ch.get("created_at") or now()
+                scope = ch["scope"]
+                db.execute("INSERT INTO memories VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (mid, ch["memory"], text_hash(ch["memory"]), scope.get("user_id"),
+                            scope.get("agent_id"), scope.get("run_id"), ch.get("actor_id"), ch.get("role"),
+                            _json(ch.get("metadata") or {}), created, created,
+                            self._vector(ch["embedding"]), self._seq(db, "memories")))
+                self._history(db, mid, None, ch["memory"], "ADD", created, created, False,
+                              ch.get("actor_id"), ch.get("role"))
+                out.append({"id": mid, "memory": ch["memory"], "event": "ADD"})
+                continue
+            mid = ch["id"]
+            r = None if not _storable(mid) else db.execute("SELECT memory, metadata, created_at, actor_id, role FROM memories WHERE id = ?",
+                           (mid,)).fetchone()
+            if r is None:
+                if missing == "skip":
                     continue
-                mid = ch["id"]
-                r = db.execute("SELECT memory, metadata, created_at, actor_id, role FROM memories WHERE id = ?",
-                               (mid,)).fetchone()
-                if r is None:
-                    if missing == "skip":
-                        continue
-                    raise KeyError(mid)
-                old, meta, created, actor, role = r
-                stamp = now()
-                if ev == "UPDATE":
-                    text = ch.get("memory")
-                    new_meta = json.loads(meta)
-                    if ch.get("metadata") is not None:
-                        new_meta.update(ch["metadata"])
-                    if text is not None:
-                        db.execute("UPDATE memories SET memory = ?, hash = ?, embedding = ?, metadata = ?, "
-                                   "updated_at = ? WHERE id = ?",
-                                   (text, text_hash(text), self._vector(ch["embedding"]), _json(new_meta),
-                                    stamp, mid))
-                    else:
-                        db.execute("UPDATE memories SET metadata = ?, updated_at = ? WHERE id = ?",
-                                   (_json(new_meta), stamp, mid))
-                    self._history(db, mid, old, text if text is not None else old, "UPDATE", created, stamp,
-                                  False, actor, role)
-                    out.append({"id": mid, "memory": text if text is not None else old, "event": "UPDATE",
-                                "previous_memory": old})
-                elif ev == "DELETE":
-                    db.execute("DELETE FROM memories WHERE id = ?", (mid,))
-                    self._history(db, mid, old, None, "DELETE", created, stamp, True, actor, role)
-                    out.append({"id": mid, "memory": old, "event": "DELETE"})
+                raise KeyError(mid)
+            old, meta, created, actor, role = r
+            stamp = now()
+            if ev == "UPDATE":
+                text = ch.get("memory")
+                new_meta = json.loads(meta)
+                if ch.get("metadata") is not None:
+                    new_meta.update(ch["metadata"])
+                if text is not None:
+                    db.execute("UPDATE memories SET memory = ?, hash = ?, embedding = ?, metadata = ?, "
+                               "updated_at = ? WHERE id = ?",
+                               (text, text_hash(text), self._vector(ch["embedding"]), _json(new_meta), stamp, mid))
                 else:
-                    raise ValueError(f"unknown change event {ev!r}")
+                    db.execute("UPDATE memories SET metadata = ?, updated_at = ? WHERE id = ?",
+                               (_json(new_meta), stamp, mid))
+                self._history(db, mid, old, text if text is not None else old, "UPDATE", created, stamp,
+                              False, actor, role)
+                out.append({"id": mid, "memory": text if text is not None else old, "event": "UPDATE",
+                            "previous_memory": old})
+            elif ev == "DELETE":
+                db.execute("DELETE FROM memories WHERE id = ?", (mid,))
+                self._history(db, mid, old, None, "DELETE", created, stamp, True, actor, role)
+                out.append({"id": mid, "memory": old, "event": "DELETE"})
+            else:
+                raise ValueError(f"unknown change event {ev!r}")
         return out
 
     def delete_scope(self, scope: dict) -> int:
-        with self._lock:   # no other thread deletes one of these ids in between
-            ids = [r.id for r in self.rows(scope)]
-            if ids:
-                self.apply([{"event": "DELETE", "id": i} for i in ids])
+        """Every memory of the scope deleted (with history rows) in one transaction; how many."""
+        where = " AND ".join(f"{k} = ?" for k in SCOPE_KEYS if scope.get(k) is not None)
+        args = [scope[k] for k in SCOPE_KEYS if scope.get(k) is not None]
+        with self._write() as db:
+            ids = [r[0] for r in db.execute(f"SELECT id FROM memories WHERE {where} ORDER BY seq", args).fetchall()]
+            self._apply_in(db, [{"event": "DELETE", "id": i} for i in ids], "skip")
         return len(ids)
 
     def reset(self) -> None:
-        with self._tx() as db:
+        with self._write() as db:
             db.execute("DELETE FROM memories")
             db.execute("DELETE FROM history")
+
+
+class MemoryStore(SQLStore):
+    """The embedded store: one SQLite file (WAL, ``synchronous=FULL``). Threads of one process share
+    one connection behind a lock; other processes may open the same file (SQLite's locking;
+    ``busy_timeout`` waits for a writer instead of failing)."""
+
+    def __init__(self, path: os.PathLike, dim: int, encoder: str = ""):
+        self.path = pathlib.Path(path)
+        self.location = str(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            # Text that is not UTF-8 (written by another tool) reads as U+FFFD, not an exception.
+            self._db.text_factory = lambda b: b.decode("utf-8", "replace")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            super().__init__(dim, encoder)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: not a usable memory store ({e})") from e
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _engine_problems(self) -> list[str]:
+        return [f"sqlite: {r[0]}" for r in self._read("PRAGMA integrity_check") if r[0] != "ok"]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def is_url(spec: str) -> bool:
+    return str(spec).startswith(("postgresql://", "postgres://"))
+
+
+def open_store(spec: str | os.PathLike, dim: int, encoder: str = "") -> SQLStore:
+    """An SQLite file (a path; ``~`` expanded) or a PostgreSQL database (a ``postgresql://`` URL)."""
+    if is_url(str(spec)):
+        from memr1_jax.service.store_postgres import PostgresStore
+        return PostgresStore(str(spec), dim, encoder)
+    return MemoryStore(pathlib.Path(spec).expanduser(), dim, encoder)

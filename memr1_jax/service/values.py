@@ -30,7 +30,7 @@ def _shown(field: str) -> str:
 
 def check_value(value, field: str) -> None:
     """ValueError naming the field's path when ``value`` is not plain JSON that can be read back:
-    a string with a lone surrogate, a non-finite number, a key that is not a string, nesting
+    a string with a lone surrogate or a NUL, a non-finite number, a key that is not a string, nesting
     deeper than ``MAX_DEPTH``, or a value of another type."""
     stack = [(field, value, 0)]
     while stack:
@@ -43,12 +43,14 @@ def check_value(value, field: str) -> None:
         elif isinstance(x, str):
             if _has_surrogate(x):
                 raise ValueError(f"{_shown(where)}: text holds a lone surrogate (not valid Unicode)")
+            if "\x00" in x:   # PostgreSQL text cannot hold it: refused on every store alike
+                raise ValueError(f"{_shown(where)}: text holds a NUL character")
         elif isinstance(x, (list, tuple, dict)):
             if depth >= MAX_DEPTH:
                 raise ValueError(f"{_shown(where)}: nested deeper than {MAX_DEPTH} levels")
             if isinstance(x, dict):
                 for k, v in x.items():
-                    if not isinstance(k, str) or _has_surrogate(k):
+                    if not isinstance(k, str) or _has_surrogate(k) or "\x00" in k:
                         raise ValueError(f"{_shown(where)}: key {_shown(repr(k))} is not valid text")
                     stack.append((f"{where}.{k}", v, depth + 1))
             else:
