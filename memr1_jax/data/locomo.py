@@ -346,7 +346,7 @@ def parse_conversation(raw: Any, source: str = "<memory>", conv_id: str | None =
                                 summary=summary, events=dict(events) if events is not None else None))
     if sessions and not any(sess.observations for sess in sessions):
         warnings.warn(f"{source}: no session has observations (session_<n>_observation): a bank built from "
-                      "observations will be empty; use data.facts='extract' to extract facts from the turns",
+                      "observations will be empty (data.facts='extract' builds it from the turns)",
                       LocomoWarning, stacklevel=2)
 
     for sess in sessions:
