@@ -117,7 +117,10 @@ def test_add_without_inference_and_every_call_return_mem0s_shapes(memory):
     assert [set(r) for r in out["results"]] == [{"id", "memory", "event", "actor_id", "role"}] * 2
     mid = out["results"][0]["id"]
     item = memory.get(mid)
-    assert set(item) == {"id", "memory", "hash", "created_at", "updated_at", "score", "user_id", "role", "metadata"}
+    # Mem0's MemoryItem, plus what produced it
+    assert set(item) == {"id", "memory", "hash", "created_at", "updated_at", "score", "user_id", "role", "metadata",
+                         "source"}
+    assert item["source"]["decided_by"] == "infer=false" and item["source"]["messages"][0]["text"] == "I like tea"
     assert item["metadata"] == {"src": "chat"} and item["score"] is None
     assert "score" not in memory.get_all(filters={"user_id": "u1"})["results"][0]
     hits = memory.search("I like tea", filters={"user_id": "u1"})["results"]

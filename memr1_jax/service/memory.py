@@ -31,7 +31,9 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import hashlib
 import threading
+import uuid
 from typing import Sequence
 
 import numpy as np
@@ -42,7 +44,7 @@ from memr1_jax.agents.memory_manager import OUTPUTS, parse_step, render_step, st
 from memr1_jax.agents.prompts import answer_template, extract_answer, format_memory_line, render_answer_prompt
 from memr1_jax.memory import Event
 from memr1_jax.service.filters import matches, split_filters
-from memr1_jax.service.store import SCOPE_KEYS, open_store, text_hash
+from memr1_jax.service.store import SCOPE_KEYS, Row, open_store, text_hash
 from memr1_jax.service.values import check_value
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,8 @@ class MemoryConfig:
     search_threshold: float = 0.1           # Mem0's default minimum score
     batch: int = 8                          # most concurrent requests generated together
     batch_window_s: float = 0.01            # how long the Engine waits for requests to join a batch
+    job_lease_s: float = 60.0               # a background add running this long with no result is taken
+                                            # over (its worker died); it is applied once either way
 
     def __post_init__(self):
         if self.manager not in ("llm", "add-all"):
@@ -199,6 +203,30 @@ def _scope(user_id, agent_id, run_id, method: str) -> dict:
     return scope
 
 
+def _api_source(request_id: str | None, operation: str) -> dict:
+    """The source of a change a caller made directly (PUT, DELETE, revert): no manager decided it."""
+    check_value(request_id, "request_id")
+    return {"request_id": request_id or str(uuid.uuid4()), "operation": operation, "decided_by": "api"}
+
+
+def _after(view, changes: list[dict], dim: int):
+    """(rows, embeddings) of a scope as they will be once ``changes`` are applied: what the next
+    manager step of the same add is shown."""
+    rows = list(view[0])
+    for ch in changes:
+        if ch["event"] == "ADD":
+            rows.append(Row(ch["id"], ch["memory"], text_hash(ch["memory"]), ch["scope"], ch.get("actor_id"),
+                            ch.get("role"), ch.get("metadata") or {}, ch.get("created_at") or "", None,
+                            np.asarray(ch["embedding"], np.float32) / max(float(np.linalg.norm(ch["embedding"])), 1e-12)))
+        elif ch["event"] == "UPDATE":
+            rows = [dataclasses.replace(r, memory=ch["memory"], embedding=np.asarray(ch["embedding"], np.float32)
+                                        / max(float(np.linalg.norm(ch["embedding"])), 1e-12))
+                    if r.id == ch["id"] else r for r in rows]
+        else:
+            rows = [r for r in rows if r.id != ch["id"]]
+    return rows, (np.stack([r.embedding for r in rows]) if rows else np.zeros((0, dim), np.float32))
+
+
 class _Locked:
     """An LLM without its own batching queue, called by one thread at a time."""
 
@@ -238,6 +266,9 @@ class Memory:
         self._load_lock = threading.Lock()
         self._scope_locks: dict[tuple, threading.Lock] = {}
         self._scope_guard = threading.Lock()
+        self._worker = None
+        if self.store.job_counts().get("queued") or self.store.job_counts().get("running"):
+            self._jobs()   # background adds a stopped process left: they run now
 
     @classmethod
     def from_config(cls, config_dict: dict, **kw) -> "Memory":
@@ -297,37 +328,78 @@ class Memory:
 
     # -------------------------------------------------------------------- add
     def add(self, messages, *, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
-            metadata: dict | None = None, timestamp=None, infer: bool = True, prompt: str | None = None) -> dict:
+            metadata: dict | None = None, timestamp=None, infer: bool = True, prompt: str | None = None,
+            request_id: str | None = None, async_mode: bool = False) -> dict:
+        """The messages' memories: extracted, decided by the Memory Manager and applied in one
+        transaction. Every change records its ``source`` (``request_id``, the messages, who
+        decided). ``async_mode``: queued in the store and applied by a background worker; returns
+        ``{"job_id", "status": "queued"}`` at once (``job(job_id)`` tells how it went)."""
         msgs = _messages(messages)
         scope = _scope(user_id, agent_id, run_id, "add")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError(f"add: metadata must be a dict, got {type(metadata).__name__}")
-        for name, value in (("metadata", metadata), ("prompt", prompt), ("timestamp", timestamp)):
+        for name, value in (("metadata", metadata), ("prompt", prompt), ("timestamp", timestamp),
+                            ("request_id", request_id)):
             check_value(value, name)
-        when = _timestamp(timestamp)
-        base = {"scope": scope, "metadata": dict(metadata or {}), "created_at": when}
-        if not infer:
-            kept = [m for m in msgs if m["role"] != "system" and m["content"].strip()]
-            if not kept:
-                return {"results": []}
-            vecs = self.embed([m["content"] for m in kept])
-            changes = [dict(base, event="ADD", memory=m["content"], embedding=v, role=m["role"],
-                            actor_id=m.get("name")) for m, v in zip(kept, vecs)]
-            results = self.store.apply(changes)
-            for r, m in zip(results, kept):   # as Mem0's infer=False results
-                r.update(actor_id=m.get("name"), role=m["role"])
+        rid = request_id or str(uuid.uuid4())
+        request = {"messages": msgs, "scope": scope, "metadata": dict(metadata or {}), "timestamp": _timestamp(timestamp),
+                   "infer": bool(infer), "prompt": prompt, "request_id": rid}
+        if async_mode:
+            job_id = self.store.enqueue(scope, request)
+            self._jobs().wake()
+            return {"job_id": job_id, "status": "queued", "request_id": rid}
+        out = self._add(request, lambda changes, fmt: fmt(self.store.apply(changes, missing="skip")))
+        return {**out, "request_id": rid}
+
+    def _add(self, request: dict, apply):
+        """Plans the request's changes under its scope's lock and hands them to ``apply(changes,
+        format)`` (the store's, or a job's: changes and "done" in one transaction)."""
+        msgs, scope, rid = request["messages"], request["scope"], request["request_id"]
+        base = {"scope": scope, "metadata": request["metadata"], "created_at": request["timestamp"]}
+
+        def fmt(results):
+            by_id = {ch.get("id"): ch for ch in changes}
+            for r in results:   # infer=False: as Mem0's results
+                ch = by_id.get(r["id"])
+                if ch is not None and ch.get("source", {}).get("decided_by") == "infer=false":
+                    r.update(actor_id=ch.get("actor_id"), role=ch.get("role"))
             return {"results": results}
-        facts = self._extract(msgs, scope, prompt)
-        if not facts:
-            return {"results": []}
-        results = []
+
         with self._scope_lock(scope):
-            # In the steps the manager was trained on: each sees the memories the last one left.
-            step = self.config.manager_max_facts
-            for i in range(0, len(facts), step):
-                changes = self._decide(facts[i:i + step], scope, base)
-                results += self.store.apply(changes, missing="skip")
-        return {"results": results}
+            changes = self._plan(msgs, scope, base, request, rid)
+            return apply(changes, fmt)
+
+    def _source(self, rid: str, msgs: list[dict], when, decided_by: str) -> dict:
+        """Where a change came from: the request, its messages (position, role, sha256, text
+        up to 1,000 characters, when said) and who decided it."""
+        return {"request_id": rid, "decided_by": decided_by,
+                "messages": [{"index": i, "role": m["role"], "sha256": hashlib.sha256(m["content"].encode()).hexdigest(),
+                              "text": m["content"][:1000], "timestamp": when} for i, m in msgs]}
+
+    def _plan(self, msgs: list[dict], scope: dict, base: dict, request: dict, rid: str) -> list[dict]:
+        if not request["infer"]:
+            kept = [(i, m) for i, m in enumerate(msgs) if m["role"] != "system" and m["content"].strip()]
+            if not kept:
+                return []
+            vecs = self.embed([m["content"] for _, m in kept])
+            return [dict(base, event="ADD", id=str(uuid.uuid4()), memory=m["content"], embedding=v, role=m["role"],
+                         actor_id=m.get("name"), source={**self._source(rid, [(i, m)], base["created_at"],
+                                                                          "infer=false"), "operation": "ADD"})
+                    for (i, m), v in zip(kept, vecs)]
+        facts = self._extract(msgs, scope, request["prompt"])
+        if not facts:
+            return []
+        said = [(i, m) for i, m in enumerate(msgs) if m["role"] == "user" and m["content"].strip()]
+        view = self.store.scope_index(scope)
+        changes, step = [], self.config.manager_max_facts
+        # In the steps the manager was trained on: each sees the memories the last one left (a view
+        # of the store with the earlier steps' changes), and all of them are applied at once.
+        for i in range(0, len(facts), step):
+            planned = self._decide(facts[i:i + step], scope, base, view,
+                                   lambda who: self._source(rid, said, base["created_at"], who))
+            view = _after(view, planned, self.store.dim)
+            changes += planned
+        return changes
 
     def _speaker(self, msgs: list[dict], scope: dict) -> str:
         for m in msgs:
@@ -347,10 +419,11 @@ class Memory:
         return extract_facts(self.llm, [(message, speaker)], cfg.max_facts, cfg.extract_max_new_tokens,
                              instructions)[0]
 
-    def _decide(self, facts: list[str], scope: dict, base: dict) -> list[dict]:
-        """The Memory Manager's step: related memories + facts -> prompt -> operations -> changes."""
+    def _decide(self, facts: list[str], scope: dict, base: dict, view, source) -> list[dict]:
+        """The Memory Manager's step: related memories + facts -> prompt -> operations -> changes,
+        over ``view`` (rows, embeddings); ``source(decided_by)`` is each change's provenance."""
         cfg = self.config
-        rows, mat = self.store.scope_index(scope)
+        rows, mat = view
         fact_vecs = self.embed(facts)
         related = []
         if rows and cfg.manager == "llm":
@@ -366,7 +439,9 @@ class Memory:
             # shipped 135M manager answers NONE to a fact on an empty bank at times: it was never
             # trained on one, its steps all start from a snapshot of earlier sessions.)
             ops = [(Event.ADD, None, f) for f in facts]
+            who = "add-all" if cfg.manager == "add-all" else "no related memory: added"
         else:
+            who = f"memory-manager:{cfg.manager_model or cfg.llm}"
             prompt, id_map = render_step([{"id": i, "text": r.memory} for i, r in enumerate(related)], facts,
                                          cfg.manager_output)
             llm = self.manager_llm
@@ -389,13 +464,16 @@ class Memory:
                 if h in live:          # Mem0's hash dedup: the same memory twice is not kept twice
                     continue
                 live.add(h)
-                changes.append(dict(base, event="ADD", memory=text, role="user"))
+                changes.append(dict(base, event="ADD", id=str(uuid.uuid4()), memory=text, role="user",
+                                    source={**source(who), "operation": "ADD"}))
                 texts.append(text)
             elif event == Event.UPDATE:
-                changes.append({"event": "UPDATE", "id": related[target].id, "memory": text})
+                changes.append({"event": "UPDATE", "id": related[target].id, "memory": text,
+                                "source": {**source(who), "operation": "UPDATE"}})
                 texts.append(text)
             elif event == Event.DELETE:
-                changes.append({"event": "DELETE", "id": related[target].id})
+                changes.append({"event": "DELETE", "id": related[target].id,
+                                "source": {**source(who), "operation": "DELETE"}})
         if texts:
             vecs = iter(self.embed(texts))
             for ch in changes:
@@ -459,7 +537,7 @@ class Memory:
 
     # ----------------------------------------------------------------- writes
     def update(self, memory_id: str, text: str | None = None, metadata: dict | None = None,
-               data: str | None = None) -> dict:
+               data: str | None = None, request_id: str | None = None) -> dict:
         text = data if text is None else text
         if text is None and metadata is None:
             raise ValueError("update: at least one of text or metadata must be provided")
@@ -469,7 +547,8 @@ class Memory:
             raise ValueError(f"update: metadata must be a dict, got {type(metadata).__name__}")
         check_value(text, "text")
         check_value(metadata, "metadata")
-        change = {"event": "UPDATE", "id": memory_id, "memory": text, "metadata": metadata}
+        change = {"event": "UPDATE", "id": memory_id, "memory": text, "metadata": metadata,
+                  "source": _api_source(request_id, "UPDATE")}
         if text is not None:
             change["embedding"] = self.embed([text])[0]
         try:
@@ -478,24 +557,61 @@ class Memory:
             raise MemoryNotFound(memory_id) from None
         return {"message": "Memory updated successfully!"}
 
-    def delete(self, memory_id: str) -> dict:
+    def delete(self, memory_id: str, request_id: str | None = None) -> dict:
         try:
-            self.store.apply([{"event": "DELETE", "id": memory_id}])
+            self.store.apply([{"event": "DELETE", "id": memory_id, "source": _api_source(request_id, "DELETE")}])
         except KeyError:
             raise MemoryNotFound(memory_id) from None
         return {"message": "Memory deleted successfully!"}
 
-    def delete_all(self, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None) -> dict:
+    def delete_all(self, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
+                   request_id: str | None = None) -> dict:
         scope = _scope(user_id, agent_id, run_id, "delete_all")
-        n = self.store.delete_scope(scope)
+        n = self.store.delete_scope(scope, _api_source(request_id, "DELETE"))
         log.info("deleted %d memories of %s", n, scope)
         return {"message": "Memories deleted successfully!"}
 
+    def revert(self, memory_id: str, request_id: str | None = None) -> dict:
+        """Restores the version before the memory's last change (``SQLStore.revert``): the old text
+        after an UPDATE, the memory after a DELETE, nothing after an ADD. A revert is a change of
+        its own, in history, and can be reverted. Returns the change applied."""
+        try:
+            return self.store.revert(memory_id, _api_source(request_id, "revert"), embed=lambda t: self.embed([t])[0])
+        except KeyError:
+            raise MemoryNotFound(memory_id) from None
+
+    def delete_by_request(self, source_request: str, allowed=None, request_id: str | None = None) -> dict:
+        """Deletes the memories whose current version the request ``source_request`` wrote (those
+        whose scope ``allowed(scope)`` accepts, when given), in one transaction."""
+        check_value(source_request, "source_request")
+        rows = [r for r in self.store.request_ids(source_request) if allowed is None or allowed(r.scope)]
+        source = _api_source(request_id, "DELETE")
+        done = self.store.apply([{"event": "DELETE", "id": r.id, "source": source} for r in rows], missing="skip")
+        return {"message": f"{len(done)} memories of request {source_request} deleted",
+                "deleted": [d["id"] for d in done]}
+
+    # --------------------------------------------------------- background adds
+    def job(self, job_id: str) -> dict | None:
+        """A background add: {"id", "status" (queued / running / done / failed), "result" when done}."""
+        return self.store.job(job_id)
+
+    def _jobs(self):
+        with self._load_lock:
+            if self._worker is None:
+                from memr1_jax.service.jobs import JobWorker
+                self._worker = JobWorker(self.store, self._run_job, self.config.job_lease_s)
+            return self._worker
+
+    def _run_job(self, job_id: str, request: dict) -> None:
+        self._add(request, lambda changes, fmt: self.store.finish_job(job_id, changes, result_of=fmt))
+
     def reset(self) -> None:
-        """Every memory and all history gone (the store file stays, empty)."""
+        """Every memory, all history and every queued job gone (the store stays, empty)."""
         self.store.reset()
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
         self.store.close()
         for engine in self._engines.values():   # the ones it loaded; given models are the caller's
             engine.close()

@@ -37,7 +37,7 @@ import numpy as np
 
 from memr1_jax.service.values import check_value, readable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCOPE_KEYS = ("user_id", "agent_id", "run_id")
 
 # {BLOB} and {INT} are the engine's type names.
@@ -67,8 +67,26 @@ def _add_version_counter(store: "SQLStore", db) -> None:
     db.execute("INSERT INTO meta VALUES (?, ?)", ("version", "0"))
 
 
-# MIGRATIONS[n] takes a store at schema n - 1 to schema n (1: the tables; 2: the change counter).
-MIGRATIONS = {1: _create_tables, 2: _add_version_counter}
+def _add_provenance_and_jobs(store: "SQLStore", db) -> None:
+    # What caused each memory and history row (source: JSON; request_id: indexed for delete by
+    # request), what a revert restores (the version before the change), and background adds.
+    for table, column, kind in (("memories", "source", "TEXT"), ("memories", "request_id", "TEXT"),
+                                ("history", "source", "TEXT"), ("history", "request_id", "TEXT"),
+                                ("history", "scope", "TEXT"), ("history", "old_metadata", "TEXT"),
+                                ("history", "new_metadata", "TEXT"), ("history", "old_embedding", store.BLOB)):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    db.execute("CREATE INDEX IF NOT EXISTS memories_request ON memories (request_id)")
+    db.execute(f"""CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY, seq {store.INT} NOT NULL, scope TEXT NOT NULL, payload TEXT NOT NULL,
+        status TEXT NOT NULL, result TEXT, error TEXT, created_at TEXT NOT NULL, updated_at TEXT,
+        claimed_by TEXT, claimed_at DOUBLE PRECISION)""")
+    db.execute("CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq)")
+
+
+# MIGRATIONS[n] takes a store at schema n - 1 to schema n (1: the tables; 2: the change counter;
+# 3: provenance, revert data and the job queue).
+MIGRATIONS = {1: _create_tables, 2: _add_version_counter, 3: _add_provenance_and_jobs}
+JOB_STATES = ("queued", "running", "done", "failed")
 
 
 class StoreError(ValueError):
@@ -93,6 +111,18 @@ def _storable(text) -> bool:
     return isinstance(text, str)
 
 
+def _loads(text) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except (TypeError, ValueError):
+        return {}
+    return readable(value) if isinstance(value, dict) else {}
+
+
+def _scope_key(scope: dict) -> list:
+    return [scope.get(k) for k in SCOPE_KEYS]
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -113,6 +143,7 @@ class Row:
     created_at: str
     updated_at: str | None
     embedding: np.ndarray  # float32 [D], unit norm
+    source: dict = dataclasses.field(default_factory=dict)   # what wrote this version (see Memory)
 
     def as_item(self, score: float | None = None, with_score: bool = True) -> dict:
         """Mem0's MemoryItem: the core fields, the scope ids promoted, the rest under metadata
@@ -128,6 +159,8 @@ class Row:
             item["role"] = self.role
         if self.metadata:
             item["metadata"] = dict(self.metadata)
+        if self.source:
+            item["source"] = dict(self.source)
         return item
 
 
@@ -183,7 +216,7 @@ class SQLStore:
 
     # ------------------------------------------------------------------ reads
     _COLUMNS = ("id, memory, hash, user_id, agent_id, run_id, actor_id, role, metadata, created_at, updated_at, "
-                "embedding")
+                "embedding, source")
 
     def _row(self, r) -> Row:
         """A row as stored, made readable: metadata that does not parse as an object is kept as text
@@ -200,7 +233,7 @@ class SQLStore:
         vec = np.frombuffer(blob, np.float32) if blob is not None and len(blob) == 4 * self.dim else None
         if vec is None or not np.isfinite(vec).all():
             vec = np.zeros(self.dim, np.float32)
-        return Row(r[0], r[1], r[2], scope, r[6], r[7], readable(meta), r[9], r[10], vec)
+        return Row(r[0], r[1], r[2], scope, r[6], r[7], readable(meta), r[9], r[10], vec, _loads(r[12]))
 
     def get(self, memory_id: str) -> Row | None:
         if not _storable(memory_id):
@@ -239,13 +272,22 @@ class SQLStore:
         return int(self._read("SELECT COUNT(*) FROM memories")[0][0])
 
     def history(self, memory_id: str) -> list[dict]:
+        """Mem0's history rows, oldest first, each with the ``source`` that caused it."""
         if not _storable(memory_id):
             return []
         rs = self._read("SELECT id, memory_id, old_memory, new_memory, event, created_at, updated_at, is_deleted, "
-                        "actor_id, role FROM history WHERE memory_id = ? ORDER BY seq", (memory_id,))
+                        "actor_id, role, source FROM history WHERE memory_id = ? ORDER BY seq", (memory_id,))
         keys = ("id", "memory_id", "old_memory", "new_memory", "event", "created_at", "updated_at",
                 "is_deleted", "actor_id", "role")
-        return [dict(zip(keys, tuple(r[:7]) + (bool(r[7]),) + tuple(r[8:]))) for r in rs]
+        return [{**dict(zip(keys, tuple(r[:7]) + (bool(r[7]),) + tuple(r[8:10]))), "source": _loads(r[10])}
+                for r in rs]
+
+    def request_ids(self, request_id: str) -> list[Row]:
+        """The live memories whose current version ``request_id`` wrote."""
+        if not _storable(request_id):
+            return []
+        return [self._row(r) for r in self._read(f"SELECT {self._COLUMNS} FROM memories WHERE request_id = ? "
+                                                 "ORDER BY seq", (request_id,))]
 
     def check(self) -> list[str]:
         """What is wrong with the store, one line each ([] when sound): the engine's own check, then
@@ -288,10 +330,17 @@ class SQLStore:
     def _seq(db, table: str) -> int:
         return int(db.execute(f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {table}").fetchone()[0])
 
-    def _history(self, db, memory_id, old, new, event, created_at, updated_at, deleted, actor_id, role):
-        db.execute("INSERT INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    def _history(self, db, memory_id, old, new, event, created_at, updated_at, deleted, actor_id, role, *,
+                 source=None, scope=None, old_metadata=None, new_metadata=None, old_embedding=None):
+        """A history row; an UPDATE or DELETE keeps the version it replaced (text, metadata,
+        embedding, scope): what a revert restores."""
+        source = source or {}
+        db.execute("INSERT INTO history (id, memory_id, old_memory, new_memory, event, created_at, updated_at, "
+                   "is_deleted, actor_id, role, seq, source, request_id, scope, old_metadata, new_metadata, "
+                   "old_embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (str(uuid.uuid4()), memory_id, old, new, event, created_at, updated_at, int(deleted),
-                    actor_id, role, self._seq(db, "history")))
+                    actor_id, role, self._seq(db, "history"), _json(source), source.get("request_id"),
+                    None if scope is None else _json(scope), old_metadata, new_metadata, old_embedding))
 
     def apply(self, changes: Sequence[dict], missing: str = "raise") -> list[dict]:
         """Apply ADD / UPDATE / DELETE changes in one transaction; returns Mem0-style results.
@@ -308,69 +357,173 @@ class SQLStore:
         with self._write() as db:
             return self._apply_in(db, changes, missing)
 
+    _INSERT = ("INSERT INTO memories (id, memory, hash, user_id, agent_id, run_id, actor_id, role, metadata, "
+               "created_at, updated_at, embedding, seq, source, request_id) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
     def _apply_in(self, db, changes: Sequence[dict], missing: str) -> list[dict]:
         out = []
         for ch in changes:
-            ev = ch["event"]
+            ev, source = ch["event"], ch.get("source") or {}
             if ev == "ADD":
                 mid = ch.get("id") or str(uuid.uuid4())
                 created = ch.get("created_at") or now()
                 scope = ch["scope"]
-                db.execute("INSERT INTO memories VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (mid, ch["memory"], text_hash(ch["memory"]), scope.get("user_id"),
-                            scope.get("agent_id"), scope.get("run_id"), ch.get("actor_id"), ch.get("role"),
-                            _json(ch.get("metadata") or {}), created, created,
-                            self._vector(ch["embedding"]), self._seq(db, "memories")))
-                self._history(db, mid, None, ch["memory"], "ADD", created, created, False,
-                              ch.get("actor_id"), ch.get("role"))
+                meta = _json(ch.get("metadata") or {})
+                db.execute(self._INSERT, (mid, ch["memory"], text_hash(ch["memory"]), scope.get("user_id"),
+                                          scope.get("agent_id"), scope.get("run_id"), ch.get("actor_id"),
+                                          ch.get("role"), meta, created, created, self._vector(ch["embedding"]),
+                                          self._seq(db, "memories"), _json(source), source.get("request_id")))
+                self._history(db, mid, None, ch["memory"], "ADD", created, created, False, ch.get("actor_id"),
+                              ch.get("role"), source=source, scope=scope, new_metadata=meta)
                 out.append({"id": mid, "memory": ch["memory"], "event": "ADD"})
                 continue
             mid = ch["id"]
-            r = None if not _storable(mid) else db.execute("SELECT memory, metadata, created_at, actor_id, role FROM memories WHERE id = ?",
-                           (mid,)).fetchone()
+            r = None if not _storable(mid) else db.execute(
+                "SELECT memory, metadata, created_at, actor_id, role, embedding, user_id, agent_id, run_id "
+                "FROM memories WHERE id = ?", (mid,)).fetchone()
             if r is None:
                 if missing == "skip":
                     continue
                 raise KeyError(mid)
-            old, meta, created, actor, role = r
-            stamp = now()
+            old, meta, created, actor, role, emb = r[:6]
+            scope = {k: v for k, v in zip(SCOPE_KEYS, r[6:9]) if v is not None}
+            stamp, emb = now(), bytes(emb)
+            keep = dict(source=source, scope=scope, old_metadata=meta, old_embedding=emb)
             if ev == "UPDATE":
                 text = ch.get("memory")
                 new_meta = json.loads(meta)
                 if ch.get("metadata") is not None:
                     new_meta.update(ch["metadata"])
-                if text is not None:
-                    db.execute("UPDATE memories SET memory = ?, hash = ?, embedding = ?, metadata = ?, "
-                               "updated_at = ? WHERE id = ?",
-                               (text, text_hash(text), self._vector(ch["embedding"]), _json(new_meta), stamp, mid))
-                else:
-                    db.execute("UPDATE memories SET metadata = ?, updated_at = ? WHERE id = ?",
-                               (_json(new_meta), stamp, mid))
-                self._history(db, mid, old, text if text is not None else old, "UPDATE", created, stamp,
-                              False, actor, role)
-                out.append({"id": mid, "memory": text if text is not None else old, "event": "UPDATE",
-                            "previous_memory": old})
+                new_meta = _json(new_meta) if ch.get("replace_metadata") is None else _json(ch["replace_metadata"])
+                vec = self._vector(ch["embedding"]) if text is not None else emb
+                text = old if text is None else text
+                db.execute("UPDATE memories SET memory = ?, hash = ?, embedding = ?, metadata = ?, updated_at = ?, "
+                           "source = ?, request_id = ? WHERE id = ?",
+                           (text, text_hash(text), vec, new_meta, stamp, _json(source), source.get("request_id"), mid))
+                self._history(db, mid, old, text, "UPDATE", created, stamp, False, actor, role,
+                              new_metadata=new_meta, **keep)
+                out.append({"id": mid, "memory": text, "event": "UPDATE", "previous_memory": old})
             elif ev == "DELETE":
                 db.execute("DELETE FROM memories WHERE id = ?", (mid,))
-                self._history(db, mid, old, None, "DELETE", created, stamp, True, actor, role)
+                self._history(db, mid, old, None, "DELETE", created, stamp, True, actor, role, **keep)
                 out.append({"id": mid, "memory": old, "event": "DELETE"})
             else:
                 raise ValueError(f"unknown change event {ev!r}")
         return out
 
-    def delete_scope(self, scope: dict) -> int:
+    def revert(self, memory_id: str, source: dict | None = None, embed=None) -> dict:
+        """Restores the version before the memory's last change, as one more history row (so a
+        revert can be reverted): after an ADD the memory goes, after an UPDATE its text, metadata
+        and embedding come back, after a DELETE the memory comes back (same id, scope and metadata).
+        KeyError when the store never held the id. ``embed(text)`` embeds a restored text whose
+        row predates schema 3 (no embedding kept); such a deleted memory's scope is unknown: refused."""
+        source = {**(source or {}), "operation": "revert"}
+        with self._write() as db:
+            last = None if not _storable(memory_id) else db.execute(
+                "SELECT id, event, old_memory, old_metadata, old_embedding, scope, actor_id, role, created_at "
+                "FROM history WHERE memory_id = ? ORDER BY seq DESC LIMIT 1", (memory_id,)).fetchone()
+            if last is None:
+                raise KeyError(memory_id)
+            hid, event, old, old_meta, old_emb, scope, actor, role, created = last
+            source["reverts"] = hid
+            if event != "ADD" and old_emb is None:
+                if embed is None or (event == "DELETE" and scope is None):
+                    raise ValueError(f"revert {memory_id}: its last change was recorded before this store kept "
+                                     "what a revert restores (schema 3)")
+                old_emb = np.asarray(embed(old), np.float32).tobytes()
+            old_meta = old_meta or "{}"
+            if event == "ADD":
+                return self._apply_in(db, [{"event": "DELETE", "id": memory_id, "source": source}], "raise")[0]
+            if event == "UPDATE":
+                vec = np.frombuffer(bytes(old_emb), np.float32)
+                return self._apply_in(db, [{"event": "UPDATE", "id": memory_id, "memory": old, "embedding": vec,
+                                            "replace_metadata": json.loads(old_meta), "source": source}], "raise")[0]
+            return self._apply_in(db, [{"event": "ADD", "id": memory_id, "memory": old, "scope": json.loads(scope),
+                                        "metadata": json.loads(old_meta), "actor_id": actor, "role": role,
+                                        "created_at": created, "embedding": np.frombuffer(bytes(old_emb), np.float32),
+                                        "source": source}], "raise")[0]
+
+    def delete_scope(self, scope: dict, source: dict | None = None) -> int:
         """Every memory of the scope deleted (with history rows) in one transaction; how many."""
         where = " AND ".join(f"{k} = ?" for k in SCOPE_KEYS if scope.get(k) is not None)
         args = [scope[k] for k in SCOPE_KEYS if scope.get(k) is not None]
         with self._write() as db:
             ids = [r[0] for r in db.execute(f"SELECT id FROM memories WHERE {where} ORDER BY seq", args).fetchall()]
-            self._apply_in(db, [{"event": "DELETE", "id": i} for i in ids], "skip")
+            self._apply_in(db, [{"event": "DELETE", "id": i, "source": source} for i in ids], "skip")
         return len(ids)
 
     def reset(self) -> None:
         with self._write() as db:
             db.execute("DELETE FROM memories")
             db.execute("DELETE FROM history")
+            db.execute("DELETE FROM jobs")
+
+    # ------------------------------------------------------------- the job queue
+    def enqueue(self, scope: dict, payload: dict) -> str:
+        """A background add, kept in the store (so a restart finds it); its id."""
+        check_value(payload, "payload")
+        job_id = str(uuid.uuid4())
+        with self._write() as db:
+            db.execute("INSERT INTO jobs (id, seq, scope, payload, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                       (job_id, self._seq(db, "jobs"), _json(_scope_key(scope)), _json(payload), "queued", now()))
+        return job_id
+
+    def job_counts(self) -> dict[str, int]:
+        return {status: int(n) for status, n in self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
+
+    def job(self, job_id: str) -> dict | None:
+        if not _storable(job_id):
+            return None
+        rs = self._read("SELECT id, scope, status, result, error, created_at, updated_at FROM jobs WHERE id = ?",
+                        (job_id,))
+        if not rs:
+            return None
+        jid, scope, status, result, error, created, updated = rs[0]
+        out = {"id": jid, "status": status, "created_at": created, "updated_at": updated}
+        out.update({k: v for k, v in zip(SCOPE_KEYS, json.loads(scope)) if v is not None})
+        if result is not None:
+            out["result"] = json.loads(result)
+        if error is not None:
+            out["error"] = error
+        return out
+
+    def claim_job(self, worker: str, lease_s: float) -> tuple[str, dict] | None:
+        """The oldest job this worker may run: queued, or running under a lease that ran out (its
+        worker died), and no earlier unfinished job of its scope (a scope's adds in order)."""
+        import time
+        stamp = time.time()
+        with self._write() as db:
+            rows = db.execute("SELECT id, scope, payload, status, claimed_at FROM jobs "
+                              "WHERE status IN ('queued', 'running') ORDER BY seq").fetchall()
+            busy = set()
+            for jid, scope, payload, status, claimed_at in rows:
+                if scope in busy:
+                    continue
+                busy.add(scope)
+                if status == "queued" or (claimed_at or 0) < stamp - lease_s:
+                    db.execute("UPDATE jobs SET status = 'running', claimed_by = ?, claimed_at = ?, updated_at = ? "
+                               "WHERE id = ?", (worker, stamp, now(), jid))
+                    return jid, json.loads(payload)
+        return None
+
+    def finish_job(self, job_id: str, changes: Sequence[dict], result_of=None, error: str | None = None) -> bool:
+        """Applies a job's changes and marks it done (or failed) in one transaction, unless it is
+        finished already (another worker took it over): each job's changes land exactly once.
+        ``result_of(results)`` makes the job's stored result from the applied changes."""
+        with self._write() as db:
+            r = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if r is None or r[0] in ("done", "failed"):
+                return False
+            if error is not None:
+                db.execute("UPDATE jobs SET status = 'failed', error = ?, updated_at = ? WHERE id = ?",
+                           (error, now(), job_id))
+                return True
+            results = self._apply_in(db, changes, "skip")
+            result = result_of(results) if result_of else {"results": results}
+            db.execute("UPDATE jobs SET status = 'done', result = ?, updated_at = ? WHERE id = ?",
+                       (_json(result), now(), job_id))
+        return True
 
 
 class MemoryStore(SQLStore):
