@@ -5,7 +5,9 @@ fresh store, an API key) on a free 127.0.0.1 port, fills one user with ``--prefi
 for 1, 8 and 32 concurrent clients runs ``--seconds`` of POST /memories as an application sends
 them (a user's message, infer=True: extraction, the Memory Manager, storage), of POST /memories
 with infer=False (storage and embedding, no LLM) and of POST /search (top_k 10). The add rows
-count the memories the responses report stored (ADD / UPDATE) and removed (DELETE). Then the
+count the memories the responses report stored (ADD / UPDATE) and removed (DELETE); the async row
+times the 202 of ``"async_mode": true`` adds while the job queue's worker is busy with the manager
+(the adds queued before it). Then the
 same storage-bound rows (infer=False add, search) on a PostgreSQL store (a throwaway local
 cluster) in the same run, with their ratio to SQLite's. Reports the servers' peak RSS.
 
@@ -90,6 +92,23 @@ def run_clients(n: int, seconds: float, request) -> tuple[int, np.ndarray, int]:
     return len(lat), np.asarray(lat), fails[0]
 
 
+def drain(store: str, url: str) -> None:
+    """Cancels the async row's queued jobs (hours of manager calls) and waits for the running one,
+    so the next rows do not share the CPU with the queue's worker."""
+    import sqlite3
+
+    import httpx
+    db = sqlite3.connect(store, timeout=60)
+    with db:
+        db.execute("UPDATE jobs SET status = 'failed', error = 'benchmark: cancelled' WHERE status = 'queued'")
+    db.close()
+    for _ in range(600):
+        jobs = httpx.get(url + "/health", timeout=30).json()["jobs"]
+        if not jobs.get("running") and not jobs.get("queued"):
+            return
+        time.sleep(0.5)
+
+
 def http_table(args, store: str, infer: bool) -> list[tuple]:
     """Rows of one server over ``store`` (an SQLite file or a postgresql:// URL); the inferring add
     (model-bound, the same on either store) only with ``infer``."""
@@ -129,6 +148,11 @@ def http_table(args, store: str, infer: bool) -> list[tuple]:
                     changed["removed"] += events.count("DELETE")
                 return True
 
+            def add_async(k, i):   # 202 at once; the job queue's worker runs extraction and the manager
+                r = clients[k].post("/memories", json={"messages": said[k][(i + 2048) % 4096], "user_id": f"a{k}-{n}",
+                                                       "async_mode": True})
+                return r.status_code == 202
+
             def add(k, i):
                 r = clients[k].post("/memories", json={"messages": [{"role": "user", "content": texts[k][i % 4096]}],
                                                        "user_id": f"client{k}", "infer": False})
@@ -137,15 +161,19 @@ def http_table(args, store: str, infer: bool) -> list[tuple]:
             def search(k, i):
                 r = clients[k].post("/search", json={"query": texts[k][i % 4096], "user_id": "bench", "top_k": 10})
                 return r.status_code == 200
-            ops = (("add (infer)", add_infer),) * infer + (("add (infer=False)", add), ("search", search))
+            ops = ((("add (infer)", add_infer), ("add (infer, async_mode: 202)", add_async)) * infer
+                   + (("add (infer=False)", add), ("search", search)))
             for name, fn in ops:
                 run_clients(n, 1.0, fn)   # warm-up: the encoder compiles its shape buckets, the models theirs
                 changed.update(stored=0, removed=0)
                 done, lat, fails = run_clients(n, args.seconds, fn)
                 kept = (f"{changed['stored']} / {changed['removed']}" if fn is add_infer
-                        else (f"{done - fails} / 0" if fn is add else "-"))
+                        else (f"{done - fails} / 0" if fn is add else
+                              (f"{done - fails} queued" if fn is add_async else "-")))
                 rows.append((name, n, done, done / args.seconds, np.percentile(lat, 50), np.percentile(lat, 99), fails,
                              kept, store.split("://")[0] if "://" in store else "sqlite"))
+                if fn is add_async:
+                    drain(store, url)
             for c in clients:
                 c.close()
         with open(f"/proc/{proc.pid}/status") as f:

@@ -4,9 +4,10 @@ Mem0's REST routes backed by ``memr1_jax.Memory`` (the Memory Manager decides AD
 DELETE / NONE), the Answer Agent at POST /answer, and OpenAI-compatible /v1/chat/completions and
 /v1/embeddings over the same model and encoder (see ``memr1_jax.service.app``).
 
-The API key comes from ``MEMR1_API_KEY`` (sent as ``X-API-Key`` or ``Authorization: Bearer``).
-Without a key the service binds to 127.0.0.1 only and says so; asking for another host without
-a key is refused. Models load on the first request that needs them (``--preload``: at start).
+The API key comes from ``MEMR1_API_KEY`` (one key for every scope; sent as ``X-API-Key`` or
+``Authorization: Bearer``) and/or ``MEMR1_API_KEYS=FILE`` (keys bound to user_id / agent_id /
+run_id values, read-only or not: ``memr1_jax.service.keys``). Without a key the service binds
+to 127.0.0.1 only and says so; asking for another host without a key is refused. Models load on the first request that needs them (``--preload``: at start).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-window-ms", type=float, default=1000 * d.batch_window_s,
                    help="how long a request waits for others to join its batch")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument("--job-lease-s", type=float, default=d.job_lease_s,
+                   help="a background add running this long is taken over by another worker (its own died)")
     p.add_argument("--preload", action="store_true", help="load the models before serving")
     p.add_argument("--log-level", default="info")
     return p
@@ -61,11 +64,16 @@ def _is_loopback(host: str) -> bool:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    key = os.environ.get("MEMR1_API_KEY") or None
+    from memr1_jax.service.keys import KeyRing
+    try:
+        keys = KeyRing.load(os.environ.get("MEMR1_API_KEY") or None, os.environ.get("MEMR1_API_KEYS") or None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     host = args.host or LOOPBACK
-    if key is None and not _is_loopback(host):
-        print(f"error: --host {host} without MEMR1_API_KEY would serve memories to anyone who can reach it; "
-              "set MEMR1_API_KEY or serve on 127.0.0.1", file=sys.stderr)
+    if not keys and not _is_loopback(host):
+        print(f"error: --host {host} without MEMR1_API_KEY (or MEMR1_API_KEYS) would serve memories to anyone who "
+              "can reach it; set one or serve on 127.0.0.1", file=sys.stderr)
         return 2
     if not 0 < args.port < 65536:
         print(f"error: --port {args.port}: expected 1..65535", file=sys.stderr)
@@ -79,7 +87,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = MemoryConfig(store=args.store, llm=args.model, agents=args.agents, manager_model=args.manager_model,
                        answer_model=args.answer_model, extraction=args.extraction, encoder=args.encoder,
-                       manager=args.manager, batch=args.batch, batch_window_s=args.batch_window_ms / 1000)
+                       manager=args.manager, batch=args.batch, batch_window_s=args.batch_window_ms / 1000,
+                       job_lease_s=args.job_lease_s)
     try:
         compile_cache.enable()
         memory = Memory(cfg)
@@ -89,10 +98,12 @@ def main(argv=None) -> int:
     print(f"memr1_jax.serve: {memory.agents_note}", file=sys.stderr)
     if args.preload:
         memory.llm, memory.manager_llm, memory.answer_llm   # noqa: B018 (the properties load)
-    if key is None:
+    if not keys:
         print(f"memr1_jax.serve: no MEMR1_API_KEY set: serving on {host} only, without authentication",
               file=sys.stderr)
-    app = create_app(memory, api_key=key, max_body_bytes=args.max_body_bytes)
+    else:
+        print(f"memr1_jax.serve: {keys.describe()}", file=sys.stderr)
+    app = create_app(memory, keys=keys, max_body_bytes=args.max_body_bytes)
     uvicorn.run(app, host=host, port=args.port, log_level=args.log_level.lower())
     return 0
 

@@ -1,12 +1,15 @@
 """The HTTP face of ``Memory``: Mem0's REST routes and OpenAI-compatible ``/v1`` endpoints.
 
-``create_app(memory, api_key=...)`` builds the FastAPI app that ``python -m memr1_jax.serve``
-runs under uvicorn. Routes (as Mem0's server): POST /memories, GET /memories, DELETE /memories,
-GET / PUT / DELETE /memories/{id}, GET /memories/{id}/history, POST /search, POST /reset; plus
-POST /answer (the Answer Agent), GET /health, and /v1/chat/completions, /v1/embeddings,
-/v1/models over the service's model and encoder (concurrent chat requests are batched by the
-Engine). With a key every route but /health needs it, as ``X-API-Key: KEY`` or
-``Authorization: Bearer KEY`` (Mem0's client sends ``Token KEY``: accepted too).
+``create_app(memory, api_key=... | keys=...)`` builds the FastAPI app that ``python -m
+memr1_jax.serve`` runs under uvicorn. Routes (as Mem0's server): POST /memories, GET /memories,
+DELETE /memories, GET / PUT / DELETE /memories/{id}, GET /memories/{id}/history, POST /search,
+POST /reset; plus POST /memories/batch, POST /memories/{id}/revert, DELETE
+/memories?source_request=ID, GET /jobs/{id} (``"async_mode": true`` adds), POST /answer (the
+Answer Agent), GET /health, and /v1/chat/completions, /v1/embeddings, /v1/models over the
+service's model and encoder (concurrent chat requests are batched by the Engine). With a key
+every route but /health needs it, as ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``
+(Mem0's client sends ``Token KEY``: accepted too); a key bound to scopes (``service.keys``) gets
+403 outside them and 404 for another scope's memory id.
 
 Bad requests get 4xx with a ``detail`` naming the field: 401 without the key, 404 for an
 unknown memory id, 413 for a body over ``max_body_bytes`` (declared or streamed), 422 for
@@ -20,10 +23,9 @@ needs it too and the interactive ``/docs`` are off.
 from __future__ import annotations
 
 import base64
-import hmac
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import json
 
@@ -35,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memr1_jax.sampling.sampler import SamplingConfig
+from memr1_jax.service.keys import ADMIN, Grant, KeyRing
 from memr1_jax.service.memory import Memory, MemoryNotFound
 from memr1_jax.service.values import check_value, readable
 
@@ -85,6 +88,36 @@ class MemoryCreate(Scope):
     infer: bool = True
     timestamp: str | float | None = None
     prompt: str | None = None
+    async_mode: bool = False     # Mem0's name: 202 with a job id at once, applied in the background
+
+
+class BatchAdd(Scope):
+    op: Literal["add"]
+    messages: list[Message] | str = Field(min_length=1)
+    metadata: dict[str, Any] | None = None
+    timestamp: str | float | None = None
+    infer: Literal[False] = False   # a batch stores messages as given: all or nothing, no model in between
+
+
+class BatchUpdate(_Body):
+    op: Literal["update"]
+    memory_id: str = Field(min_length=1)
+    text: str | None = None
+    memory: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class BatchDelete(_Body):
+    op: Literal["delete"]
+    memory_id: str = Field(min_length=1)
+
+
+MAX_BATCH_ITEMS = 1000
+
+
+class BatchRequest(_Body):
+    items: list[Annotated[BatchAdd | BatchUpdate | BatchDelete, Field(discriminator="op")]] = Field(
+        min_length=1, max_length=MAX_BATCH_ITEMS)
 
 
 class SearchRequest(Scope):
@@ -170,20 +203,31 @@ class _LimitBody:
         await self.app(scope, replay, send)
 
 
-def _key_check(api_key: str | None):
-    def check(request: Request) -> None:
-        if not api_key:
-            return
+def _authenticate(keys: KeyRing):
+    """The request's Grant: what its key may do (every scope without keys: loopback only)."""
+    def check(request: Request) -> Grant:
+        if not keys:
+            return ADMIN
         given = request.headers.get("x-api-key")
         auth = request.headers.get("authorization", "")
         if given is None and " " in auth:
             kind, _, value = auth.partition(" ")
             if kind.lower() in ("bearer", "token"):
                 given = value.strip()
-        if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
+        grant = keys.grant(given)
+        if grant is None:
             raise HTTPException(401, "missing or wrong API key (X-API-Key or Authorization: Bearer)",
                                 headers={"WWW-Authenticate": "Bearer"})
+        return grant
     return check
+
+
+def _need(grant: Grant, scope: dict, write: bool = False) -> None:
+    """403 unless the key may use ``scope`` (and write, for a write)."""
+    if not grant.allows(scope):
+        raise HTTPException(403, grant.refusal(scope))
+    if write and not grant.write:
+        raise HTTPException(403, f"key {grant.name!r} is read-only")
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> SafeJSONResponse:
@@ -212,19 +256,22 @@ def _call(fn, *args, **kw):
         raise HTTPException(400, str(e)) from None
 
 
-def create_app(memory: Memory, *, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-               model_name: str | None = None, encoder_name: str | None = None) -> FastAPI:
-    guard = [Depends(_key_check(api_key))]
+def create_app(memory: Memory, *, api_key: str | None = None, keys: KeyRing | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES, model_name: str | None = None,
+               encoder_name: str | None = None) -> FastAPI:
+    """``api_key``: one key for every scope; ``keys``: keys bound to scopes (``service.keys``)."""
+    keys = keys if keys is not None else KeyRing.load(api_key)
+    auth = Depends(_authenticate(keys))
     # With a key the schema needs it too; the Swagger page cannot send one, so it is off.
     app = FastAPI(title="memr1-jax memory service",
                   description="Mem0-compatible memory API driven by the Memory-R1 agents",
-                  default_response_class=SafeJSONResponse, docs_url=None if api_key else "/docs",
-                  redoc_url=None if api_key else "/redoc", openapi_url=None if api_key else "/openapi.json")
+                  default_response_class=SafeJSONResponse, docs_url=None if keys else "/docs",
+                  redoc_url=None if keys else "/redoc", openapi_url=None if keys else "/openapi.json")
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    if api_key:
-        @app.get("/openapi.json", dependencies=guard, include_in_schema=False)
-        def openapi():
+    if keys:
+        @app.get("/openapi.json", include_in_schema=False)
+        def openapi(grant: Grant = auth):
             return app.openapi()
     model_name = model_name or memory.config.llm
     encoder_name = encoder_name or memory.config.encoder
@@ -233,79 +280,140 @@ def create_app(memory: Memory, *, api_key: str | None = None, max_body_bytes: in
     def scoped(req: Scope, filters: dict | None) -> dict:
         return {**(filters or {}), **req.ids()}
 
+    def owned(grant: Grant, memory_id: str, write: bool = False) -> None:
+        """404 for an id the key may not see (as if it did not exist), 403 for a read-only key's write."""
+        scope = memory.store.scope_of(memory_id)
+        if scope is None or not grant.allows(scope):
+            raise HTTPException(404, f"Memory with id {memory_id} not found")
+        _need(grant, scope, write)
+
+    def request_id(request: Request) -> str:
+        given = request.headers.get("x-request-id", "")
+        return given if 0 < len(given) <= 128 and given.isprintable() else str(uuid.uuid4())
+
     @app.get("/health")
     def health():
         out = {"status": "ok", "memories": memory.store.count(), "model": model_name, "encoder": encoder_name,
-               "auth": bool(api_key), "uptime_s": round(time.time() - started, 1)}
+               "auth": bool(keys), "uptime_s": round(time.time() - started, 1), "jobs": memory.store.job_counts()}
         batches = getattr(memory.loaded_llm, "batches", None)
         if batches is not None:   # how the Engine grouped the requests it served
             out["generation_batches"], out["largest_batch"] = len(batches), max(batches, default=0)
         return out
 
-    @app.post("/memories", dependencies=guard)
-    def add_memory(req: MemoryCreate):
+    @app.post("/memories")
+    def add_memory(req: MemoryCreate, request: Request, grant: Grant = auth):
+        _need(grant, req.ids(), write=True)
         msgs = req.messages if isinstance(req.messages, str) else [m.model_dump(exclude_none=True) for m in req.messages]
-        return _call(memory.add, msgs, metadata=req.metadata, infer=req.infer, timestamp=req.timestamp,
-                     prompt=req.prompt, **req.ids())
+        out = _call(memory.add, msgs, metadata=req.metadata, infer=req.infer, timestamp=req.timestamp,
+                    prompt=req.prompt, request_id=request_id(request), async_mode=req.async_mode, **req.ids())
+        return SafeJSONResponse(out, status_code=202) if req.async_mode else out
 
-    @app.get("/memories", dependencies=guard)
+    @app.post("/memories/batch")
+    def batch(req: BatchRequest, request: Request, grant: Grant = auth):
+        for i, item in enumerate(req.items):
+            if isinstance(item, BatchAdd):
+                _need(grant, item.ids(), write=True)
+            else:
+                try:   # an id outside the key's scopes is one that does not exist: 404, as on PUT / DELETE
+                    owned(grant, item.memory_id, write=True)
+                except HTTPException as e:
+                    raise HTTPException(e.status_code, f"items[{i}].memory_id: {e.detail} (nothing was applied)") from None
+        items = [item.model_dump(exclude_none=True) for item in req.items]
+        for item in items:
+            if item["op"] == "update":
+                item["text"] = item.pop("text", None) or item.pop("memory", None)
+        try:
+            return memory.batch(items, request_id=request_id(request))
+        except MemoryNotFound as e:   # deleted since the check above
+            raise HTTPException(404, str(e)) from None
+        except ValueError as e:   # a bad item: named by its index, nothing applied
+            raise HTTPException(422, str(e)) from None
+
+    @app.get("/jobs/{job_id}")
+    def job(job_id: str, grant: Grant = auth):
+        out = memory.job(job_id)
+        if out is None or not grant.allows(out):
+            raise HTTPException(404, f"job {job_id} not found")
+        return out
+
+    @app.get("/memories")
     def get_all(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
-                limit: int = 100):
+                limit: int = 100, grant: Grant = auth):
         ids = Scope(user_id=user_id, agent_id=agent_id, run_id=run_id).ids()
         if not 1 <= limit <= 10_000:
             raise HTTPException(422, "limit must be in [1, 10000]")
+        _need(grant, ids)
         return _call(memory.get_all, filters=ids, top_k=limit)
 
-    @app.delete("/memories", dependencies=guard)
-    def delete_all(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None):
-        return _call(memory.delete_all, user_id=user_id, agent_id=agent_id, run_id=run_id)
+    @app.delete("/memories")
+    def delete_all(request: Request, user_id: str | None = None, agent_id: str | None = None,
+                   run_id: str | None = None, source_request: str | None = None, grant: Grant = auth):
+        if source_request is not None:   # what one request produced (only the key's scopes)
+            if not grant.write:
+                raise HTTPException(403, f"key {grant.name!r} is read-only")
+            return _call(memory.delete_by_request, source_request, allowed=grant.allows,
+                         request_id=request_id(request))
+        ids = Scope(user_id=user_id, agent_id=agent_id, run_id=run_id).ids()
+        _need(grant, ids, write=True)
+        return _call(memory.delete_all, request_id=request_id(request), **ids)
 
-    @app.get("/memories/{memory_id}", dependencies=guard)
-    def get_memory(memory_id: str):
+    @app.get("/memories/{memory_id}")
+    def get_memory(memory_id: str, grant: Grant = auth):
+        owned(grant, memory_id)
         item = memory.get(memory_id)
         if item is None:
             raise HTTPException(404, f"Memory with id {memory_id} not found")
         return item
 
-    @app.put("/memories/{memory_id}", dependencies=guard)
-    def update_memory(memory_id: str, req: MemoryUpdate):
+    @app.put("/memories/{memory_id}")
+    def update_memory(memory_id: str, req: MemoryUpdate, request: Request, grant: Grant = auth):
+        owned(grant, memory_id, write=True)
         text = next((t for t in (req.text, req.memory, req.data) if t is not None), None)
-        return _call(memory.update, memory_id, text=text, metadata=req.metadata)
+        return _call(memory.update, memory_id, text=text, metadata=req.metadata, request_id=request_id(request))
 
-    @app.delete("/memories/{memory_id}", dependencies=guard)
-    def delete_memory(memory_id: str):
-        return _call(memory.delete, memory_id)
+    @app.delete("/memories/{memory_id}")
+    def delete_memory(memory_id: str, request: Request, grant: Grant = auth):
+        owned(grant, memory_id, write=True)
+        return _call(memory.delete, memory_id, request_id=request_id(request))
 
-    @app.get("/memories/{memory_id}/history", dependencies=guard)
-    def history(memory_id: str):
-        rows = memory.history(memory_id)
-        if not rows and memory.get(memory_id) is None:
-            raise HTTPException(404, f"Memory with id {memory_id} not found")
-        return rows
+    @app.get("/memories/{memory_id}/history")
+    def history(memory_id: str, grant: Grant = auth):
+        owned(grant, memory_id)
+        return memory.history(memory_id)
 
-    @app.post("/search", dependencies=guard)
-    def search(req: SearchRequest):
+    @app.post("/memories/{memory_id}/revert")
+    def revert(memory_id: str, request: Request, grant: Grant = auth):
+        owned(grant, memory_id, write=True)
+        return _call(memory.revert, memory_id, request_id=request_id(request))
+
+    @app.post("/search")
+    def search(req: SearchRequest, grant: Grant = auth):
+        filters = scoped(req, req.filters)
+        _need(grant, filters)
         top_k = req.top_k or req.limit or 20
-        return _call(memory.search, req.query, top_k=top_k, filters=scoped(req, req.filters),
-                     threshold=req.threshold)
+        return _call(memory.search, req.query, top_k=top_k, filters=filters, threshold=req.threshold)
 
-    @app.post("/reset", dependencies=guard)
-    def reset():
+    @app.post("/reset")
+    def reset(grant: Grant = auth):
+        if not grant.everything:
+            raise HTTPException(403, f"key {grant.name!r} is bound to scopes; /reset needs the key for every scope")
         memory.reset()
         return {"message": "All memories reset"}
 
-    @app.post("/answer", dependencies=guard)
-    def answer(req: AnswerRequest):
-        return _call(memory.answer, req.question, filters=scoped(req, req.filters), top_k=req.top_k)
+    @app.post("/answer")
+    def answer(req: AnswerRequest, grant: Grant = auth):
+        filters = scoped(req, req.filters)
+        _need(grant, filters)
+        return _call(memory.answer, req.question, filters=filters, top_k=req.top_k)
 
     # ------------------------------------------------------------ OpenAI-compatible
-    @app.get("/v1/models", dependencies=guard)
-    def models():
+    @app.get("/v1/models")
+    def models(grant: Grant = auth):
         return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "memr1-jax"},
                                            {"id": encoder_name, "object": "model", "owned_by": "memr1-jax"}]}
 
-    @app.post("/v1/chat/completions", dependencies=guard)
-    def chat(req: ChatRequest):
+    @app.post("/v1/chat/completions")
+    def chat(req: ChatRequest, grant: Grant = auth):   # the model only: no memory is read
         if req.stream:
             raise HTTPException(400, "stream=true is not supported; send stream=false")
         if req.n != 1:
@@ -327,8 +435,8 @@ def create_app(memory: Memory, *, api_key: str | None = None, max_body_bytes: in
                 "usage": {"prompt_tokens": len(ids), "completion_tokens": len(g.completion_ids),
                           "total_tokens": len(ids) + len(g.completion_ids)}}
 
-    @app.post("/v1/embeddings", dependencies=guard)
-    def embeddings(req: EmbeddingRequest):
+    @app.post("/v1/embeddings")
+    def embeddings(req: EmbeddingRequest, grant: Grant = auth):
         texts = [req.input] if isinstance(req.input, str) else req.input
         if not texts or len(texts) > 2048:
             raise HTTPException(400, f"input must hold 1 to 2048 strings, got {len(texts)}")

@@ -590,6 +590,61 @@ class Memory:
         return {"message": f"{len(done)} memories of request {source_request} deleted",
                 "deleted": [d["id"] for d in done]}
 
+    def batch(self, items: Sequence[dict], request_id: str | None = None) -> dict:
+        """add (messages stored as given, infer=False) / update / delete items applied in one
+        transaction: all or none. A bad item raises ValueError naming ``items[i]`` and its field."""
+        rid = request_id or str(uuid.uuid4())
+        check_value(rid, "request_id")
+        changes, owner, texts = [], [], []
+        for i, item in enumerate(items):
+            try:
+                op = item.get("op") if isinstance(item, dict) else None
+                if op == "add":
+                    msgs = _messages(item.get("messages"))
+                    scope = _scope(item.get("user_id"), item.get("agent_id"), item.get("run_id"), "add")
+                    metadata = item.get("metadata")
+                    if metadata is not None and not isinstance(metadata, dict):
+                        raise ValueError("metadata must be a dict")
+                    check_value(metadata, "metadata")
+                    base = {"scope": scope, "metadata": dict(metadata or {}),
+                            "created_at": _timestamp(item.get("timestamp"))}
+                    planned = self._plan(msgs, scope, base, {"infer": False}, rid)
+                elif op in ("update", "delete"):
+                    mid = item.get("memory_id")
+                    if not isinstance(mid, str) or not mid:
+                        raise ValueError("memory_id: expected a memory id")
+                    if op == "delete":
+                        planned = [{"event": "DELETE", "id": mid, "source": _api_source(rid, "DELETE")}]
+                    else:
+                        text, metadata = item.get("text"), item.get("metadata")
+                        if text is None and metadata is None:
+                            raise ValueError("text or metadata is required")
+                        if text is not None and (not isinstance(text, str) or not text.strip()):
+                            raise ValueError("text: must be a non-empty string")
+                        check_value(text, "text")
+                        check_value(metadata, "metadata")
+                        planned = [{"event": "UPDATE", "id": mid, "memory": text, "metadata": metadata,
+                                    "source": _api_source(rid, "UPDATE")}]
+                        if text is not None:
+                            texts.append(planned[0])
+                else:
+                    raise ValueError(f"op={op!r}: expected add, update or delete")
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"items[{i}]: {e}") from None
+            changes += planned
+            owner += [i] * len(planned)
+        if texts:
+            for ch, v in zip(texts, self.embed([ch["memory"] for ch in texts])):
+                ch["embedding"] = v
+        try:
+            results = self.store.apply(changes)
+        except KeyError as e:
+            i = owner[next(j for j, ch in enumerate(changes) if ch.get("id") == e.args[0])]
+            err = MemoryNotFound(e.args[0])
+            err.args = (f"items[{i}].memory_id: {err} (nothing was applied)",)
+            raise err from None
+        return {"results": results, "request_id": rid}
+
     # --------------------------------------------------------- background adds
     def job(self, job_id: str) -> dict | None:
         """A background add: {"id", "status" (queued / running / done / failed), "result" when done}."""

@@ -282,6 +282,16 @@ class SQLStore:
         return [{**dict(zip(keys, tuple(r[:7]) + (bool(r[7]),) + tuple(r[8:10]))), "source": _loads(r[10])}
                 for r in rs]
 
+    def scope_of(self, memory_id: str) -> dict | None:
+        """The scope of a memory, live or deleted (from its last history row); None if never held."""
+        row = self.get(memory_id)
+        if row is not None:
+            return row.scope
+        if not _storable(memory_id):
+            return None
+        rs = self._read("SELECT scope FROM history WHERE memory_id = ? ORDER BY seq DESC LIMIT 1", (memory_id,))
+        return _loads(rs[0][0]) if rs else None
+
     def request_ids(self, request_id: str) -> list[Row]:
         """The live memories whose current version ``request_id`` wrote."""
         if not _storable(request_id):
