@@ -21,11 +21,15 @@ from memr1_jax.eval import mem0_oss  # noqa: E402
 from memr1_jax.memory.encoder import HashingTestEncoder  # noqa: E402
 
 
+EXTENSIONS = {"source"}   # what this project adds to Mem0's items and history rows: provenance (README)
+
+
 def _keys(x):
-    """The shape of a return value: dict keys (recursively into lists of dicts)."""
+    """The shape of a return value: dict keys (recursively into lists of dicts), this project's
+    documented extensions left out."""
     if isinstance(x, dict):
         return {k: _keys(v) if isinstance(v, (dict, list)) and k != "metadata" else type(v).__name__
-                for k, v in x.items()}
+                for k, v in x.items() if k not in EXTENSIONS}
     if isinstance(x, list):
         return [_keys(v) for v in x]
     return type(x).__name__

@@ -230,7 +230,8 @@ def test_two_servers_on_one_postgresql_database_share_one_memory(tmp_path, pg_cl
         threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
         for t in threads:
             t.start()
-        time.sleep(1.0)
+        while len(acked) < 120 and any(t.is_alive() for t in threads):   # a third of the writes in
+            time.sleep(0.002)
         os.kill(a.pid, signal.SIGKILL)
         for t in threads:
             t.join()

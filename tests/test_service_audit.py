@@ -43,10 +43,13 @@ def _add(c, text, user="alice", key=ADMIN, rid=None, **kw):
 
 def test_history_names_the_message_and_the_request_that_produced_a_memory(svc):
     m, app, c = svc
-    out = c.post("/memories", headers=H(**{"X-Request-ID": "req-42"}), json={
+    r = c.post("/memories", headers=H(**{"X-Request-ID": "req-42"}), json={
         "messages": [{"role": "user", "content": "Hello!"}, {"role": "user", "content": "I keep bees in Porto."}],
-        "user_id": "alice", "infer": False, "timestamp": "2026-12-01T10:00:00Z"}).json()
-    assert out["request_id"] == "req-42"
+        "user_id": "alice", "infer": False, "timestamp": "2026-12-01T10:00:00Z"})
+    out = r.json()
+    assert r.headers["x-request-id"] == "req-42" and set(out) == {"results"}   # Mem0's shape; the id in a header
+    generated = c.post("/memories", headers=H(), json={"messages": "x", "user_id": "alice", "infer": False})
+    assert m.get(generated.json()["results"][0]["id"])["source"]["request_id"] == generated.headers["x-request-id"]
     second = out["results"][1]["id"]
     source = c.get(f"/memories/{second}", headers=H()).json()["source"]
     assert source["request_id"] == "req-42" and source["decided_by"] == "infer=false"

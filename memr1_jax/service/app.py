@@ -288,8 +288,17 @@ def create_app(memory: Memory, *, api_key: str | None = None, keys: KeyRing | No
         _need(grant, scope, write)
 
     def request_id(request: Request) -> str:
+        return request.state.request_id
+
+    @app.middleware("http")
+    async def name_the_request(request: Request, call_next):
+        """Every request has an id (the client's X-Request-ID, else a new one), recorded in the
+        source of what it changes and returned in the X-Request-ID response header."""
         given = request.headers.get("x-request-id", "")
-        return given if 0 < len(given) <= 128 and given.isprintable() else str(uuid.uuid4())
+        request.state.request_id = given if 0 < len(given) <= 128 and given.isprintable() else str(uuid.uuid4())
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
 
     @app.get("/health")
     def health():

@@ -332,7 +332,7 @@ class Memory:
             request_id: str | None = None, async_mode: bool = False) -> dict:
         """The messages' memories: extracted, decided by the Memory Manager and applied in one
         transaction. Every change records its ``source`` (``request_id``, the messages, who
-        decided). ``async_mode``: queued in the store and applied by a background worker; returns
+        decided; ``request_id`` names the call, default a new uuid). ``async_mode``: queued in the store and applied by a background worker; returns
         ``{"job_id", "status": "queued"}`` at once (``job(job_id)`` tells how it went)."""
         msgs = _messages(messages)
         scope = _scope(user_id, agent_id, run_id, "add")
@@ -348,8 +348,7 @@ class Memory:
             job_id = self.store.enqueue(scope, request)
             self._jobs().wake()
             return {"job_id": job_id, "status": "queued", "request_id": rid}
-        out = self._add(request, lambda changes, fmt: fmt(self.store.apply(changes, missing="skip")))
-        return {**out, "request_id": rid}
+        return self._add(request, lambda changes, fmt: fmt(self.store.apply(changes, missing="skip")))
 
     def _add(self, request: dict, apply):
         """Plans the request's changes under its scope's lock and hands them to ``apply(changes,
@@ -643,7 +642,7 @@ class Memory:
             err = MemoryNotFound(e.args[0])
             err.args = (f"items[{i}].memory_id: {err} (nothing was applied)",)
             raise err from None
-        return {"results": results, "request_id": rid}
+        return {"results": results}
 
     # --------------------------------------------------------- background adds
     def job(self, job_id: str) -> dict | None:
