@@ -149,6 +149,9 @@ class TaskSection:
     # manager_items="steps": also every step once more over a sparse snapshot, each earlier fact
     # kept with this probability (small banks, as a service's first adds see); 0: none.
     manager_sparse_keep: float = 0.0
+    # manager_items="steps": also every step once more over a snapshot where each speaker's bank holds
+    # the other speaker's memories too (another person's slot is not the one to change).
+    manager_crowd: bool = False
 
     @property
     def gold_scored(self) -> bool:
@@ -168,6 +171,8 @@ class TaskSection:
         if not 0.0 <= self.manager_sparse_keep < 1.0 or (self.manager_sparse_keep and self.manager_items != "steps"):
             raise ConfigError(f"task.manager_sparse_keep={self.manager_sparse_keep}: a probability in [0, 1), "
                               "with task.manager_items='steps'")
+        if self.manager_crowd and self.manager_items != "steps":
+            raise ConfigError("task.manager_crowd=true needs task.manager_items='steps'")
         if self.manager_items == "steps" and not self.gold_scored:
             raise ConfigError("task.manager_items='steps' has no question to answer: it needs gold-scored training "
                               "(task.agent='manager' with task.manager_sft=true or task.manager_reward='gold')")

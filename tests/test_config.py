@@ -55,7 +55,8 @@ def test_every_field_is_settable_from_the_command_line():
     for key, value in keys.items():
         if key in ("rl.lora", "mesh.rules"):   # set in config files (LoRA through its own section)
             continue
-        if key in ("task.manager_sft", "task.manager_items", "task.manager_sparse_keep", "distributed.process_id"):   # need other keys set with them (below, and
+        if key in ("task.manager_sft", "task.manager_items", "task.manager_sparse_keep", "task.manager_crowd",
+                   "distributed.process_id"):   # need other keys set with them (below, and
             continue                                            # test_data_changing)
         raw, want = _other_value(key, value)
         if key in ("rl.mini_batch_size", "rl.micro_batch_size", "rollout.questions_per_step", "rl.group_size"):

@@ -310,3 +310,25 @@ def test_sparse_step_items_see_smaller_banks_with_the_same_facts(split):
     assert [s.bank.size for s in sparse] == [s.bank.size for s in again]            # seeded
     assert sum(s.bank.size for s in sparse) < 0.5 * sum(s.bank.size for s in full)
     assert all(a.bank.size <= b.bank.size for a, b in zip(sparse, full))
+
+
+def test_crowd_step_items_show_the_other_speakers_memories_and_gold_never_targets_them(split):
+    conv = split.train[0]
+    notes = gold_notes(conv)
+    full = manager_step_specs(conv, ENC, Retriever(), LINES)
+    crowd = manager_step_specs(conv, ENC, Retriever(), LINES, crowd=True)
+    assert [s.state.facts for s in crowd] == [s.state.facts for s in full]
+    foreign = targeted = 0
+    for spec in crowd:
+        shown = shown_texts(spec.bank, spec.state)
+        who = {notes[spec.state.facts[0]].who}
+        others = {i for i, m in enumerate(shown) if m in notes and notes[m].who not in who}
+        foreign += len(others)
+        for ev, ids in gold_targets(spec.state.facts, shown, notes):
+            assert not ids & others          # another person's slot is never the one to change
+            targeted += bool(ids)
+    assert foreign > 0 and targeted > 0
+    # ... and without the crowd the other speaker's memories are never shown
+    for spec in full:
+        shown = shown_texts(spec.bank, spec.state)
+        assert all(notes[m].who == notes[spec.state.facts[0]].who for m in shown if m in notes)

@@ -204,17 +204,26 @@ def manager_episode_specs(conv: Conversation, qas: Sequence[QA], encoder: Encode
 
 
 def manager_step_specs(conv: Conversation, encoder: Encoder, retriever: Retriever, cfg: ManagerConfig,
-                       cache: dict | None = None, keep: float = 1.0, seed: int = 0) -> list[ManagerEpisodeSpec]:
+                       cache: dict | None = None, keep: float = 1.0, seed: int = 0,
+                       crowd: bool = False) -> list[ManagerEpisodeSpec]:
     """One spec per manager step of the conversation (each session, speaker and chunk of at most
     max_facts_per_step facts), question or not: the items of gold-scored training, where every
     fact has a gold operation (retractions and corrections included, which few questions cite).
 
     ``keep`` < 1: each earlier observation is in the snapshot with that probability (seeded by
     ``seed`` and the conversation), so steps also see small banks with a memory or two, as a
-    service's first adds do, where the gold operation is often ADD."""
+    service's first adds do, where the gold operation is often ADD.
+
+    ``crowd``: each speaker's snapshot also holds the other speaker's memories (a user's memory
+    holds facts about several people), so a step is shown memories of another person's slots,
+    which are not the ones to UPDATE or DELETE."""
     cache = {} if cache is None else cache
     none = QA(question="", answer="", evidence=(), category=0)
-    if keep < 1.0:
+    if crowd:
+        both = lambda s: tuple(o for obs in s.observations.values() for o in obs)  # noqa: E731
+        mixed = tuple(dataclasses.replace(s, observations={n: both(s) for n in s.observations}) for s in conv.sessions)
+        snapshot, cache = dataclasses.replace(conv, sessions=mixed), {}
+    elif keep < 1.0:
         rng = np.random.default_rng([seed, *conv.id.encode()])
         sparse = tuple(dataclasses.replace(s, observations={n: tuple(o for o in obs if rng.random() < keep)
                                                              for n, obs in s.observations.items()})

@@ -58,9 +58,11 @@ _REPLY = ("Oh wow, really?", "That's a big change!", "Good to know, thanks for t
 
 @dataclasses.dataclass(frozen=True)
 class Note:
-    """The gold reading of one observation: its slot ("" for facts that never change) and kind."""
+    """The gold reading of one observation: its slot ("" for facts that never change), kind and
+    whose fact it is (a memory of another person's slot is not the one to change)."""
     slot: str
     kind: str
+    who: str = ""
 
 
 def month(d: dt.date) -> str:
@@ -165,14 +167,14 @@ def generate_conversation(split: str, k: int, sessions: int = 5) -> tuple[Conver
                 dia = p.last_dia[slot] = say(p.name, ev[0])
                 say(other.name, rng.choice(_REPLY))
                 obs[p.name].append((ev[1], dia))
-                notes[ev[1]] = Note(slot, kind)
+                notes[ev[1]] = Note(slot, kind, p.name)
             if s > 1 and rng.random() < 0.5 and fillers:
                 line, fact = fillers.pop()
                 dia = say(p.name, line)
                 say(other.name, rng.choice(_REPLY))
                 fact = fact.format(n=p.name, m=when)
                 obs[p.name].append((fact, dia))
-                notes[fact] = Note("", "note")
+                notes[fact] = Note("", "note", p.name)
         stamp = dt.datetime(day.year, day.month, day.day, rng.randrange(8, 22), rng.randrange(60))
         out_sessions.append(Session(index=s, date_time=fmt_session_time(stamp), turns=tuple(turns),
                                     observations={n: tuple(v) for n, v in obs.items()}))
@@ -243,8 +245,9 @@ def gold_targets(facts: Sequence[str], shown: Sequence[str], notes: Mapping[str,
     out = []
     for fact in facts:
         note = notes.get(fact, Note("", "note"))
-        # Shown memories are the speaker's own (retrieval filters by speaker).
-        same = {i for i, m in enumerate(shown) if note.slot and notes.get(m, Note("", "")).slot == note.slot}
+        # The shown memories of the same person's slot (a bank may hold other people's too).
+        same = {i for i, m in enumerate(shown)
+                if note.slot and notes.get(m, Note("", "")).slot == note.slot and notes[m].who == note.who}
         if note.kind == "retract":
             out.append(("DELETE", same) if same else ("NONE", set()))
         elif note.kind in ("change", "correct", "end") and same:

@@ -46,6 +46,9 @@ class ManagerTask:
         if t.manager_items == "steps":
             self.train_items = [s for c in b.split.train
                                 for s in manager_step_specs(c, b.encoder, b.retriever, t.manager, cache)]
+            if t.manager_crowd:
+                self.train_items += [s for c in b.split.train
+                                     for s in manager_step_specs(c, b.encoder, b.retriever, t.manager, crowd=True)]
             if t.manager_sparse_keep:
                 self.train_items += [s for c in b.split.train
                                      for s in manager_step_specs(c, b.encoder, b.retriever, t.manager,
