@@ -209,6 +209,11 @@ def _api_source(request_id: str | None, operation: str) -> dict:
     return {"request_id": request_id or str(uuid.uuid4()), "operation": operation, "decided_by": "api"}
 
 
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
 def _after(view, changes: list[dict], dim: int):
     """(rows, embeddings) of a scope as they will be once ``changes`` are applied: what the next
     manager step of the same add is shown."""
@@ -217,10 +222,9 @@ def _after(view, changes: list[dict], dim: int):
         if ch["event"] == "ADD":
             rows.append(Row(ch["id"], ch["memory"], text_hash(ch["memory"]), ch["scope"], ch.get("actor_id"),
                             ch.get("role"), ch.get("metadata") or {}, ch.get("created_at") or "", None,
-                            np.asarray(ch["embedding"], np.float32) / max(float(np.linalg.norm(ch["embedding"])), 1e-12)))
+                            _unit(ch["embedding"])))
         elif ch["event"] == "UPDATE":
-            rows = [dataclasses.replace(r, memory=ch["memory"], embedding=np.asarray(ch["embedding"], np.float32)
-                                        / max(float(np.linalg.norm(ch["embedding"])), 1e-12))
+            rows = [dataclasses.replace(r, memory=ch["memory"], embedding=_unit(ch["embedding"]))
                     if r.id == ch["id"] else r for r in rows]
         else:
             rows = [r for r in rows if r.id != ch["id"]]
@@ -514,7 +518,7 @@ class Memory:
         if not rows:
             return []
         q = self.embed([query])[0]
-        scores = mat @ (q / max(float(np.linalg.norm(q)), 1e-12))
+        scores = mat @ _unit(q)
         k = min(top_k, len(rows))
         top = np.argpartition(-scores, k - 1)[:k]
         order = top[np.argsort(-scores[top], kind="stable")]

@@ -29,6 +29,7 @@ import os
 import pathlib
 import sqlite3
 import threading
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Iterator, Sequence
@@ -501,7 +502,6 @@ class SQLStore:
     def claim_job(self, worker: str, lease_s: float) -> tuple[str, dict] | None:
         """The oldest job this worker may run: queued, or running under a lease that ran out (its
         worker died), and no earlier unfinished job of its scope (a scope's adds in order)."""
-        import time
         stamp = time.time()
         with self._write() as db:
             rows = db.execute("SELECT id, scope, payload, status, claimed_at FROM jobs "
