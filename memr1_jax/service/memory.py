@@ -271,7 +271,8 @@ class Memory:
         self._scope_locks: dict[tuple, threading.Lock] = {}
         self._scope_guard = threading.Lock()
         self._worker = None
-        if self.store.job_counts().get("queued") or self.store.job_counts().get("running"):
+        pending = self.store.job_counts()
+        if pending.get("queued") or pending.get("running"):
             self._jobs()   # background adds a stopped process left: they run now
 
     @classmethod
