@@ -195,10 +195,11 @@ def _train_in(cfg: RunConfig, run_dir: pathlib.Path, progress: bool, guard: Pree
                 log_step(StepInfo(step, state, metrics, timings, eps))   # the bad step's row, for diagnosis
                 raise
             hooks.run(StepInfo(step, state, metrics, timings, eps), force=step == cfg.steps)
-            if guard.requested and step < cfg.steps:
+            if guard.agreed(step) and step < cfg.steps:   # agreed: a collective, so called first
                 if step % cfg.save_every:
                     save(step, state)
-                log(f"{guard.name}: stopped after step {step}, checkpoint saved in {ckpt.directory}; "
+                every = f" (all {jax.process_count()} processes)" if jax.process_count() > 1 else ""
+                log(f"{guard.name}: stopped after step {step}{every}, checkpoint saved in {ckpt.directory}; "
                     "rerun the same command to resume")
                 preempted = True
                 break
