@@ -243,6 +243,15 @@ class GuardSection:
     max_kl: float = 5.0             # ppo_kl: KL(rollout policy || updated policy) per token
 
 
+@dataclasses.dataclass(frozen=True)
+class LoggingSection:
+    """Where a run's curves go besides metrics.jsonl: TensorBoard events in the run folder
+    (``tensorboard --logdir <run_dir>``) and, optionally, Weights & Biases."""
+    tensorboard: bool = True
+    wandb: str = ""                 # "": off; "offline": files in <run_dir>/wandb (wandb sync later); "online"
+    wandb_project: str = "memr1-jax"
+
+
 # The update's settings for the CPU default; group_size is G and temperature the rollout
 # temperature (the update's log-probs describe the same tempered policy).
 _CPU_RL = RLConfig(algorithm="grpo", learning_rate=1e-3, critic_learning_rate=1e-4, beta=0.0, clip_eps=0.2,
@@ -299,6 +308,7 @@ class RunConfig:
     mesh: MeshConfig = MeshConfig(data=1, fsdp=1, tensor=1)
     distributed: DistributedSection = DistributedSection()
     guard: GuardSection = GuardSection()
+    logging: LoggingSection = LoggingSection()
 
     def validate(self) -> "RunConfig":
         """Checks across fields (``override`` and ``from_dict`` call it once all keys are set,
@@ -311,6 +321,8 @@ class RunConfig:
                 problem = _out_of_bounds(key, value)
                 if problem:
                     raise ConfigError(f"{key}={value}: {problem}")
+        if self.logging.wandb not in ("", "offline", "online"):
+            raise ConfigError(f"logging.wandb={self.logging.wandb!r}: expected '' (off), 'offline' or 'online'")
         d = self.distributed
         if not 0 <= d.process_id < d.num_processes:
             raise ConfigError(f"distributed.process_id={d.process_id}: expected 0 .. {d.num_processes - 1} "

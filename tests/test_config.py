@@ -71,6 +71,8 @@ def test_every_field_is_settable_from_the_command_line():
             raw = want = "lines"
         if key == "task.manager_reward":
             raw = want = "gold"
+        if key == "logging.wandb":
+            raw = want = "offline"
         got = C.override(base, {key: raw}, from_strings=True)
         node = got
         for part in key.split("."):
@@ -222,3 +224,8 @@ def test_train_refuses_bad_values_before_anything_loads(tmp_path, capsys, key, v
     assert train.main([f"--config.{key}={value}", f"--config.run_dir={run}"]) == 2
     assert capsys.readouterr().err.startswith(f"error: {key}=")
     assert not run.exists()
+
+
+def test_an_unknown_wandb_mode_is_refused_naming_the_key():
+    with pytest.raises(C.ConfigError, match=r"logging.wandb='cloud': expected '' \(off\), 'offline' or 'online'"):
+        C.override(C.default_config(), {"logging.wandb": "cloud"}, from_strings=True)

@@ -1,14 +1,14 @@
-"""tfds builders (array_record + as_data_source) work without TensorFlow."""
+"""tfds builders (array_record + as_data_source) work without TensorFlow. tensorflow-datasets is
+the optional ``tfds`` extra, which the test extra installs: missing, these tests fail."""
 
 import sys
 
 import pytest
+import tensorflow_datasets as tfds
 
-tfds = pytest.importorskip("tensorflow_datasets")
-
-from memr1_jax.data.embedded import embedded_split  # noqa: E402
-from memr1_jax.data.locomo import load_locomo, question_records, split_conversations  # noqa: E402
-from memr1_jax.data.tfds_builders import (Memr1EmbeddedQa, Memr1LocomoQa, decode_record,  # noqa: E402
+from memr1_jax.data.embedded import embedded_split
+from memr1_jax.data.locomo import load_locomo, question_records, split_conversations
+from memr1_jax.data.tfds_builders import (Memr1EmbeddedQa, Memr1LocomoQa, decode_record,
                                           prepare_embedded_qa, prepare_locomo_qa)
 
 

@@ -52,11 +52,19 @@ def _start_and_signal(run_dir, sig, after_step):
     return p.returncode, out
 
 
+def _events(run_dir):
+    """The reward curve as TensorBoard shows it (its reader; a resumed run's purge applied)."""
+    from _events import tensorboard_scalars
+    return tensorboard_scalars(run_dir, "reward_mean")
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     run = tmp_path_factory.mktemp("uninterrupted") / "run"
     _run(run)
     rows = {name: _rows(run, name) for name in LOGS}
+    rows["events"] = _events(run)
+    assert [step for step, _ in rows["events"]] == list(range(1, STEPS + 1))
     metrics = [json.loads(x) for x in rows["metrics.jsonl"]]
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
     # the weights move at every step (else identical logs would prove nothing)
@@ -80,6 +88,7 @@ def test_kill9_at_a_random_step_then_rerun_gives_identical_logs(tmp_path, refere
         assert "resumed" not in out
     for name in LOGS:
         assert _rows(run, name) == reference[name], (name, after, logged, saved)
+    assert _events(run) == reference["events"]   # each step once, although the killed run logged some
 
 
 def test_sigterm_saves_and_exits_then_rerun_gives_identical_logs(tmp_path, reference):

@@ -1,9 +1,10 @@
 """The run folder: config.json, train.log, metrics.jsonl (one row per step, no timings, so a
 resumed run writes the same rows as an uninterrupted one), timings.jsonl, validation.jsonl,
-samples.jsonl, TensorBoard events, curves.png.
+samples.jsonl, TensorBoard events (and W&B's offline files with ``logging.wandb``), curves.png.
 
 Resuming from the checkpoint of step s first drops every row after s (a killed run may have
-logged steps it never checkpointed), so the rerun appends exactly the missing rows.
+logged steps it never checkpointed), so the rerun appends exactly the missing rows; TensorBoard's events after s are purged
+(``MetricsWriter(initial_step=s)``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from memr1_jax.files import atomic_write_text, rewrite_lines
 from memr1_jax.rl.metrics_writer import MetricsWriter, json_safe
 
 # Keys a rerun may change without starting a new run: the length, where it runs (the
-# checkpoint restores into any mesh's shardings) and the divergence limits.
-RESUMABLE_CHANGES = ("steps", "mesh.", "distributed.", "guard.")
+# checkpoint restores into any mesh's shardings), the divergence limits and where curves go.
+RESUMABLE_CHANGES = ("steps", "mesh.", "distributed.", "guard.", "logging.")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -106,8 +107,10 @@ class RunRecords:
         read = lambda name: [json.loads(x) for x in (self.dir / name).read_text().splitlines()]  # noqa: E731
         self.history = read("metrics.jsonl") if (self.dir / "metrics.jsonl").exists() else []
         self.validation = read("validation.jsonl") if (self.dir / "validation.jsonl").exists() else []
+        lg = self.cfg.logging
         self.writer = MetricsWriter(self.dir, total_steps=self.cfg.steps, progress=self.progress,
-                                    initial_step=resume_step)
+                                    initial_step=resume_step, tensorboard=lg.tensorboard, wandb=lg.wandb,
+                                    wandb_project=lg.wandb_project, config=to_dict(self.cfg))
         self._files = {name: open(self.dir / name, "a") for name in self.LOGS[1:]}
 
     def _append(self, name: str, rec: dict) -> None:
@@ -125,7 +128,7 @@ class RunRecords:
             self.history.append({"step": step, **metrics})
             return
         scalars = self.writer.write(step, metrics)
-        self.writer.events.scalars(step, {f"time/{k}": v for k, v in timings.items()})
+        self.writer.scalars(step, {f"time/{k}": v for k, v in timings.items()})
         self.history.append({"step": step, **scalars})
         self._append("timings.jsonl", {"step": step, "time": time.time(), **timings})
         for s in samples:
@@ -137,7 +140,7 @@ class RunRecords:
         self._append("validation.jsonl", row)
         self._append("timings.jsonl", {"step": step, "time": time.time(), "validation_s": seconds})
         if self.writer is not None:
-            self.writer.events.scalars(step, {f"val/{k}": v for k, v in result.items() if isinstance(v, (int, float))})
+            self.writer.scalars(step, {f"val/{k}": v for k, v in result.items() if isinstance(v, (int, float))})
 
     def write_json(self, name: str, value) -> None:
         if self.primary:
