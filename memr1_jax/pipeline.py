@@ -32,7 +32,7 @@ from memr1_jax import compile_cache
 from memr1_jax.config import ConfigError, RunConfig, call_config_function, override, split_config_args, to_dict
 from memr1_jax.data.locomo import LocomoFormatError
 from memr1_jax.eval.systems import evaluate_systems
-from memr1_jax.files import FolderInUse, safe_name
+from memr1_jax.files import FolderInUse, atomic_write_text, safe_name
 from memr1_jax.run.guards import EXIT_CODE as DIVERGED_EXIT_CODE
 from memr1_jax.run.guards import TrainingDiverged
 from memr1_jax.run.preemption import EXIT_CODE as PREEMPTED_EXIT_CODE
@@ -121,7 +121,7 @@ def run_pipeline(stages: dict[str, RunConfig], root: pathlib.Path, dotted: list[
             c = apply_overrides({**file_stages, "evaluation": trained}, list(dotted))["evaluation"]
         cfgs.append(override(c, {"eval.system": name, "eval.run_dir": str(root / "evaluation" / safe_name(system))}))
     table = evaluate_systems(cfgs)
-    (root / "comparison.md").write_text(table + "\n")
+    atomic_write_text(root / "comparison.md", table + "\n")
     return table
 
 

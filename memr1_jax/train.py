@@ -40,7 +40,7 @@ from jax.experimental import multihost_utils
 from memr1_jax import compile_cache
 from memr1_jax.agents.rollout import pack_episodes
 from memr1_jax.config import ConfigError, RunConfig, default_config, from_dict, resolve, split_config_args, to_json
-from memr1_jax.files import FolderInUse, folder_lock
+from memr1_jax.files import FolderInUse, atomic_write_text, folder_lock
 from memr1_jax.rl.checkpoint import CheckpointError, RLCheckpointer
 from memr1_jax.parallel.mesh import check_spans_processes, maybe_initialize_distributed, mesh_context
 from memr1_jax.rl.train_state import init_sharded_train_state, init_train_state
@@ -293,7 +293,7 @@ def _finish(cfg: RunConfig, task, rec: RunRecords, best: dict, best_ckpt: RLChec
             for label, row in agg.items():
                 lines.append(f"| {tag} | {label} | {row['count']} | {100 * row['f1']:.2f} | "
                              f"{100 * row['b1']:.2f} | {100 * row['em']:.2f} |")
-        (rec.dir / "final_eval.md").write_text("\n".join(lines) + "\n")
+        atomic_write_text(rec.dir / "final_eval.md", "\n".join(lines) + "\n")
         rec.log("\n".join(lines))
         out["final_eval"] = {tag: {k: {m: v.get(m) for m in ("count", "f1", "em", "b1")} for k, v in t.items()}
                              for tag, t in tables.items()}

@@ -41,7 +41,7 @@ import urllib.request
 import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
-from memr1_jax.files import child
+from memr1_jax.files import atomic_write, atomic_write_text, child
 
 # Mem0 / Memory-R1 naming of LoCoMo category numbers (used in result tables).
 PAPER_LABELS: Mapping[int, str] = {1: "single-hop", 2: "temporal", 3: "multi-hop", 4: "open-domain"}
@@ -548,8 +548,7 @@ def write_flat(convs: Iterable[Conversation], directory: os.PathLike | str) -> l
     for c in convs:
         stem = c.id[len("conv-"):] if c.id.startswith("conv-") else c.id
         p = child(directory, stem, ".json")
-        with open(p, "w", encoding="utf-8") as f:
-            json.dump(conversation_to_flat(c), f, ensure_ascii=False, indent=1)
+        atomic_write_text(p, json.dumps(conversation_to_flat(c), ensure_ascii=False, indent=1))
         paths.append(p)
     return paths
 
@@ -558,8 +557,7 @@ def write_nested(convs: Iterable[Conversation], path: os.PathLike | str) -> path
     """Write the nested release layout (a list) to one JSON file."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump([conversation_to_nested(c) for c in convs], f, ensure_ascii=False)
+    atomic_write_text(path, json.dumps([conversation_to_nested(c) for c in convs], ensure_ascii=False))
     return path
 
 
@@ -637,13 +635,12 @@ def download_locomo(dest: os.PathLike | str, url: str = LOCOMO_JSON_URL, timeout
             f"could not download LoCoMo from {url} ({e}). This needs internet access to GitHub. "
             f"Download data/locomo10.json from {LOCOMO_HOME} by hand (license CC BY-NC 4.0) and "
             f"pass its path, or a directory of per-conversation files, to load_locomo().") from e
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.part.json")
-    tmp.write_bytes(payload)
     try:
-        _check_release(tmp, sha256)
+        with atomic_write(out) as f:   # checked before it counts: a bad download leaves nothing
+            f.write(payload)
+            f.flush()
+            _check_release(pathlib.Path(f.name), sha256)
     except (LocomoFormatError, FileNotFoundError) as e:
-        tmp.unlink(missing_ok=True)
         raise RuntimeError(f"downloaded {url} but it is not the LoCoMo release: {e}") from e
-    os.replace(tmp, out)
-    (dest / "locomo10.json.sha256").write_text(hashlib.sha256(payload).hexdigest() + "  locomo10.json\n")
+    atomic_write_text(dest / "locomo10.json.sha256", hashlib.sha256(payload).hexdigest() + "  locomo10.json\n")
     return out

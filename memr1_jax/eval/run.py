@@ -190,7 +190,7 @@ def _load_done(path: pathlib.Path) -> dict[str, dict]:
 
 
 def _save_outputs(run_dir: pathlib.Path, agg: dict, cfg: RunConfig, extra: dict, spec: dict) -> None:
-    (run_dir / "metrics.json").write_text(json.dumps({"config": spec, **extra, "results": agg}, indent=2))
+    atomic_write_text(run_dir / "metrics.json", json.dumps({"config": spec, **extra, "results": agg}, indent=2))
     fmt = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
     md = [f"# {cfg.eval.system} on {cfg.data.path} ({cfg.eval.split}), model {cfg.model.name}", "",
           "| type | n | F1 | B1 | EM | LoCoMo-F1 | J |", "|---|---|---|---|---|---|---|"]
@@ -200,7 +200,7 @@ def _save_outputs(run_dir: pathlib.Path, agg: dict, cfg: RunConfig, extra: dict,
                   f"{fmt(row.get('locomo_f1'))} | {fmt(row.get('j'))} |")
     if extra.get("judge"):
         md += ["", f"J: LLM judge `{extra['judge']}` (Mem0's accuracy prompt; 1 for CORRECT, else 0)."]
-    (run_dir / "results.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(run_dir / "results.md", "\n".join(md) + "\n")
     _plot(run_dir / "results.png", agg, cfg)
 
 

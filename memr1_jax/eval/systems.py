@@ -15,6 +15,7 @@ import pathlib
 from memr1_jax.config import RunConfig, override
 from memr1_jax.eval.comparison import interval, paired, read_predictions
 from memr1_jax.eval.run import evaluate, pipeline, run_folder
+from memr1_jax.files import atomic_write_text
 
 LABELS = {"memory-r1": "memory-r1 (trained agents)", "base": "base (untrained agents)",
           "memory-r1@add-all": "memory-r1's Answer Agent on add-all banks"}
@@ -31,7 +32,7 @@ def evaluate_systems(cfgs: list[RunConfig], progress: bool = True) -> str:
         runs.append((system_label(cfg), pathlib.Path(cfg.eval.run_dir)))
     table = comparison_table(runs)
     if len(runs) > 1:
-        (runs[0][1] / "comparison.md").write_text(table + "\n")
+        atomic_write_text(runs[0][1] / "comparison.md", table + "\n")
     return table
 
 

@@ -25,12 +25,11 @@ import json
 import os
 import pathlib
 import struct
-import tempfile
 from types import MappingProxyType
 
 import numpy as np
 
-from memr1_jax.files import fsync_dir
+from memr1_jax.files import atomic_write
 from memr1_jax.memory.bank import BankArrays, BankHost, HistoryEntry, MemoryBank
 
 MAGIC = b"MR1BANK\x01"
@@ -108,30 +107,13 @@ def _check_manifest(manifest, path) -> list[tuple[str, tuple[int, ...], int]]:
     return out
 
 
-def _remove_stale_temps(folder: pathlib.Path, name: str) -> None:
-    """Temp files of saves killed before their rename (``.<name>.<pid>.<random>.tmp``) whose
-    process is gone."""
-    for tmp in folder.glob(f".{name}.*.tmp"):
-        pid = tmp.name[len(name) + 2:].split(".", 1)[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except (PermissionError, OverflowError):
-            pass
-
-
 def save_bank(bank: MemoryBank, path: os.PathLike) -> pathlib.Path:
-    """Write `bank` to `path` atomically (temp file in the same folder, fsync, os.replace)."""
+    """Write `bank` to `path` atomically (``files.atomic_write``)."""
     path = pathlib.Path(path)
-    folder = path.parent if str(path.parent) else pathlib.Path(".")
     arrays = {name: np.ascontiguousarray(np.asarray(getattr(bank.arrays, name)), _DTYPES[name])
               for name in _ARRAYS}
     if not np.isfinite(arrays["embeddings"][arrays["valid"]]).all():
         raise ValueError(f"{path}: refusing to save a bank with non-finite embeddings")
-    _remove_stale_temps(folder, path.name)
     manifest, offset = [], 0
     for name, arr in arrays.items():
         manifest.append({"name": name, "dtype": str(arr.dtype), "shape": list(arr.shape),
@@ -142,23 +124,11 @@ def save_bank(bank: MemoryBank, path: os.PathLike) -> pathlib.Path:
     h = hashlib.sha256(header)
     for arr in arrays.values():
         h.update(memoryview(arr).cast("B"))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_PREFIX.pack(MAGIC, len(header), h.digest()))
-            f.write(header)
-            for arr in arrays.values():
-                f.write(memoryview(arr).cast("B"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(folder)   # make the rename itself durable
+    with atomic_write(path) as f:
+        f.write(_PREFIX.pack(MAGIC, len(header), h.digest()))
+        f.write(header)
+        for arr in arrays.values():
+            f.write(memoryview(arr).cast("B"))
     return path
 
 

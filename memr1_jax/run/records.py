@@ -144,7 +144,7 @@ class RunRecords:
 
     def write_json(self, name: str, value) -> None:
         if self.primary:
-            (self.dir / name).write_text(json.dumps(value, indent=2))
+            atomic_write_text(self.dir / name, json.dumps(value, indent=2))
 
     def close(self) -> None:
         if self.writer is not None:

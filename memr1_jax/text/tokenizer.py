@@ -23,10 +23,9 @@ import json
 import os
 import pathlib
 import re
-import shutil
-import tempfile
 from typing import Iterable, Sequence
 
+from memr1_jax.files import atomic_folder, atomic_write_by_name, atomic_write_bytes, atomic_write_text
 from memr1_jax.text import gguf_vocab
 from memr1_jax.text.gguf_meta import read_gguf_metadata
 
@@ -193,7 +192,7 @@ class Tokenizer(abc.ABC):
         folder.mkdir(parents=True, exist_ok=True)
         self._save_backend(folder)
         meta = {"format": META_FORMAT, "backend": self.backend_name, **self.info.to_json()}
-        (folder / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1))
+        atomic_write_text(folder / META_FILE, json.dumps(meta, ensure_ascii=False, indent=1))
         return folder
 
     backend_name = ""
@@ -246,7 +245,7 @@ class HFTokenizer(Tokenizer):
         return t
 
     def _save_backend(self, folder: pathlib.Path) -> None:
-        self._tok.save(str(folder / "tokenizer.json"))
+        atomic_write_by_name(folder / "tokenizer.json", self._tok.save)
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -333,7 +332,7 @@ class SentencePieceTokenizer(Tokenizer):
         return self._sp.id_to_piece(int(token_id))
 
     def _save_backend(self, folder: pathlib.Path) -> None:
-        (folder / "tokenizer.model").write_bytes(self._proto_bytes)
+        atomic_write_bytes(folder / "tokenizer.model", self._proto_bytes)
 
 
 # --- info helpers ------------------------------------------------------------------
@@ -412,15 +411,11 @@ def load_tokenizer_from_gguf(path: os.PathLike | str,
         except Exception:  # corrupt cache entry: rebuild below
             pass
     tok = build_tokenizer_from_gguf_metadata(read_gguf_metadata(path), path.name)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(dir=root, prefix=".tok-"))
     try:
-        tok.save(tmp)
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)  # atomic: readers never see a half-written folder
+        with atomic_folder(folder) as tmp:   # readers never see a half-written folder
+            tok.save(tmp)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # e.g. a concurrent writer won the race
+        pass   # a cache entry not written (a full disk, a read-only cache): the tokenizer still works
     return tok
 
 

@@ -32,13 +32,12 @@ def save_adapters(folder, adapters: dict, base_model: str, rank: int, alpha: flo
     tensors first, the config last, each replaced atomically (a folder with a config is whole)."""
     from safetensors.numpy import save_file
 
-    from memr1_jax.files import atomic_write_text
+    from memr1_jax.files import atomic_write_by_name, atomic_write_text
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (TENSORS + ".tmp")
     flat = traverse_util.flatten_dict(adapters, sep="/")
-    save_file({k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in flat.items()}, str(tmp))
-    tmp.replace(folder / TENSORS)
+    tensors = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in flat.items()}
+    atomic_write_by_name(folder / TENSORS, lambda tmp: save_file(tensors, tmp))
     atomic_write_text(folder / CONFIG, json.dumps({"format": FORMAT, "version": 1, "base_model": str(base_model),
                                                    "rank": int(rank), "alpha": float(alpha)}, indent=1) + "\n")
     return folder

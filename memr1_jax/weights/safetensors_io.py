@@ -14,6 +14,8 @@ import struct
 import ml_dtypes
 import numpy as np
 
+from memr1_jax.files import atomic_write
+
 DTYPES = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
     "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"),
@@ -92,8 +94,7 @@ def write_safetensors(path, tensors, metadata: dict | None = None) -> None:
     header["__metadata__"] = {"format": "pt", **(metadata or {})}
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # keep tensor data 8-byte aligned
-    tmp = os.fspath(path) + ".partial"
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:   # a tensor that fails to produce leaves no file behind
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for name, shape, dtype, produce in tensors:
@@ -101,4 +102,3 @@ def write_safetensors(path, tensors, metadata: dict | None = None) -> None:
             if x.shape != tuple(shape):
                 raise SafetensorsError(f"{path}: tensor {name!r} produced shape {x.shape}, declared {shape}")
             f.write(x.astype(x.dtype.newbyteorder("<"), copy=False).tobytes())
-    os.replace(tmp, path)

@@ -8,15 +8,13 @@ inverse, in HF naming, so transformers' ``from_pretrained`` reads it back.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
-import tempfile
 import time
 
 import jax.numpy as jnp
 import numpy as np
 
+from memr1_jax.files import atomic_folder
 from memr1_jax.models.config import ModelConfig
 from memr1_jax.weights.assemble import WeightLoadError, assemble, validate
 from memr1_jax.weights.mappings import IGNORED_HF_SUFFIXES, resolve, from_param
@@ -254,30 +252,22 @@ def save_hf_checkpoint(cfg: ModelConfig, params, folder, shard_size: int = 2 << 
         cur.append(e)
         size += nbytes
     shards.append(cur)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     names = (["model.safetensors"] if len(shards) == 1 else
              [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))])
     weight_map, total = {}, 0
-    for fname, shard in zip(names, shards):
-        items = []
-        for e in shard:
-            def produce(e=e):
-                return from_param(np.asarray(_get(params, e.param), dtype=np.float32), e, cfg).astype(dt)
-            items.append((e.source, e.src_shape, dt, produce))
-            weight_map[e.source] = fname
-            total += dt.itemsize * int(np.prod(e.src_shape))
-        write_safetensors(tmp / fname, items)
-    if len(shards) > 1:
-        (tmp / INDEX_NAME).write_text(json.dumps(
-            {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg, dt.name), indent=2))
-    if folder.exists() and overwrite:
-        shutil.rmtree(folder)
-    try:
-        os.rename(tmp, folder)
-    except OSError:  # a concurrent writer got there first (or overwrite=False): keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (folder / "config.json").exists():
-            raise
+    # overwrite=False and a concurrent writer first: theirs stays
+    with atomic_folder(folder, overwrite=overwrite) as tmp:
+        for fname, shard in zip(names, shards):
+            items = []
+            for e in shard:
+                def produce(e=e):
+                    return from_param(np.asarray(_get(params, e.param), dtype=np.float32), e, cfg).astype(dt)
+                items.append((e.source, e.src_shape, dt, produce))
+                weight_map[e.source] = fname
+                total += dt.itemsize * int(np.prod(e.src_shape))
+            write_safetensors(tmp / fname, items)
+        if len(shards) > 1:
+            (tmp / INDEX_NAME).write_text(json.dumps(
+                {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+        (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg, dt.name), indent=2))
     return folder
