@@ -40,6 +40,7 @@ from memr1_jax import compile_cache
 from memr1_jax.config import (DATA_FORMATS, MAIN_JOB_SYSTEMS, MANAGER_KINDS, SPLITS, ConfigError, RunConfig,
                               evaluation_defaults, override, resolve, split_config_args, to_json)
 from memr1_jax.data.locomo import LocomoFormatError
+from memr1_jax.eval.judge import JudgeError
 from memr1_jax.eval.systems import evaluate_systems
 from memr1_jax.files import FolderInUse, safe_name
 from memr1_jax.run.preemption import INTERRUPT_EXIT_CODE
@@ -170,6 +171,9 @@ def main(argv=None) -> int:
     except (LocomoFormatError, FileNotFoundError, FolderInUse, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except JudgeError as e:   # the labels it did get are saved; a rerun asks only for the rest
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: the predictions written so far are kept; rerun the same command to continue",
               file=sys.stderr)

@@ -12,7 +12,7 @@ import pytest
 
 from memr1_jax.agents.prompts import parse_judge_label
 from memr1_jax.config import evaluation_defaults, override
-from memr1_jax.eval.judge import OpenAIJudge, make_judge
+from memr1_jax.eval.judge import JudgeError, OpenAIJudge, make_judge
 from memr1_jax.eval.metrics import aggregate, judge_agreement
 from memr1_jax.eval.run import evaluate
 
@@ -83,17 +83,31 @@ def test_judge_agreement_with_em_and_f1():
 
 class _FakeChat(http.server.BaseHTTPRequestHandler):
     """An OpenAI-compatible /chat/completions: CORRECT when the generated answer equals the
-    gold one, else WRONG; every request recorded with its arrival time."""
+    gold one, else WRONG; every request recorded with its arrival time. ``script``: (status,
+    headers) answers given first, one per request; ``poison``: a question always met with 500."""
     log: list = []
     lock = threading.Lock()
+    script: list = []
+    poison: str | None = None
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         prompt = body["messages"][0]["content"]
         gold = re.search(r"Gold answer: (.*)", prompt).group(1)
         gen = re.search(r"Generated answer: (.*)", prompt).group(1)
+        question = re.search(r"Question: (.*)", prompt).group(1)
         with self.lock:
             self.log.append((time.monotonic(), self.headers.get("Authorization"), body["temperature"]))
+            step = self.script.pop(0) if self.script else None
+        if step is None and self.poison is not None and question.strip() == self.poison:
+            step = (500, {})
+        if step is not None:
+            self.send_response(step[0])
+            for k, v in step[1].items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         time.sleep(0.05)   # long enough that a batch sent one by one would be visibly serial
         label = "CORRECT" if gold.strip() == gen.strip() else "WRONG"
         payload = json.dumps({"choices": [{"message": {"content": f'{{"label": "{label}"}}'}}]}).encode()
@@ -109,7 +123,7 @@ class _FakeChat(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_endpoint():
-    _FakeChat.log = []
+    _FakeChat.log, _FakeChat.script, _FakeChat.poison = [], [], None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeChat)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -133,9 +147,49 @@ def test_openai_judge_sends_a_batch_concurrently_and_keeps_the_order(fake_endpoi
 
 
 def test_an_endpoint_that_fails_is_named():
-    judge = OpenAIJudge("http://127.0.0.1:9/v1", "k", "m", timeout=2)   # port 9 (discard): refused
-    with pytest.raises(RuntimeError, match=r"judge endpoint http://127.0.0.1:9/v1/chat/completions failed"):
+    judge = OpenAIJudge("http://127.0.0.1:9/v1", "k", "m", timeout=2, retries=1, backoff=0.01)   # port 9: refused
+    with pytest.raises(JudgeError, match=r"judge endpoint http://127.0.0.1:9/v1/chat/completions failed after 2 "
+                                         r"attempts: .*refused"):
         judge(["q"], ["g"], ["a"])
+
+
+def test_a_429_is_retried_after_what_retry_after_asks(fake_endpoint):
+    _FakeChat.script = [(429, {"Retry-After": "1"})]
+    judge = OpenAIJudge(fake_endpoint, "k", "m", timeout=10, backoff=0.01)
+    assert judge(["q"], ["Paris"], ["Paris"]) == [1]
+    assert len(_FakeChat.log) == 2 and _FakeChat.log[1][0] - _FakeChat.log[0][0] >= 1.0
+
+
+def test_5xx_and_408_are_retried_with_backoff_and_a_400_is_not(fake_endpoint):
+    _FakeChat.script = [(503, {}), (502, {}), (408, {}), (500, {})]
+    judge = OpenAIJudge(fake_endpoint, "k", "m", timeout=10, backoff=0.01)
+    assert judge(["q"], ["Paris"], ["Lyon"]) == [0] and len(_FakeChat.log) == 5
+    _FakeChat.log, _FakeChat.script = [], [(400, {})]
+    with pytest.raises(JudgeError, match=r"failed after 1 attempt: HTTP 400"):
+        judge(["q"], ["Paris"], ["Lyon"])
+    assert len(_FakeChat.log) == 1
+
+
+def test_retries_are_bounded_and_the_error_names_the_url_without_secrets(fake_endpoint):
+    _FakeChat.script = [(503, {"Retry-After": "3600"})] * 10   # an hour asked: waits max_wait
+    judge = OpenAIJudge(fake_endpoint + "?api-key=secret", "k", "m", timeout=10, retries=3, backoff=0.01,
+                        max_wait=0.05)
+    t0 = time.monotonic()
+    with pytest.raises(JudgeError) as err:
+        judge(["q"], ["Paris"], ["Paris"])
+    assert time.monotonic() - t0 < 5 and len(_FakeChat.log) == 4
+    assert f"judge endpoint {fake_endpoint}/chat/completions failed after 4 attempts: HTTP 503" in str(err.value)
+    assert "secret" not in str(err.value)
+    with pytest.raises(ValueError, match="not in the URL"):
+        OpenAIJudge("https://user:pw@judge.example/v1", "k", "m")
+
+
+def test_one_failing_prompt_keeps_the_batchs_other_labels(fake_endpoint):
+    _FakeChat.poison = "broken"
+    judge = OpenAIJudge(fake_endpoint, "k", "m", timeout=10, retries=1, backoff=0.01)
+    with pytest.raises(JudgeError, match="1 of 3 prompts") as err:
+        judge(["q1", "broken", "q3"], ["a", "b", "c"], ["a", "b", "x"])
+    assert err.value.failed == {1} and err.value.labels == [1, None, 0]
 
 
 def test_judging_is_a_pass_over_saved_answers(tmp_path, fake_endpoint, monkeypatch, registry_loads):
@@ -165,3 +219,28 @@ def test_judging_is_a_pass_over_saved_answers(tmp_path, fake_endpoint, monkeypat
     # judged again by the same judge: nothing is sent
     evaluate(override(evaluation_defaults(), {**base, "eval.judge": "openai"}), progress=False)
     assert len(_FakeChat.log) == 6
+
+
+def test_a_judge_run_stopped_by_a_failing_endpoint_resumes_without_asking_again(tmp_path, fake_endpoint, monkeypatch,
+                                                                               registry_loads):
+    base = {"model.name": "tiny-llama", "model.encoder": "hashing", "eval.system": "fullctx", "eval.limit": 6,
+            "task.answer.max_new_tokens": 4, "eval.fullctx_tokens": 300, "eval.run_dir": str(tmp_path / "run")}
+    evaluate(override(evaluation_defaults(), base), progress=False)
+    before = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    monkeypatch.setenv("MEMR1_JUDGE_BASE_URL", fake_endpoint)
+    monkeypatch.setenv("MEMR1_JUDGE_API_KEY", "k")
+    monkeypatch.setenv("MEMR1_JUDGE_MODEL", "judge-model")
+    monkeypatch.setattr(OpenAIJudge.__init__, "__defaults__", (60.0, 8, 1, 0.01, 60.0))   # quick retries
+    _FakeChat.poison = before[2]["question"].strip()
+    poisoned = sum(r["question"].strip() == _FakeChat.poison for r in before)
+    with pytest.raises(JudgeError):
+        evaluate(override(evaluation_defaults(), {**base, "eval.judge": "openai"}), progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    last = {r["key"]: r for r in lines}
+    labelled = sum(r.get("judge") == "openai:judge-model" for r in last.values())
+    assert labelled == len(before) - poisoned   # the others' labels were saved
+    _FakeChat.log, _FakeChat.poison = [], None
+    judged = evaluate(override(evaluation_defaults(), {**base, "eval.judge": "openai"}), progress=False)
+    assert len(_FakeChat.log) == poisoned                              # only the unlabelled asked again
+    want = [int(r["prediction"].strip() == r["gold"].strip()) for r in before]
+    assert judged["overall"]["j"] == pytest.approx(sum(want) / len(want))

@@ -552,7 +552,7 @@ def _judge(cfg: RunConfig, records, done: dict, pred_path: pathlib.Path, models:
     neither label counts as WRONG and is flagged (``judge_unparsed``)."""
     from tqdm import tqdm
 
-    from memr1_jax.eval.judge import make_judge
+    from memr1_jax.eval.judge import JudgeError, make_judge
     judge = make_judge(cfg.eval.judge, models.named)
     keys = [f"{r.conversation_id}:{r.qa_index}" for r in records]
     todo = [k for k in keys if done[k].get("judge") != judge.name or done[k].get("j") is None]
@@ -563,8 +563,16 @@ def _judge(cfg: RunConfig, records, done: dict, pred_path: pathlib.Path, models:
                                            disable=not progress) as bar:
         for i in range(0, len(todo), chunk):
             part = [done[k] for k in todo[i:i + chunk]]
-            labels = judge([r["question"] for r in part], [r["gold"] for r in part], [r["prediction"] for r in part])
+            failed = None
+            try:
+                labels = judge([r["question"] for r in part], [r["gold"] for r in part],
+                               [r["prediction"] for r in part])
+            except JudgeError as e:   # the batch's labelled prompts are kept: a rerun judges the rest
+                failed = e
+                part, labels = ([x for j, x in enumerate(xs) if j not in e.failed] for xs in (part, e.labels))
             _append(out, [{**r, "j": int(lab == 1), "judge": judge.name, "judge_unparsed": lab is None}
                           for r, lab in zip(part, labels)], done)
             bar.update(len(part))
+            if failed is not None:
+                raise failed
     return judge.name
