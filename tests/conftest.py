@@ -18,9 +18,18 @@ LOCOMO_DIR = REPO.parent / "shared" / "data" / "locomo10"
 
 @pytest.fixture(scope="session")
 def locomo_dir():
+    from _offline import offline
     if not LOCOMO_DIR.is_dir():
-        pytest.skip(f"LoCoMo data not found at {LOCOMO_DIR} (shared folder absent)")
+        offline(f"the LoCoMo data is not at {LOCOMO_DIR} (shared folder absent)")
     return LOCOMO_DIR
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """The SmolLM2-135M-Instruct GGUF, fetched (or cached) through the project's registry."""
+    from _offline import fetched
+    from memr1_jax import assets
+    return fetched(assets.fetch_payload, assets.SMOLLM2_135M_GGUF)
 
 
 @pytest.fixture(scope="module")

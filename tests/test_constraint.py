@@ -9,9 +9,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-pytest.importorskip("outlines_core")
 
 from memr1_jax.memory import parse_memory_ops  # noqa: E402
 from memr1_jax.models.decoder import causal_mask, forward  # noqa: E402

@@ -257,7 +257,6 @@ def test_batched_manager_rollout_equals_one_at_a_time(split):
     each spec the operations and gold rewards it gets alone (greedy, a real tiny model under the
     line format's automaton)."""
     import jax
-    pytest.importorskip("outlines_core")
     from memr1_jax.agents.answer_agent import AnswerConfig
     from memr1_jax.agents.rollout import manager_rollouts
     from memr1_jax.models.registry import load_model

@@ -4,20 +4,12 @@ import os
 import subprocess
 import sys
 
-import pytest
 
-from memr1_jax import assets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _payload_available() -> bool:
-    return (assets.cache_dir() / "payloads" / assets.SMOLLM2_135M_GGUF.name).exists() or \
-        os.environ.get("MEMR1_ALLOW_DOWNLOAD") == "1"
-
-
-@pytest.mark.skipif(not _payload_available(), reason="SmolLM2 GGUF not in the cache (set MEMR1_ALLOW_DOWNLOAD=1)")
-def test_cli_answers_capital_of_france():
+def test_cli_answers_capital_of_france(smollm2_gguf):
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user would run it
     proc = subprocess.run(

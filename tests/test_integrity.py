@@ -160,7 +160,7 @@ def test_the_judge_key_never_travels_over_plain_http(url, ok):
 
 
 def test_hub_presets_download_a_pinned_revision(monkeypatch):
-    huggingface_hub = pytest.importorskip("huggingface_hub")
+    import huggingface_hub
     from memr1_jax.models import registry
     seen = []
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: seen.append(kw) or "/nowhere")

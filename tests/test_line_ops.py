@@ -81,7 +81,6 @@ def _tiny():
 
 
 def test_constrained_samples_always_parse_with_every_fact_decided():
-    pytest.importorskip("outlines_core")
     from memr1_jax.sampling.constraint import manager_automaton
     from memr1_jax.sampling.sampler import SamplingConfig, generate
     m = _tiny()

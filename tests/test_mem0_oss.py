@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 os.environ["MEM0_TELEMETRY"] = "False"   # before mem0 is imported: it reads this once
-pytest.importorskip("mem0")
+import mem0  # noqa: F401
 
 from memr1_jax import Memory  # noqa: E402
 from memr1_jax.agents.llm import ChatLLM, Generation  # noqa: E402

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from _offline import fetched
 from memr1_jax.memory import HashingTestEncoder
 
 SENTENCES = [
@@ -26,10 +27,7 @@ while len(SENTENCES) < 50:
 @pytest.fixture(scope="module")
 def model_dir():
     from memr1_jax import assets
-    try:
-        return assets.fetch_tree(assets.MINILM_L6_V2)
-    except RuntimeError as e:
-        pytest.skip(f"MiniLM weights unavailable: {e}")
+    return fetched(assets.fetch_tree, assets.MINILM_L6_V2)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +37,8 @@ def encoder(model_dir):
 
 
 def torch_reference(model_dir, texts):
-    torch = pytest.importorskip("torch", reason="torch not installed (test-only dependency)")
-    transformers = pytest.importorskip("transformers", reason="transformers not installed")
+    import torch
+    import transformers
     tok = transformers.AutoTokenizer.from_pretrained(str(model_dir))
     model = transformers.BertModel.from_pretrained(str(model_dir)).eval()
     with torch.no_grad():

@@ -57,7 +57,6 @@ def test_grounding_keeps_what_was_said_and_drops_inventions():
 
 
 def test_the_extraction_regex_takes_facts_that_name_the_speaker():
-    pytest.importorskip("outlines_core")
     from memr1_jax.models.registry import load_model
     from memr1_jax.sampling.constraint import compile_regex
     tiny = load_model("tiny-qwen2")

@@ -5,10 +5,9 @@ Each notebook ends with a line ``RESULT {json}``; its figures must render."""
 import json
 import pathlib
 
-import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+import nbformat
+import nbclient
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL_TRAIN = {"rollout.questions_per_step": 1, "rl.group_size": 2, "rl.mini_batch_size": None,

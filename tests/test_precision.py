@@ -6,9 +6,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from memr1_jax import assets
 from memr1_jax.models import decoder as dec
 from memr1_jax.models.registry import load_model
 
@@ -22,9 +20,7 @@ def _logits(cfg, params, tokens):
     return out
 
 
-@pytest.mark.skipif(not (assets.cache_dir() / "payloads" / assets.SMOLLM2_135M_GGUF.name).exists(),
-                    reason="SmolLM2 GGUF not in the cache")
-def test_smollm2_bfloat16_logits_within_tolerance_of_float32():
+def test_smollm2_bfloat16_logits_within_tolerance_of_float32(smollm2_gguf):
     """Measured 2026-12-01 on 28 prompt tokens: max |logit diff| 0.77 (logits up to 31), top-1
     agreement 27/28, KL(f32 || bf16) per position mean 0.0011, max 0.0045 nats."""
     m = load_model("smollm2-135m-instruct")

@@ -269,7 +269,7 @@ def test_a_second_training_run_in_the_same_folder_stops(tmp_path):
 
 
 # ---------------------------------------------------------------- fuzzing: loader and bank header
-hypothesis = pytest.importorskip("hypothesis")
+import hypothesis
 st = hypothesis.strategies
 
 _KEYS = ["sample_id", "conversation", "qa", "observation", "speaker_a", "speaker_b", "session_1",

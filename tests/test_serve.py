@@ -244,7 +244,7 @@ def test_two_servers_on_one_postgresql_database_share_one_memory(tmp_path, pg_cl
 
 
 def test_openai_compatible_endpoints_serve_the_engine_and_encoder(tmp_path):
-    openai = pytest.importorskip("openai")
+    import openai
     from memr1_jax.memory.encoder import HashingTestEncoder
     with server(tmp_path, args=("--batch-window-ms", "300")) as s:
         oa = openai.OpenAI(base_url=s.url + "/v1", api_key=KEY)

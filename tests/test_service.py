@@ -256,7 +256,6 @@ def test_answer_reads_the_scopes_memories_and_says_when_it_does_not_know(store_s
 
 
 def test_the_manager_decodes_under_its_schema_with_the_shown_ids(tmp_path):
-    pytest.importorskip("outlines_core")
     from memr1_jax.models.registry import load_model
     tiny = load_model("tiny-qwen2")
 
@@ -282,7 +281,6 @@ def test_the_manager_decodes_under_its_schema_with_the_shown_ids(tmp_path):
 def test_the_line_format_manager_applies_one_operation_per_fact(tmp_path):
     """manager_output="lines": the manager sees "<id>: <memory>" and numbered facts, writes one
     line per fact under the regex automaton, and its lines become the store's changes."""
-    pytest.importorskip("outlines_core")
     from memr1_jax.models.registry import load_model
     tiny = load_model("tiny-qwen2")
 

@@ -80,7 +80,6 @@ def test_speculative_needs_greedy_single_samples():
 
 
 def test_constrained_speculative_equals_constrained_greedy():
-    pytest.importorskip("outlines_core")
     from test_constraint import _model as constrained_model, _prompts
     m, auto = constrained_model()
     kw = dict(stop_ids=sorted(m.tokenizer.stop_ids), max_new_tokens=160, pad_id=m.tokenizer.pad_id,

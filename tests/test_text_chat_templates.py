@@ -3,6 +3,7 @@ hand-written expected prompts."""
 
 import pytest
 
+from _offline import fetched
 from memr1_jax import assets
 from memr1_jax.text import (QWEN25_DEFAULT_SYSTEM, SMOLLM2_DEFAULT_SYSTEM, ChatTemplateError,
                             read_gguf_metadata, render_chat)
@@ -17,10 +18,7 @@ CONVERSATIONS = [SYS_USER, MULTI, [SYS_USER[0]] + MULTI, [{"role": "user", "cont
 
 
 def _embedded_template(payload):
-    try:
-        path = assets.fetch_payload(payload)
-    except RuntimeError as e:
-        pytest.skip(f"payload unavailable: {e}")
+    path = fetched(assets.fetch_payload, payload)
     return read_gguf_metadata(path).get("tokenizer.chat_template")
 
 

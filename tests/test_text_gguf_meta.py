@@ -5,8 +5,9 @@ import pathlib
 import numpy as np
 import pytest
 
-gguf = pytest.importorskip("gguf")
+import gguf
 
+from _offline import fetched
 from memr1_jax import assets  # noqa: E402
 from memr1_jax.text.gguf_meta import GGUFFormatError, read_gguf_header, read_gguf_metadata  # noqa: E402
 
@@ -68,10 +69,7 @@ def test_synthetic_file_matches_reference_reader(tmp_path):
 
 
 def test_real_model_header_fields():
-    try:
-        path = assets.fetch_payload(assets.SMOLLM2_135M_GGUF)
-    except RuntimeError as e:
-        pytest.skip(f"payload unavailable: {e}")
+    path = fetched(assets.fetch_payload, assets.SMOLLM2_135M_GGUF)
     header = read_gguf_header(path)
     m = header.metadata
     assert m["general.architecture"] == "llama"

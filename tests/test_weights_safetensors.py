@@ -83,8 +83,8 @@ def test_sharded_round_trip_and_bf16(tmp_path):
 
 
 # ------------------------------------------------------- against transformers
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 torch.set_num_threads(2)
 
 
