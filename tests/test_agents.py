@@ -3,7 +3,6 @@ application, rewards, and bank construction over a real (embedded) conversation.
 
 import json
 
-import numpy as np
 import pytest
 
 from memr1_jax.agents.answer_agent import AnswerConfig, answer_prompts, answer_reward
@@ -101,3 +100,64 @@ def test_answer_reward():
     r, ans, marked = answer_reward("near the beach house", "beach house", shaped)
     assert not marked and ans == "near the beach house"
     assert r == pytest.approx(0.5 * 2 * (2 / 4 * 1.0) / (2 / 4 + 1.0) - 0.1)
+
+
+class _ScriptedManager:
+    """A line-format manager whose operations are a function of each fact and the memories its
+    prompt shows (ADD, UPDATE / DELETE of a shown memory, NONE, chosen by a hash): the same
+    prompt always gets the same answer, whatever batch it arrives in."""
+
+    def __init__(self):
+        self.batches = []
+
+    @staticmethod
+    def answer(prompt: str) -> str:
+        import hashlib
+        old, new = prompt.rsplit("Old memories:", 1)[1].split("New facts:", 1)   # after the example
+        shown = [line for line in old.strip().splitlines() if line[:1].isdigit()]      # "(none)": none
+        facts = [line.split(". ", 1)[1] for line in new.split("Write one line", 1)[0].strip().splitlines()]
+        lines = []
+        for i, fact in enumerate(facts, 1):
+            h = int(hashlib.sha256(fact.encode()).hexdigest(), 16)
+            op = h % 4 if shown else 0
+            j = (h // 4) % max(len(shown), 1)
+            lines.append(f"{i}: " + ("ADD", f"UPDATE {j}", f"DELETE {j}", "NONE")[op])
+        return "\n".join(lines)
+
+    def generate(self, prompts, max_new_tokens=None, **kw):
+        import types
+        self.batches.append(len(prompts))
+        return [types.SimpleNamespace(text=self.answer(p)) for p in prompts]
+
+
+def test_lockstep_streams_equal_a_sequential_reference_per_speaker(enc):
+    """build_banks advances every (conversation, speaker) stream one step per round, one LLM batch
+    a round, all speakers in one bank per conversation. A reference runs each stream alone, in
+    order, on a bank of its own: the prompts each stream saw, and the memories each speaker ends
+    with (text, session, date, in creation order), are the same."""
+    from memr1_jax.agents.memory_manager import make_step
+    convs = make_embedded_dataset()[:3]
+    cfg = ManagerConfig(kind="llm", output="lines", max_facts_per_step=3, retrieve_k=3)
+    llm, seen = _ScriptedManager(), {}
+    banks, stats = build_banks(convs, enc, cfg, llm=llm,
+                               on_step=lambda cid, st, out, rep, probs: seen.setdefault((cid, st.speaker), []).append(
+                                   (st.prompt, out)))
+    assert max(llm.batches) == 2 * len(convs) and sum(llm.batches) == stats.steps   # one batch a round
+    ops = stats.ops
+    assert ops["ADD"] and ops["UPDATE"] and ops["DELETE"] and stats.parse_failures == 0
+    retriever = Retriever()
+    for conv in convs:
+        for spk in (0, 1):
+            bank, prompts = empty_bank(int(enc(["x"]).shape[-1])), []
+            for sess, s, date, facts in conversation_fact_batches(conv, cfg.max_facts_per_step):
+                if s != spk:
+                    continue
+                st = make_step(bank, facts, spk, sess, date, enc, retriever, cfg)
+                out = _ScriptedManager.answer(st.prompt)
+                bank, _, problems = apply_step(bank, st, out, enc, cfg)
+                assert not problems
+                prompts.append((st.prompt, out))
+            assert seen[(conv.id, spk)] == prompts, (conv.id, spk)
+            got = [{k: v for k, v in e.items() if k != "id"} for e in banks[conv.id].entries(speaker=spk)]
+            want = [{k: v for k, v in e.items() if k != "id"} for e in bank.entries(speaker=spk)]
+            assert got == want and want, (conv.id, spk)
