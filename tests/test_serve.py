@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import signal
 import socket
 import sqlite3
@@ -196,6 +197,81 @@ def test_kill_9_mid_write_loses_no_acknowledged_write(tmp_path, store_spec):
         assert len(stored) - len(acked) <= 8     # at most the in-flight writes of the 8 writers
         for mid in list(stored)[:5]:
             assert [h["event"] for h in c.get(f"/memories/{mid}/history").json()] == ["ADD"]
+
+
+@contextlib.contextmanager
+def scripted_server(tmp_path, store):
+    """A server whose extraction and manager are tests/_scripted.py's policy (real UPDATE / DELETE)."""
+    port = _free_port()
+    log = open(tmp_path / f"scripted-{port}.log", "w")
+    proc = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).with_name("_scripted.py")), str(port), store,
+                             KEY], stdout=log, stderr=subprocess.STDOUT)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"server did not start: {(tmp_path / f'scripted-{port}.log').read_text()[-2000:]}")
+        time.sleep(0.2)
+    proc.url = url
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_kill_9_during_inferring_adds_that_update_and_delete_loses_nothing_acknowledged(tmp_path, store_spec):
+    """6 users each move house (ADD, then UPDATEs), get and lose a pet (ADD, DELETE) through
+    infer=True adds; the server is killed mid-stream. Every acknowledged ADD / UPDATE / DELETE is
+    in the history of its memory after a restart, and each user's current home is the last
+    acknowledged one or the one in flight at the kill."""
+    acked, stop = {k: [] for k in range(6)}, threading.Event()
+
+    def facts(k, i):
+        return [f"U{k} lives in City{i}"] + ([f"U{k} has a pet{i}"] if i % 3 == 0 else
+                                               [f"U{k} has no longer a pet"] if i % 3 == 1 else [])
+
+    with scripted_server(tmp_path, store_spec) as s:
+        def writer(k):
+            with client(s.url) as c:
+                i = 0
+                while not stop.is_set():
+                    try:
+                        r = c.post("/memories", json={"messages": [{"role": "user", "content": f}
+                                                                   for f in facts(k, i)], "user_id": f"u{k}"})
+                    except httpx.HTTPError:
+                        return
+                    assert r.status_code == 200, r.text
+                    acked[k].append((i, r.json()["results"]))
+                    i += 1
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        while sum(map(len, acked.values())) < 60 and all(t.is_alive() for t in threads):
+            time.sleep(0.01)
+        os.kill(s.pid, signal.SIGKILL)
+        stop.set()
+        for t in threads:
+            t.join()
+    events = [r["event"] for rows in acked.values() for _, res in rows for r in res]
+    assert {"ADD", "UPDATE", "DELETE"} <= set(events), events[:20]
+    with server(tmp_path, store=store_spec) as s, client(s.url) as c:
+        for k, rows in acked.items():
+            for _, results in rows:
+                for r in results:
+                    hist = c.get(f"/memories/{r['id']}/history").json()
+                    assert any(h["event"] == r["event"] and (r["event"] == "DELETE" or h["new_memory"] == r["memory"])
+                               for h in hist), (k, r, hist)
+            home = [m["memory"] for m in _count(c, f"u{k}") if " lives in " in m["memory"]]
+            last = rows[-1][0]
+            assert len(home) == 1 and home[0] in (f"U{k} lives in City{last}", f"U{k} lives in City{last + 1}"), \
+                (k, home, last)
 
 
 def test_two_servers_on_one_postgresql_database_share_one_memory(tmp_path, pg_cluster):

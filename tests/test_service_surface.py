@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from memr1_jax import Memory
 from memr1_jax.memory.encoder import HashingTestEncoder
 from memr1_jax.service.app import create_app
+from memr1_jax.service.memory import DONT_KNOW
 
 KEY = "surface-key"
 
@@ -93,3 +94,35 @@ def test_search_ranks_by_cosine_with_threshold_top_k_and_limit_as_a_numpy_oracle
         np.testing.assert_allclose([oracle[g["memory"]] for g in got], [g["score"] for g in got], atol=1e-5)
         assert len({g["memory"] for g in got}) == len(got)
         assert all(g["user_id"] == "u" for g in got)
+
+
+def test_answer_over_http_prompts_with_the_question_and_the_scopes_dated_memories_only(tmp_path):
+    import types
+
+    class Recorder:   # the Answer Agent's model: records each prompt, answers from the memory
+        prompts: list = []
+
+        def generate(self, prompts, max_new_tokens=64, **kw):
+            self.prompts.extend(prompts)
+            return [types.SimpleNamespace(text="Relevant: Oslo\n**Answer:** Oslo") for _ in prompts]
+    rec = Recorder()
+    m = Memory({"store": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "manager": "add-all",
+                "extraction": "sentences", "answer_min_score": 0.1}, answer_llm=rec)
+    m.add("Alice lives in Oslo", user_id="alice", infer=False, timestamp="8 May, 2023")
+    m.add("Alice plays the cello", user_id="alice", infer=False, timestamp="9 May, 2023")
+    m.add("Bob lives in Lima", user_id="bob", infer=False, timestamp="1 May, 2023")
+    c = TestClient(create_app(m, api_key=KEY), raise_server_exceptions=False)
+    r = c.post("/answer", json={"question": "Where does Alice live?", "user_id": "alice"}, headers={"X-API-Key": KEY})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answer"] == "Oslo" and len(rec.prompts) == 1
+    prompt = rec.prompts[0]
+    assert "Where does Alice live?" in prompt
+    assert "- 8 May, 2023: Alice lives in Oslo" in prompt and "- 9 May, 2023: Alice plays the cello" in prompt
+    assert "Lima" not in prompt and "Bob" not in prompt          # another scope's memory never reaches it
+    assert {x["memory"] for x in body["memories"]} == {"Alice lives in Oslo", "Alice plays the cello"}
+    # a scope with nothing: "I don't know" without asking the model
+    r = c.post("/answer", json={"question": "Where does Alice live?", "user_id": "carol"}, headers={"X-API-Key": KEY})
+    assert r.status_code == 200 and r.json()["memories"] == [] and len(rec.prompts) == 1
+    assert r.json()["answer"] == DONT_KNOW
+    m.close()

@@ -436,7 +436,10 @@ def create_app(memory: Memory, *, api_key: str | None = None, keys: KeyRing | No
         if room < 1:
             raise HTTPException(400, f"prompt of {len(ids)} tokens fills the model's context of {engine.max_context}")
         sampling = SamplingConfig(temperature=req.temperature, top_p=req.top_p)
-        g = engine.submit(ids, min(limit, room), sampling).result()
+        try:
+            g = engine.submit(ids, min(limit, room), sampling).result()
+        except Exception as e:   # the batch this request ran in failed; the engine serves on
+            raise HTTPException(503, f"generation failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": model_name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
