@@ -72,7 +72,9 @@ EXTRAS = {
              "httpx>=0.27", "openai>=1.40", "qdrant-client>=1.12", "posthog>=3.5", "sqlalchemy>=2.0",
              "pytz>=2024.1",
              # TensorBoard's own reader of the run's events
-             "tensorboard>=2.16"],
+             "tensorboard>=2.16",
+             # the service driven from its own OpenAPI schema (tests/test_service_schema.py)
+             "schemathesis>=4.30"],
 }
 # The tests exercise every optional feature.
 EXTRAS["test"] += EXTRAS["postgres"] + EXTRAS["wandb"] + EXTRAS["hub"] + EXTRAS["tfds"]

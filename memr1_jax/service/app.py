@@ -82,6 +82,23 @@ class Scope(_Body):
                                   ("run_id", self.run_id)) if v is not None}
 
 
+def invalid(loc: tuple, msg: str) -> RequestValidationError:
+    """A 422 in the shape the schema declares for it (``detail``: [{loc, msg, type}])."""
+    return RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"}])
+
+
+def query_scope(user_id: str | None, agent_id: str | None, run_id: str | None) -> dict:
+    """Scope ids given as query parameters, checked as a body's are: 422 naming the parameter
+    (a NUL in ``?agent_id=`` was a 500)."""
+    ids = {k: v for k, v in (("user_id", user_id), ("agent_id", agent_id), ("run_id", run_id)) if v is not None}
+    for name, value in ids.items():
+        try:
+            check_value(value, f"query.{name}")
+        except ValueError as e:
+            raise invalid(("query", name), str(e)) from None
+    return ids
+
+
 class MemoryCreate(Scope):
     messages: list[Message] | str = Field(min_length=1)
     metadata: dict[str, Any] | None = None
@@ -336,7 +353,7 @@ def create_app(memory: Memory, *, api_key: str | None = None, keys: KeyRing | No
         except MemoryNotFound as e:   # deleted since the check above
             raise HTTPException(404, str(e)) from None
         except ValueError as e:   # a bad item: named by its index, nothing applied
-            raise HTTPException(422, str(e)) from None
+            raise invalid(("body", "items"), str(e)) from None
 
     @app.get("/jobs/{job_id}")
     def job(job_id: str, grant: Grant = auth):
@@ -348,9 +365,9 @@ def create_app(memory: Memory, *, api_key: str | None = None, keys: KeyRing | No
     @app.get("/memories")
     def get_all(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
                 limit: int = 100, grant: Grant = auth):
-        ids = Scope(user_id=user_id, agent_id=agent_id, run_id=run_id).ids()
+        ids = query_scope(user_id, agent_id, run_id)
         if not 1 <= limit <= 10_000:
-            raise HTTPException(422, "limit must be in [1, 10000]")
+            raise invalid(("query", "limit"), "limit must be in [1, 10000]")
         _need(grant, ids)
         return _call(memory.get_all, filters=ids, top_k=limit)
 
@@ -362,7 +379,7 @@ def create_app(memory: Memory, *, api_key: str | None = None, keys: KeyRing | No
                 raise HTTPException(403, f"key {grant.name!r} is read-only")
             return _call(memory.delete_by_request, source_request, allowed=grant.allows,
                          request_id=request_id(request))
-        ids = Scope(user_id=user_id, agent_id=agent_id, run_id=run_id).ids()
+        ids = query_scope(user_id, agent_id, run_id)
         _need(grant, ids, write=True)
         return _call(memory.delete_all, request_id=request_id(request), **ids)
 
