@@ -19,7 +19,7 @@ def _cfg(tmp_path, system, **kw):
 
 
 @pytest.mark.parametrize("system", ["base", "rag"])
-def test_evaluate_writes_outputs_and_resumes(tmp_path, system):
+def test_evaluate_writes_outputs_and_resumes(tmp_path, system, monkeypatch):
     cfg = _cfg(tmp_path, system)
     agg = evaluate(cfg, progress=False)
     run = tmp_path / system
@@ -37,11 +37,21 @@ def test_evaluate_writes_outputs_and_resumes(tmp_path, system):
     # Interrupted run: the last line is torn. Resuming redoes only that question.
     torn = "\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2]
     (run / "predictions.jsonl").write_text(torn)
+    from memr1_jax.agents.llm import ChatLLM
+    asked, real = [], ChatLLM.generate_ids
+
+    def spy(self, prompt_ids, *a, **kw):
+        asked.extend(prompt_ids)
+        return real(self, prompt_ids, *a, **kw)
+    monkeypatch.setattr(ChatLLM, "generate_ids", spy)
     agg2 = evaluate(cfg, progress=False)
     assert agg2["overall"]["count"] == 4
-    keys = [json.loads(x)["key"] for x in (run / "predictions.jsonl").read_text().splitlines()
-            if x.strip().endswith("}")]
+    assert len(asked) == 1             # the answer model is asked the torn question only (banks cached)
+    after = (run / "predictions.jsonl").read_text().splitlines()
+    assert after[:3] == lines[:3]      # the intact lines are kept byte for byte
+    keys = [json.loads(x)["key"] for x in after if x.strip().endswith("}")]
     assert sorted(keys) == sorted(r["key"] for r in recs)
+    assert json.loads(after[-1]) == recs[3]   # greedy: the redone question's record is the same
     if system == "base":  # banks are cached beside the run and reused
         assert list((tmp_path / "banks").glob("*/*.bank"))
 

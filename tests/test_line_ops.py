@@ -55,11 +55,39 @@ def test_none_keeps_nothing_and_nothing_found_is_reported():
                  st.integers(), st.none()))
 def test_never_raises_and_only_yields_valid_ops(text):
     r = parse_line_ops(text, FACTS, ID_MAP)
+    # the parser's last-resort guard turns any exception into this problem: it must never fire
+    assert not any(p.startswith("internal parser error") for p in r.problems), r.problems
     for op in r.ops:
         assert op.event in (Event.ADD, Event.UPDATE, Event.DELETE)
         assert op.event == Event.ADD or op.target_id in ID_MAP.values()
         assert op.event == Event.DELETE or op.text in FACTS
     assert len(r.ops) <= len(FACTS)
+
+
+_OPS = st.sampled_from(["ADD", "NONE", "UPDATE 0", "UPDATE 1", "DELETE 0", "DELETE 1"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_OPS, min_size=3, max_size=3), st.lists(st.sampled_from([" ", "", "  "]), min_size=3, max_size=3),
+       st.permutations(range(3)), st.lists(st.sampled_from(["Sure!", "Here you go:", "", "---"]), max_size=3))
+def test_well_formed_lines_round_trip_in_any_order_among_chatter(ops, spaces, order, chatter):
+    """Any decision per fact, written one line each (any order, spacing, chatter lines between):
+    the parser returns exactly those operations, in fact order, with no problem but the chatter."""
+    lines = [f"{i + 1}:{spaces[i]} {ops[i]}" for i in order]
+    text = "\n".join(chatter + lines)
+    r = parse_line_ops(text, FACTS, ID_MAP)
+    want = []
+    for fact, op in zip(FACTS, ops):
+        event, _, shown = op.partition(" ")
+        if event == "ADD":
+            want.append(MemoryOp(Event.ADD, None, fact))
+        elif event == "UPDATE":
+            want.append(MemoryOp(Event.UPDATE, ID_MAP[shown], fact))
+        elif event == "DELETE":
+            want.append(MemoryOp(Event.DELETE, ID_MAP[shown], ""))
+    assert r.found_json and r.ops == tuple(want), (text, r)
+    assert all(p.endswith("not an operation, ignored") for p in r.problems), r.problems
+    assert len(r.problems) == sum(1 for c in chatter if c.strip())
 
 
 def test_regex_language():

@@ -20,14 +20,32 @@ def test_presets_listed():
     assert registry.PRESETS["qwen2.5-3b-instruct"].env_var == "MEMR1_MODEL_QWEN2_5_3B_INSTRUCT"
 
 
+def _tiny_shapes(arch: str) -> dict:
+    """The tiny presets' parameter shapes written out by hand (vocabulary 260, width 64, 4 query
+    and 2 key-value heads of 16, MLP 128; Qwen2 adds q/k/v biases and an untied head, Gemma 3
+    query / key norms and post norms over 4 layers), not from the registry's own table."""
+    V, D, H, K, hd, F = 260, 64, 4, 2, 16, 128
+    layer = {("attn", "q_proj"): (D, H, hd), ("attn", "k_proj"): (D, K, hd), ("attn", "v_proj"): (D, K, hd),
+             ("attn", "o_proj"): (H, hd, D), ("attn_norm", "scale"): (D,), ("mlp", "gate_proj"): (D, F),
+             ("mlp", "up_proj"): (D, F), ("mlp", "down_proj"): (F, D), ("mlp_norm", "scale"): (D,)}
+    top = {("embedding",): (V, D), ("final_norm", "scale"): (D,)}
+    if arch == "qwen2":
+        layer.update({("attn", "q_bias"): (H, hd), ("attn", "k_bias"): (K, hd), ("attn", "v_bias"): (K, hd)})
+        top[("lm_head",)] = (D, V)
+    if arch == "gemma3":
+        layer.update({("attn", "q_norm", "scale"): (hd,), ("attn", "k_norm", "scale"): (hd,),
+                      ("post_attn_norm", "scale"): (D,), ("post_mlp_norm", "scale"): (D,)})
+    layers = 4 if arch == "gemma3" else 2
+    return {**top, **{(f"layers_{i}", *k): v for i in range(layers) for k, v in layer.items()}}
+
+
 @pytest.mark.parametrize("name,arch", [("tiny-llama", "llama"), ("tiny-qwen2", "qwen2"),
                                        ("tiny-gemma3", "gemma3")])
 def test_tiny_presets(name, arch):
     m = load_model(name, seed=3)
     assert m.cfg.arch == arch and m.cfg.vocab_size == TINY_VOCAB
-    shapes = registry.expected_param_shapes(m.cfg)
     got = {tuple(k.key for k in kp): x.shape for kp, x in jax.tree.leaves_with_path(m.params)}
-    assert got == shapes
+    assert got == _tiny_shapes(arch) == registry.expected_param_shapes(m.cfg)
     # Deterministic in the seed, different across seeds.
     again, other = load_model(name, seed=3), load_model(name, seed=4)
     np.testing.assert_array_equal(np.asarray(again.params["embedding"]), np.asarray(m.params["embedding"]))

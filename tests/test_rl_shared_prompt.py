@@ -120,12 +120,21 @@ def test_update_with_shared_prompt_equals_plain_path():
 def test_shared_prompt_needs_whole_groups_per_micro_batch():
     cfg = tiny(num_layers=1)
     batch = grouped_batch(cfg, n=2, group=4)
-    rl = RLConfig(group_size=4, micro_batch_size=2, beta=0.0)
+    # adam_eps large: Adam would turn float noise on near-zero gradients into lr-sized steps
+    rl = RLConfig(group_size=4, micro_batch_size=2, beta=0.0, learning_rate=1e-2, adam_eps=1e-3)
     state = init_train_state(cfg, rl, fresh_params(cfg), jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="micro_batch_size=2.*group_size=4"):
         make_update_fn(cfg, rl)(state, batch)
-    # The plain path takes the same batch and configuration.
+    # The plain path takes the same batch and configuration, and updates as the shared path does
+    # with whole groups per micro-batch.
     plain = rl.replace(shared_prompt=False)
     state = init_train_state(cfg, plain, fresh_params(cfg), jax.random.PRNGKey(0))
-    _, m = make_update_fn(cfg, plain)(state, batch)
-    assert np.isfinite(float(m["pg_loss"]))
+    new_plain, m = make_update_fn(cfg, plain)(state, batch)
+    whole = rl.replace(micro_batch_size=4)
+    state = init_train_state(cfg, whole, fresh_params(cfg), jax.random.PRNGKey(0))
+    new_shared, m_shared = make_update_fn(cfg, whole)(state, batch)
+    for a, b in zip(jax.tree.leaves(new_plain.params), jax.tree.leaves(new_shared.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    np.testing.assert_allclose(float(m["pg_loss"]), float(m_shared["pg_loss"]), atol=1e-5)
+    assert max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in
+               zip(jax.tree.leaves(new_plain.params), jax.tree.leaves(fresh_params(cfg)))) > 1e-4   # it moved
