@@ -24,6 +24,19 @@ def locomo_dir():
     return LOCOMO_DIR
 
 
+@pytest.fixture
+def eight_devices():
+    """The mesh tests' 8 devices (XLA_FLAGS above); a caller's own XLA_FLAGS may give fewer."""
+    import jax
+    if jax.device_count() < 8:
+        from _offline import strict
+        why = (f"needs 8 (virtual) devices, {jax.device_count()} here: XLA_FLAGS="
+               f"{os.environ.get('XLA_FLAGS')!r} replaced tests/conftest.py's")
+        if strict():
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+
+
 @pytest.fixture(scope="session")
 def smollm2_gguf():
     """The SmolLM2-135M-Instruct GGUF, fetched (or cached) through the project's registry."""

@@ -72,7 +72,7 @@ def test_resume_in_new_process_is_bit_identical(tmp_path):
     assert RLCheckpointer(tmp_path / "ckpt").latest_step() == 4
 
 
-@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (virtual) devices")
+@pytest.mark.usefixtures("eight_devices")
 def test_restore_onto_a_different_mesh(tmp_path):
     from memr1_jax.parallel.mesh import MeshConfig, make_mesh
     state = _fresh_state()

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 
@@ -63,7 +62,7 @@ def _two_processes(run_dir, steps, mesh=("--config.mesh.fsdp=8",), rc=0):
     return outs
 
 
-@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (virtual) devices for the one-process reference")
+@pytest.mark.usefixtures("eight_devices")
 def test_two_processes_train_like_one_process_with_eight_devices(tmp_path, shared_compile_cache):
     from memr1_jax.config import load_config_file, override
     from memr1_jax.train import train
@@ -106,7 +105,7 @@ def _assert_same_metrics(rows, want):
             np.testing.assert_allclose(got[key], exp[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (virtual) devices for the one-process reference")
+@pytest.mark.usefixtures("eight_devices")
 def test_sigterm_to_one_process_stops_both_after_the_same_step_and_the_rerun_resumes(tmp_path, shared_compile_cache):
     """A pod's pre-emption notice reaches one VM: JAX's runtime takes the SIGTERM and agrees on a
     step with the others; both processes save one checkpoint together and exit 143 (before,

@@ -12,7 +12,7 @@ from memr1_jax.parallel import rules as rules_lib
 from memr1_jax.rl.train_state import RLConfig, init_sharded_train_state, init_train_state
 from memr1_jax.rl.update import make_update_fn
 
-needs8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (virtual) devices")
+needs8 = pytest.mark.usefixtures("eight_devices")
 
 
 def test_mesh_config_resolution_and_errors():

@@ -9,7 +9,7 @@ import pytest
 
 from memr1_jax.config import load_config_file, override
 
-needs8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (virtual) devices")
+needs8 = pytest.mark.usefixtures("eight_devices")
 MESHES = {"data8": (8, 1, 1), "fsdp8": (1, 8, 1), "2x2x2": (2, 2, 2)}
 
 
