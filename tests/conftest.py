@@ -13,14 +13,15 @@ os.environ["MEM0_TELEMETRY"] = "False"
 os.environ["MEMR1_COMPILE_CACHE"] = "off"
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-LOCOMO_DIR = REPO.parent / "shared" / "data" / "locomo10"
+# The shared LoCoMo folder beside the checkout, or wherever MEMR1_LOCOMO_DIR says (a clone elsewhere).
+LOCOMO_DIR = pathlib.Path(os.environ.get("MEMR1_LOCOMO_DIR") or REPO.parent / "shared" / "data" / "locomo10")
 
 
 @pytest.fixture(scope="session")
 def locomo_dir():
     from _offline import offline
     if not LOCOMO_DIR.is_dir():
-        offline(f"the LoCoMo data is not at {LOCOMO_DIR} (shared folder absent)")
+        offline(f"the LoCoMo data is not at {LOCOMO_DIR} (shared folder absent; MEMR1_LOCOMO_DIR names another)")
     return LOCOMO_DIR
 
 
