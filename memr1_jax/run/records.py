@@ -3,8 +3,8 @@ resumed run writes the same rows as an uninterrupted one), timings.jsonl, valida
 samples.jsonl, TensorBoard events (and W&B's offline files with ``logging.wandb``), curves.png.
 
 Resuming from the checkpoint of step s first drops every row after s (a killed run may have
-logged steps it never checkpointed), so the rerun appends exactly the missing rows; TensorBoard's events after s are purged
-(``MetricsWriter(initial_step=s)``).
+logged steps it never checkpointed), so the rerun appends exactly the missing rows; TensorBoard
+hides the events after s (``MetricsWriter(initial_step=s)`` purges them).
 """
 
 from __future__ import annotations
