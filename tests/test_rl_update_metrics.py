@@ -26,6 +26,7 @@ def test_a_resumed_writer_purges_the_killed_runs_later_steps(tmp_path):
     # A run killed after logging step 5 resumes from its checkpoint of step 3: TensorBoard must
     # show steps 4 and 5 once, with the rerun's values (it showed both runs' before).
     with mw.MetricsWriter(tmp_path, progress=False) as w:
+        w.scalars(0, {"val/f1": 0.25})
         for step in range(1, 6):
             w.write(step, {"reward_mean": float(step)})
     with mw.MetricsWriter(tmp_path, progress=False, initial_step=3) as w:
@@ -34,6 +35,13 @@ def test_a_resumed_writer_purges_the_killed_runs_later_steps(tmp_path):
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
     assert tensorboard_scalars(tmp_path, "reward_mean") == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0),
                                                             (6, 60.0)]
+    assert tensorboard_scalars(tmp_path, "val/f1") == [(0, 0.25)]
+    # killed before its first checkpoint, a run starts afresh: nothing of the killed one stays
+    with mw.MetricsWriter(tmp_path, progress=False) as w:
+        w.scalars(0, {"val/f1": 0.5})
+        w.write(1, {"reward_mean": 7.0})
+    assert tensorboard_scalars(tmp_path, "reward_mean") == [(1, 7.0)]
+    assert tensorboard_scalars(tmp_path, "val/f1") == [(0, 0.5)]
 
 
 def test_wandb_offline_needs_no_network(tmp_path, monkeypatch):

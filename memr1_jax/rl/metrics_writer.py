@@ -109,7 +109,9 @@ class MetricsWriter:
         self.logdir = os.fspath(logdir)
         self.sinks: list = []
         if tensorboard:
-            self.sinks.append(EventWriter(self.logdir, purge_step=initial_step + 1 if initial_step else None))
+            # A run resumed from step s redoes s+1 on; one started afresh (perhaps over a run killed
+            # before its first checkpoint) redoes everything from step 0's validation.
+            self.sinks.append(EventWriter(self.logdir, purge_step=initial_step + 1 if initial_step else 0))
         if wandb:
             self.sinks.append(WandbWriter(self.logdir, wandb, wandb_project, config))
         self._jsonl = open(os.path.join(self.logdir, "metrics.jsonl"), "a")
