@@ -2,8 +2,8 @@
 
 ``{"user_id": "u1"}`` selects a scope (at least one of user_id / agent_id / run_id is required,
 as in Mem0 2.x). Other keys match a memory's promoted fields (actor_id, role) or its metadata:
-a plain value is equality; a dict is one operator of eq, ne, in, nin, gt, gte, lt, lte,
-contains, icontains; ``"*"`` matches any value present; ``AND`` / ``OR`` / ``NOT`` take lists of
+a plain value is equality; a dict is one operator of eq, ne, in, nin (these two take a list), gt,
+gte, lt, lte, contains, icontains; ``"*"`` matches any value present; ``AND`` / ``OR`` / ``NOT`` take lists of
 filters. An unknown operator is an error naming it, not a silent miss.
 """
 
@@ -45,6 +45,9 @@ def check(cond: dict) -> None:
             if len(want) != 1 or next(iter(want)) not in OPERATORS:
                 raise ValueError(f"filters[{key!r}]: expected one operator of {', '.join(OPERATORS)}, "
                                  f"got {sorted(want)}")
+            (op, arg), = want.items()
+            if op in ("in", "nin") and not isinstance(arg, list):   # a string would test substrings
+                raise ValueError(f"filters[{key!r}]: {op!r} takes a list of values, got {arg!r}")
 
 
 def _value(row: Row, key: str) -> Any:
