@@ -126,3 +126,13 @@ def test_answer_over_http_prompts_with_the_question_and_the_scopes_dated_memorie
     assert r.status_code == 200 and r.json()["memories"] == [] and len(rec.prompts) == 1
     assert r.json()["answer"] == DONT_KNOW
     m.close()
+
+
+@pytest.mark.parametrize("when", [9.223372036854776e18, 6.77680361916768e16, -1e20])
+def test_a_unix_time_out_of_range_is_a_400_naming_it(svc, when):
+    # Found by tests/test_service_schema.py: datetime.fromtimestamp raised OverflowError / OSError (500).
+    m, app, c = svc
+    r = c.post("/memories", json={"messages": "x", "user_id": "u", "infer": False, "timestamp": when},
+               headers={"X-API-Key": KEY})
+    assert r.status_code == 400 and "not a unix time this machine can represent" in r.json()["detail"], r.text
+    assert m.store.count() == 0

@@ -57,7 +57,9 @@ class SafeJSONResponse(JSONResponse):
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")   # Mem0 / OpenAI clients send fields we do not use
+    # extra: Mem0 / OpenAI clients send fields we do not use. strict: a value is what the schema
+    # says (true is not a temperature, "5" not a top_k); JSON numbers still fill float fields.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     @model_validator(mode="before")
     @classmethod

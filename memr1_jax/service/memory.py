@@ -186,7 +186,10 @@ def _timestamp(value) -> str | None:
     if isinstance(value, dt.datetime):
         return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value, dt.timezone.utc).isoformat()
+        try:
+            return dt.datetime.fromtimestamp(value, dt.timezone.utc).isoformat()
+        except (OverflowError, OSError, ValueError):   # beyond year 9999 or the platform's time_t
+            raise ValueError(f"timestamp {value!r}: not a unix time this machine can represent") from None
     raise ValueError(f"timestamp must be a string, a datetime or a unix time, got {type(value).__name__}")
 
 
