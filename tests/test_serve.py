@@ -30,6 +30,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_healthy(proc, port: int, log_path) -> str:
+    """The server's URL once /health answers (its log's tail if it died or never answered)."""
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"server did not start: {log_path.read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def server(tmp_path, key: str | None = KEY, args=(), store="m.db"):
     port = _free_port()
@@ -40,19 +55,8 @@ def server(tmp_path, key: str | None = KEY, args=(), store="m.db"):
     proc = subprocess.Popen([sys.executable, "-m", "memr1_jax.serve", "--port", str(port), "--store",
                              store if "://" in store else str(tmp_path / store), "--encoder", "hashing", "--model", "tiny-qwen2",
                              "--log-level", "warning", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"server did not start: {(tmp_path / f'server-{port}.log').read_text()[-2000:]}")
-        time.sleep(0.2)
-    proc.url, proc.log_path = url, tmp_path / f"server-{port}.log"
+    proc.log_path = tmp_path / f"server-{port}.log"
+    proc.url = _wait_healthy(proc, port, proc.log_path)
     try:
         yield proc
     finally:
@@ -206,18 +210,7 @@ def scripted_server(tmp_path, store):
     log = open(tmp_path / f"scripted-{port}.log", "w")
     proc = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).with_name("_scripted.py")), str(port), store,
                              KEY], stdout=log, stderr=subprocess.STDOUT)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"server did not start: {(tmp_path / f'scripted-{port}.log').read_text()[-2000:]}")
-        time.sleep(0.2)
-    proc.url = url
+    proc.url = _wait_healthy(proc, port, tmp_path / f"scripted-{port}.log")
     try:
         yield proc
     finally:
