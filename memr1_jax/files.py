@@ -122,20 +122,11 @@ def atomic_write_bytes(path: os.PathLike, data: bytes) -> pathlib.Path:
 
 
 def atomic_write_by_name(path: os.PathLike, write: Callable[[str], object]) -> pathlib.Path:
-    """For a library that writes to a file name (``safetensors.numpy.save_file``): ``write(temp)``,
-    then as ``atomic_write``."""
-    path = pathlib.Path(path)
-    _remove_orphans(path)
-    tmp = _temp_name(path)
-    try:
-        write(str(tmp))
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
+    """For a library that writes to a file name (``safetensors.numpy.save_file``): ``write(temp)``
+    into ``atomic_write``'s temp (fsync is per file, so the open handle's fsync covers its data)."""
+    with atomic_write(path) as f:
+        write(f.name)
+    return pathlib.Path(path)
 
 
 @contextlib.contextmanager
