@@ -56,8 +56,6 @@ class PreemptionGuard:
         except RuntimeError:   # the runtime's pre-emption service is off: the flags alone
             notice = False
         flags = multihost_utils.process_allgather(np.int32(self.requested))
-        if notice and not self.requested:
-            self.requested = True
         return bool(notice or np.any(flags))
 
     def __enter__(self) -> "PreemptionGuard":
