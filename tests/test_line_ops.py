@@ -17,6 +17,9 @@ from hypothesis import strategies as st
 from memr1_jax.agents.memory_manager import ManagerConfig, apply_step, make_step
 from memr1_jax.memory import (Event, HashingTestEncoder, MemoryOp, Retriever, apply, empty_bank,
                               line_ops_regex, parse_line_ops)
+from memr1_jax.memory import line_ops
+from memr1_jax.memory.line_ops import line_decisions
+from memr1_jax.memory.ops_parser import ParseResult
 
 FACTS = ["Name is Ana", "Moved to Lisbon in May", "Has a dog called Rex"]
 ID_MAP = {"0": 11, "1": 7}
@@ -100,6 +103,37 @@ def test_regex_language():
     assert line_ops_regex(0, 1) == "1: (ADD|NONE)"       # nothing shown: no id to name
     with pytest.raises(ValueError, match="num_facts"):
         line_ops_regex(3, 0)
+
+
+def test_one_shown_memory_can_be_named():
+    pat = re.compile(line_ops_regex(1, 2))
+    assert pat.fullmatch("1: UPDATE 0\n2: DELETE 0") and not pat.fullmatch("1: UPDATE 1\n2: ADD")
+
+
+def test_problems_name_the_line_and_noop_spellings_mean_none():
+    text = "1: ADD\n\n5: ADD\n1: NONE\n2: NOOP\n3: no_op"
+    r = parse_line_ops(text, FACTS, ID_MAP)
+    assert r.ops == (MemoryOp(Event.ADD, None, FACTS[0]),)
+    assert r.problems == ("line 3: fact 5 does not exist (3 facts), ignored", "line 4: fact 1 decided again, ignored")
+    assert line_decisions(text, 3) == [("ADD", None), ("NONE", None), ("NONE", None)]
+    assert line_decisions("2: update #1\n1: delete 0", 3) == [("DELETE", 0), ("UPDATE", 1), ("NONE", None)]
+    assert line_decisions(None, 2) == [("NONE", None), ("NONE", None)]
+    assert parse_line_ops("2: ADD", FACTS, ID_MAP).problems == ("facts without an operation: [1, 3]",)
+
+
+def test_non_string_and_the_problem_cap():
+    assert parse_line_ops(7, FACTS, ID_MAP) == ParseResult((), ("output is not a string but int",), False)
+    for n, tail in ((64, ()), (65, ("... and 1 more problems",))):
+        r = parse_line_ops("\n".join(["junk"] * n), FACTS, ID_MAP)
+        assert r.problems == tuple(f"line {k}: not an operation, ignored" for k in range(1, 65)) + tail
+
+
+def test_the_last_resort_guard_reports_and_keeps_nothing(monkeypatch):
+    def boom(*args):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(line_ops, "_parse", boom)
+    assert parse_line_ops("1: ADD", FACTS, ID_MAP) == ParseResult(
+        (), ("internal parser error: RuntimeError: boom",), False)
 
 
 @functools.lru_cache(maxsize=None)

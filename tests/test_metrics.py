@@ -167,6 +167,19 @@ def test_score_answer_keys():
     assert s == {"f1": 1.0, "b1": 1.0, "em": 1.0, "locomo_f1": 1.0}
 
 
+def test_tokenizers_and_normalisers_by_hand():
+    assert M.simple_tokenize("Hi, THERE? yes!  no.") == ["hi", "there", "yes", "no"]
+    assert M.normalize_answer("The  Cat, sat!") == "cat sat"
+    assert M.locomo_normalize("Cats, and the dogs!") == "cats dogs"
+
+
+def test_a_missing_answer_scores_zero_even_against_the_word_none():
+    for fn in (M.token_f1, M.bleu1, M.exact_match):
+        assert fn(None, "None") == 0.0 and fn("None", None) == 0.0 and fn(None, "x") == 0.0, fn
+    assert M.locomo_f1(None, "None", 2) == 0.0 and M.locomo_f1(None, "XXXX", 4) == 0.0
+    assert M.score_answer("Lisbon", "Lisbon", 0) == {"f1": 1.0, "b1": 1.0, "em": 1.0, "locomo_f1": None}
+
+
 # --------------------------------------------------------------------------- aggregation
 
 def test_aggregate_per_category_and_overall():
@@ -199,9 +212,64 @@ def test_aggregate_with_judge_scores():
     assert agg["overall"]["j"] == pytest.approx(2 / 3)               # (1 + 0 + 1) / 3
 
 
+def test_aggregate_orders_and_averages_every_kind_of_record():
+    """LoCoMo categories by number, then other data's types in LongMemEval's order, then unknown
+    types as they first appear; adversarial skipped wherever it comes; optional scores averaged over
+    the records that have them. Expected values worked out by hand."""
+    def rec(cat, f1, label=None, lf=None, j=None):
+        r = {"category": cat, "f1": f1, "b1": f1 / 2, "em": float(f1 == 1.0), "locomo_f1": lf, "j": j}
+        return r if label is None else {**r, "label": label}
+    recs = [rec(5, 1.0), rec(3, 0.5, lf=0.25), rec(0, 1.0, "zeta"), rec(0, 0.0), rec(0, 0.5, "knowledge-update"),
+            rec(1, 1.0, lf=1.0, j=1), rec(1, 0.0, j=0), rec(0, 0.25, "single-session-user"), rec(0, 0.5, "zeta"),
+            rec(5, 0.0)]
+    agg = M.aggregate(recs)
+    assert list(agg) == ["single-hop", "multi-hop", "single-session-user", "knowledge-update", "zeta", "question",
+                         "overall"]
+    row = lambda cat, n, f1, em, lf=None, j=None: {"category": cat, "count": n, "f1": f1, "b1": f1 / 2,  # noqa: E731
+                                                  "em": em, "locomo_f1": lf, "j": j}
+    assert agg["single-hop"] == row(1, 2, 0.5, 0.5, lf=1.0, j=0.5)
+    assert agg["multi-hop"] == row(3, 1, 0.5, 0.0, lf=0.25)
+    assert agg["single-session-user"] == row(0, 1, 0.25, 0.0)
+    assert agg["knowledge-update"] == row(0, 1, 0.5, 0.0)
+    assert agg["zeta"] == row(0, 2, 0.75, 0.5)
+    assert agg["question"] == row(0, 1, 0.0, 0.0)
+    assert agg["overall"] == row(None, 8, 3.75 / 8, 0.25, lf=0.625, j=0.5)
+
+
+def test_format_table_by_hand():
+    agg = {"single-hop": {"category": 1, "count": 2, "f1": 0.5, "b1": 0.125, "em": 0.5, "locomo_f1": None, "j": 1.0},
+           "dmr": {"category": 0, "count": 1, "f1": 0.03125, "b1": 0.0, "em": 0.0, "locomo_f1": None, "j": None},
+           "overall": {"category": None, "count": 3, "f1": 1 / 3, "b1": 0.25, "em": 1.0, "locomo_f1": 0.5, "j": None}}
+    assert M.format_table(agg).split("\n") == [
+        "category             n      F1      B1      EM  LoCoMo-F1       J",
+        "1 single-hop         2   50.00   12.50   50.00        n/a  100.00",
+        "dmr                  1    3.12    0.00    0.00        n/a     n/a",
+        "overall              3   33.33   25.00  100.00      50.00     n/a"]
+
+
+def test_judge_agreement_by_hand():
+    assert M._kappa([1, 1, 0, 0], [1, 0, 0, 0]) == pytest.approx(0.5)   # po .75, pe .5*.25 + .5*.75 = .5
+    assert M._kappa([1, 0, 1, 0], [0, 1, 0, 1]) == pytest.approx(-1.0)
+    assert M._kappa([1, 1, 1], [1, 1, 1]) is None                        # chance agreement is total
+    recs = [{"category": 1, "j": 1, "em": 1.0, "f1": 1.0}, {"category": 2, "j": 1, "em": 0.0, "f1": 0.6},
+            {"category": 4, "j": 0, "em": 0.0, "f1": 0.5}, {"category": 4, "j": 0, "em": 0.0, "f1": 0.0},
+            {"category": 5, "j": 1, "em": 0.0, "f1": 0.0}, {"category": 1, "j": None, "em": 1.0, "f1": 1.0}]
+    got = M.judge_agreement(recs)
+    assert got["n"] == 4 and got["judge_positive"] == 0.5
+    # EM labels 1 0 0 0 against the judge's 1 1 0 0: po .75, kappa .5
+    assert got["em"] == {"agreement": 0.75, "kappa": pytest.approx(0.5), "positive": 0.25}
+    # F1 >= 0.5 labels 1 1 1 0: po .75, pe .5*.75 + .5*.25 = .5, kappa .5
+    assert got["f1>=0.5"] == {"agreement": 0.75, "kappa": pytest.approx(0.5), "positive": 0.75}
+    assert set(M.judge_agreement(recs, f1_threshold=0.55)) == {"n", "judge_positive", "em", "f1>=0.55"}
+    assert M.judge_agreement(recs, f1_threshold=0.55)["f1>=0.55"]["positive"] == 0.5
+    assert M.judge_agreement([{"category": 5, "j": 1, "em": 1, "f1": 1}, {"category": 1, "em": 1, "f1": 1}]) == {"n": 0}
+
+
 def test_aggregate_bad_records():
     with pytest.raises(ValueError, match="record 0: needs an integer 'category'"):
         M.aggregate([{"f1": 1}])
+    with pytest.raises(ValueError, match="record 1: needs an integer 'category', got 'x'"):
+        M.aggregate([{"category": 1, "f1": 1, "b1": 1, "em": 1}, {"category": "x"}])
     with pytest.raises(ValueError, match="record 0: missing score 'b1'"):
         M.aggregate([{"category": 1, "f1": 1, "em": 0}])
 
@@ -221,18 +289,35 @@ def test_paired_bootstrap_interval_matches_the_normal_approximation():
 
     from memr1_jax.eval.metrics import paired_bootstrap
     rng = np.random.default_rng(1)
-    a, b = rng.normal(1.0, 3.0, 2000), rng.normal(0.0, 3.0, 2000)
-    r = paired_bootstrap(a, b, resamples=4000)
+    a, b = rng.normal(1.0, 3.0, 500), rng.normal(0.0, 3.0, 500)
+    r = paired_bootstrap(a, b, resamples=20_000)
     d = a - b
     half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))        # independent reference: CLT interval
     assert r["mean"] == pytest.approx(d.mean())
-    assert r["lo"] == pytest.approx(d.mean() - half, abs=0.08 * half)
-    assert r["hi"] == pytest.approx(d.mean() + half, abs=0.08 * half)
-    assert r["p_a_better"] == 1.0 and r["wins"] + r["losses"] == 2000
+    # 4% of the half-width is ~4 Monte Carlo standard errors of a 2.5% quantile over 20,000 resamples;
+    # a tail at 1/3 of 5% instead of 1/2 (z = 2.13) is 9% off
+    assert r["lo"] == pytest.approx(d.mean() - half, abs=0.04 * half)
+    assert r["hi"] == pytest.approx(d.mean() + half, abs=0.04 * half)
+    half50 = 0.6745 * d.std(ddof=1) / np.sqrt(len(d))
+    r50 = paired_bootstrap(a, b, resamples=20_000, level=0.5)
+    assert (r50["lo"], r50["hi"]) == pytest.approx((d.mean() - half50, d.mean() + half50), abs=0.06 * half50)
+    assert r["p_a_better"] == 1.0 and r["wins"] + r["losses"] == 500
     same = paired_bootstrap([0.5, 0.2], [0.5, 0.2])
     assert (same["lo"], same["hi"], same["wins"], same["losses"]) == (0.0, 0.0, 0, 0)
     with pytest.raises(ValueError, match="non-empty"):
         paired_bootstrap([], [])
+
+
+def test_paired_bootstrap_edges_and_reproducibility():
+    from memr1_jax.eval.metrics import paired_bootstrap
+    one = paired_bootstrap([1.0], [0.25])
+    assert one == {"n": 1, "mean": 0.75, "lo": 0.75, "hi": 0.75, "p_a_better": 1.0, "wins": 1, "losses": 0}
+    # a tie is not a win: no resample of all-equal scores favours a
+    assert paired_bootstrap([0.5] * 9, [0.5] * 9)["p_a_better"] == 0.0
+    # the intervals a README reports are reproduced by the defaults (10,000 resamples, seed 0)
+    a, b = [0.1, 0.9, 0.4, 0.0, 1.0, 0.3], [0.2, 0.5, 0.4, 0.1, 0.0, 0.6]
+    assert paired_bootstrap(a, b) == paired_bootstrap(a, b, resamples=10_000, seed=0) == paired_bootstrap(a, b)
+    assert paired_bootstrap(a, b) != paired_bootstrap(a, b, seed=1)
 
 
 def test_compare_cli_pairs_runs_by_question(tmp_path, capsys):

@@ -7,6 +7,7 @@ aggregation modes, grpo/drgrpo/rloo).
 
 import functools
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -681,6 +682,110 @@ def test_jit_with_static_argnames_and_traced_hyperparameters():
   np.testing.assert_allclose(np.asarray(jax.jit(rl.masked_whiten)(x, m)), np_whiten(xn, mn64), **TOL)
   placed = jax.jit(rl.place_outcome_reward)(x[:, 0], m, kl=x, beta=jnp.float32(0.1))
   np.testing.assert_allclose(np.asarray(placed), np_place(xn[:, 0], mn64, xn, 0.1), **TOL)
+
+
+# ----------------------------------------------------------------------------------------------
+# Edges mutation testing found untested (bash scripts/mutation.sh memr1_jax/rl/advantages.py
+# tests/test_rl_math.py): axes, the biased variance, defaults, dtypes, exact error messages
+# ----------------------------------------------------------------------------------------------
+
+
+def test_masked_statistics_along_axes_and_both_variances():
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(3, 5))
+  m = np.array([[1, 1, 0, 1, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]], bool)
+  xj, mj = jnp.asarray(x, jnp.float32), jnp.asarray(m)
+  for axis, keep in ((None, False), (1, False), (1, True), (0, True)):
+    want_sum = np.where(m, x, 0.0).sum(axis=axis, keepdims=keep)
+    want_mean = want_sum / np.maximum(m.sum(axis=axis, keepdims=keep), 1)
+    got_sum = rl.masked_sum(xj, mj, axis=axis, keepdims=keep)
+    got_mean = rl.masked_mean(xj, mj, axis=axis, keepdims=keep)
+    assert got_sum.shape == np.shape(want_sum) and got_mean.shape == np.shape(want_mean), (axis, keep)
+    np.testing.assert_allclose(np.asarray(got_sum), want_sum, **TOL)
+    np.testing.assert_allclose(np.asarray(got_mean), want_mean, **TOL)
+  assert rl.masked_sum(xj, mj).shape == rl.masked_mean(xj, mj).shape == ()   # a scalar by default
+  for ddof, unbiased in ((1, True), (0, False)):
+    np.testing.assert_allclose(float(rl.masked_var(xj, mj, unbiased=unbiased)), np.var(x[m], ddof=ddof), **TOL)
+    two = np.zeros_like(m)
+    two[0, :2] = True                                     # n = 2: the Bessel denominator is exactly 1
+    np.testing.assert_allclose(float(rl.masked_var(xj, jnp.asarray(two), unbiased=unbiased)),
+                               np.var(x[two], ddof=ddof), **TOL)
+    assert float(rl.masked_var(xj, jnp.zeros_like(mj), unbiased=unbiased)) == 0.0
+
+
+def test_whiten_of_a_constant_is_zero_and_shift_mean_false_adds_the_mean_back():
+  rng = np.random.default_rng(4)
+  m = rand_mask(rng)
+  const = rl.masked_whiten(jnp.full((B, T), 0.5, jnp.float32), jnp.asarray(m))
+  assert np.all(np.asarray(const) == 0.0)                 # var 0: eps keeps it finite
+  x = rng.normal(2.0, 3.0, size=(B, T))
+  mean = x[m].mean()
+  got = rl.masked_whiten(jnp.asarray(x, jnp.float32), jnp.asarray(m), shift_mean=False)
+  np.testing.assert_allclose(np.asarray(got), np.where(m, np_whiten(x, m) + mean, 0.0), **TOL)
+
+
+def test_last_valid_index_of_an_empty_row_is_zero():
+  idx, has = rl.last_valid_index(jnp.asarray([[0, 0, 0], [1, 0, 1], [0, 1, 0]], bool))
+  assert np.asarray(idx).tolist() == [0, 2, 1] and np.asarray(has).tolist() == [False, True, True]
+
+
+def test_defaults_beta_zero_gamma_one_lambda_095():
+  rng = np.random.default_rng(5)
+  m = rand_mask(rng)
+  r, v = rng.normal(size=(B, T)), rng.normal(size=(B, T))
+  scores, kl = rng.normal(size=(B,)), rng.normal(size=(B, T))
+  placed = rl.place_outcome_reward(jnp.asarray(scores, jnp.float32), jnp.asarray(m), kl=jnp.asarray(kl, jnp.float32))
+  np.testing.assert_allclose(np.asarray(placed), np_place(scores, m), **TOL)      # no beta: KL not charged
+  adv, ret = rl.gae_advantages(jnp.asarray(r, jnp.float32), jnp.asarray(v, jnp.float32), jnp.asarray(m))
+  ref_adv, ref_ret = np_gae(r, v, m, 1.0, 0.95)
+  np.testing.assert_allclose(np.asarray(adv), ref_adv, **TOL)
+  np.testing.assert_allclose(np.asarray(ret), ref_ret, **TOL)
+
+
+def test_float64_stays_float64_and_low_precision_is_computed_in_float32():
+  rng = np.random.default_rng(6)
+  m = rand_mask(rng)
+  r, v = rng.normal(size=(B, T)), rng.normal(size=(B, T)).astype(np.float32)
+  with jax.enable_x64(True):
+    adv, ret = rl.gae_advantages(jnp.asarray(r, jnp.float64), jnp.asarray(v), jnp.asarray(m), gamma=0.9, lam=0.8)
+    assert adv.dtype == ret.dtype == jnp.float64
+    ref_adv, ref_ret = np_gae(r, v.astype(np.float64), m, 0.9, 0.8)
+    np.testing.assert_allclose(np.asarray(adv), ref_adv, rtol=1e-12, atol=1e-12)
+    adv32, _ = rl.gae_advantages(jnp.asarray(r, jnp.float32), jnp.asarray(v), jnp.asarray(m))
+    assert adv32.dtype == jnp.float32                     # float32 inputs are not silently widened
+    x64 = jnp.asarray(r, jnp.float64)
+    assert rl.masked_mean(x64, jnp.asarray(m)).dtype == jnp.float64
+    assert rl.masked_whiten(x64, jnp.asarray(m)).dtype == jnp.float64
+  xb = jnp.asarray(r, jnp.bfloat16)
+  assert rl.masked_mean(xb, jnp.asarray(m)).dtype == jnp.float32
+  assert rl.group_advantages(xb[:2]).dtype == jnp.float32
+
+
+def test_group_size_may_restate_the_group_axis_and_eps_is_added_to_the_std():
+  g = jnp.asarray([[0.0, 1.0, 3.0], [2.0, 2.0, 5.0]], jnp.float32)
+  np.testing.assert_array_equal(np.asarray(rl.group_advantages(g, group_size=3)), np.asarray(rl.group_advantages(g)))
+  np.testing.assert_allclose(np.asarray(rl.group_advantages(g, eps=0.5)),
+                             np_group_adv(np.asarray(g, np.float64), "grpo", eps=0.5), **TOL)
+
+
+def test_error_messages_name_the_shapes():
+  z23, m24 = jnp.zeros((2, 3)), jnp.ones((2, 4), bool)
+  cases = [
+      (lambda: rl.masked_var(z23, m24), "mask has shape (2, 4), expected (2, 3)"),
+      (lambda: rl.last_valid_index(jnp.ones(3, bool)), "mask must be [B, T], got shape (3,)"),
+      (lambda: rl.place_outcome_reward(jnp.zeros(3), m24), "scores has shape (3,), expected (2,) to match mask (2, 4)"),
+      (lambda: rl.place_outcome_reward(jnp.zeros(2), m24, kl=z23), "kl has shape (2, 3), expected (2, 4)"),
+      (lambda: rl.gae_advantages(z23, jnp.zeros((2, 4)), m24), "rewards (2, 3) and values (2, 4) must both be [B, T]"),
+      (lambda: rl.gae_advantages(jnp.zeros(3), jnp.zeros(3), jnp.ones(3)),
+       "rewards (3,) and values (3,) must both be [B, T]"),
+      (lambda: rl.group_advantages(jnp.zeros(6)), "flat rewards [N*G] need group_size"),
+      (lambda: rl.group_advantages(jnp.zeros((2, 4)), group_size=3), "group_size=3 but rewards have shape (2, 4) ([N, G])"),
+      (lambda: rl.group_advantages(jnp.zeros((1, 2, 3))), "rewards must be [N*G] or [N, G], got shape (1, 2, 3)"),
+      (lambda: rl.broadcast_sequence_advantages(jnp.zeros(3), m24), "advantages (3,) do not match mask (2, 4)"),
+  ]
+  for call, message in cases:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+      call()
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -219,8 +219,7 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def aggregate(records: Iterable[Mapping[str, Any]], naming: str = "paper",
-              label_key: str = "label") -> dict[str, dict[str, Any]]:
+def aggregate(records: Iterable[Mapping[str, Any]], naming: str = "paper") -> dict[str, dict[str, Any]]:
     """Per-category and overall means.
 
     Each record needs ``category`` (LoCoMo number; 0 for other data, grouped by the
