@@ -23,6 +23,7 @@ import pathlib
 import re
 import secrets
 import shutil
+import stat
 from typing import IO, Callable, Iterable, Iterator
 
 import filelock
@@ -123,9 +124,14 @@ def atomic_write_bytes(path: os.PathLike, data: bytes) -> pathlib.Path:
 
 def atomic_write_by_name(path: os.PathLike, write: Callable[[str], object]) -> pathlib.Path:
     """For a library that writes to a file name (``safetensors.numpy.save_file``): ``write(temp)``
-    into ``atomic_write``'s temp (fsync is per file, so the open handle's fsync covers its data)."""
+    into ``atomic_write``'s temp. Such a library may put a new file of its own at that name
+    (safetensors does, mode 0600), which the open handle's fsync would not cover: the file at the
+    name is fsynced and given the mode ``open`` gave the temp."""
     with atomic_write(path) as f:
+        mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
         write(f.name)
+        os.chmod(f.name, mode)
+        _fsync_file(f.name)
     return pathlib.Path(path)
 
 

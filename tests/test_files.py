@@ -125,3 +125,20 @@ def test_every_rename_of_the_package_is_files_py():
             if m and (rel, m.group(0).strip()) not in allowed:
                 found.append(f"{rel}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+def test_a_library_that_replaces_the_temp_gets_it_synced_with_the_usual_mode(tmp_path, monkeypatch):
+    """safetensors' save_file puts a new 0600 file at the name it is given: the saved file must be
+    the one fsynced before the rename and must have the mode any other saved file has."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from memr1_jax.files import atomic_write_by_name, atomic_write_text
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), real_fsync(fd)))
+    target = atomic_write_by_name(tmp_path / "w.safetensors", lambda name: save_file({"w": np.arange(3.0)}, name))
+    assert os.stat(target).st_ino in synced
+    plain = atomic_write_text(tmp_path / "plain.txt", "x")
+    assert os.stat(target).st_mode == os.stat(plain).st_mode
+    np.testing.assert_array_equal(load_file(str(target))["w"], np.arange(3.0))
