@@ -116,3 +116,28 @@ def test_adapter_folder_loads_as_a_model_over_its_base(tmp_path):
     (folder / "adapter.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
     with pytest.raises(ValueError, match=r"adapter.safetensors: not a readable safetensors file"):
         load_model(str(folder))
+
+
+def test_stacked_adapters_flatten_into_one_folder_over_the_root_model(tmp_path):
+    """An adapter trained over an adapter folder (stage 2 from a shipped agent) flattens into one
+    rank r1 + r2 folder whose merge equals merging the two in turn; only one of the two adapting a
+    kernel is allowed; a folder over a plain model is refused."""
+    from memr1_jax.models.registry import load_model
+    from memr1_jax.weights.adapters import flatten_stacked, read_config, save_adapters
+    base = load_model("tiny-llama")
+    noise = lambda tree, seed: jax.tree.map(  # noqa: E731
+        lambda x: np.asarray(x + 0.05 * jax.random.normal(jax.random.PRNGKey(seed), x.shape)), tree)
+    inner = noise(lora.init_adapters(base.params, lora.LoraConfig(rank=4, alpha=8.0), jax.random.PRNGKey(1)), 2)
+    outer = noise(lora.init_adapters(base.params, lora.LoraConfig(rank=2, alpha=6.0), jax.random.PRNGKey(3)), 4)
+    del outer["layers_0"]["attn"]["q_proj"]                  # a kernel only the inner adapter changes
+    inner_dir = save_adapters(tmp_path / "inner", inner, "tiny-llama", 4, 8.0)
+    outer_dir = save_adapters(tmp_path / "outer", outer, str(inner_dir), 2, 6.0)
+    flat = flatten_stacked(outer_dir, tmp_path / "flat")
+    assert read_config(flat) == {"format": "memr1-jax-lora", "version": 1, "base_model": "tiny-llama", "rank": 6,
+                                 "alpha": 6.0}
+    want = lora.merge(lora.merge(base.params, inner, 8.0, 4), outer, 6.0, 2)
+    got = load_model(str(flat)).params
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="is not an adapter folder; nothing to flatten"):
+        flatten_stacked(inner_dir, tmp_path / "again")

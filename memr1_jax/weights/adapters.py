@@ -81,3 +81,34 @@ def merge_into(params: Any, folder) -> Any:
         return merge(params, adapters, float(cfg["alpha"]), int(cfg["rank"]))
     except ValueError as e:
         raise ValueError(f"{folder}: adapters do not fit base model {cfg['base_model']!r}: {e}") from None
+
+
+def flatten_stacked(folder, out) -> pathlib.Path:
+    """One adapter folder over the root model from ``folder``, whose ``base_model`` is itself an
+    adapter folder (a run that trained adapters over a trained agent): W + s1 A1 B1 + s2 A2 B2 is
+    exactly W + A' B' with A' = [A1, A2] and B' = [s1 B1; s2 B2] at scale 1 (rank r1 + r2, alpha the
+    same), so the pair ships as one loadable folder. A kernel adapted in one of the two gets zeros
+    in the other's rows."""
+    outer, outer_cfg = load_adapters(folder)
+    inner_folder = outer_cfg["base_model"]
+    if not is_adapter_folder(inner_folder):
+        raise ValueError(f"{pathlib.Path(folder) / CONFIG}: base_model {inner_folder!r} is not an adapter folder; "
+                         "nothing to flatten")
+    inner, inner_cfg = load_adapters(inner_folder)
+    if is_adapter_folder(inner_cfg["base_model"]):
+        raise ValueError(f"{pathlib.Path(inner_folder) / CONFIG}: base_model is an adapter folder too; flatten it first")
+    r1, r2 = int(inner_cfg["rank"]), int(outer_cfg["rank"])
+    s1, s2 = float(inner_cfg["alpha"]) / r1, float(outer_cfg["alpha"]) / r2
+    a_inner, a_outer = traverse_util.flatten_dict(inner, sep="/"), traverse_util.flatten_dict(outer, sep="/")
+    kernels = sorted({k.rsplit("/", 1)[0] for k in (*a_inner, *a_outer)})
+    flat = {}
+    for k in kernels:
+        pairs = [(a.get(f"{k}/a"), a.get(f"{k}/b"), r, s) for a, r, s in ((a_inner, r1, s1), (a_outer, r2, s2))]
+        like_a = next(x for x, _, _, _ in pairs if x is not None)
+        like_b = next(y for _, y, _, _ in pairs if y is not None)
+        flat[f"{k}/a"] = np.concatenate([np.zeros(like_a.shape[:-1] + (r,), np.float32) if x is None else x
+                                         for x, _, r, _ in pairs], axis=-1)
+        flat[f"{k}/b"] = np.concatenate([np.zeros((r,) + like_b.shape[1:], np.float32) if y is None else s * y
+                                         for _, y, r, s in pairs], axis=0)
+    rank = r1 + r2
+    return save_adapters(out, traverse_util.unflatten_dict(flat, sep="/"), inner_cfg["base_model"], rank, float(rank))
