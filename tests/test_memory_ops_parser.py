@@ -72,6 +72,7 @@ def test_render_memories_roundtrip():
     shown, id_map = render_memories([{"id": 55, "text": "Loves ‘tea’ ☕"}, (9, 'say "hi"')])
     assert json.loads(shown) == [{"id": "0", "text": "Loves ‘tea’ ☕"}, {"id": "1", "text": 'say "hi"'}]
     assert id_map == {"0": 55, "1": 9}
+    assert "‘tea’ ☕" in shown                    # the prompt shows the characters, not \\u escapes
     r = parse_memory_ops(json.dumps({"memory": [{"id": "1", "event": "DELETE", "text": ""}]}), id_map)
     assert r.ops == (MemoryOp(Event.DELETE, 9, ""),)
 
@@ -240,3 +241,182 @@ def test_the_problem_list_is_bounded():
     res = parse_memory_ops(text, {})
     assert len(res.problems) == 65 and res.problems[-1].startswith("... and ")
     assert res.ops == () and res.problems[0] == "item 0: UPDATE of unknown id '0', ignored"
+
+
+# --- the lenient reader, read against json.loads and by hand -------------------------------------
+
+from memr1_jax.memory import ops_parser as P  # noqa: E402
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10 ** 18, 10 ** 18) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4), max_leaves=16)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON, st.sampled_from([None, 0, 2]), st.booleans())
+def test_lenient_reader_reads_valid_json_as_json_loads_does(value, indent, ascii_only):
+    """Independent reference: on any valid JSON (escapes, astral characters as surrogate pairs,
+    exponents, nesting, indentation) the reader returns json.loads' value, complete, with no notes."""
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only)
+    p = P._Lenient(text)
+    got, end, ok = p.value(0)
+    assert ok and end == len(text) and p.notes == [], (text, p.notes)
+    assert got == json.loads(text)
+
+
+def _plain(v):
+    if isinstance(v, P._Partial):
+        return ("partial", _plain(v.value))
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return "incomplete" if v is P._INCOMPLETE else v
+
+
+@pytest.mark.parametrize("text, value, end, ok, notes", [
+    ("{'a': 1,}", {"a": 1}, 9, True, ["single-quoted strings", "trailing comma"]),
+    ("{a: True, b: none, c: null, d: FALSE}", {"a": True, "b": None, "c": None, "d": False}, 37, True,
+     ["unquoted key 'a'", "unquoted key 'b'", "unquoted key 'c'", "unquoted key 'd'"]),
+    ("[1 2]", [1, 2], 5, True, ["missing comma in list at offset 3"]),
+    ("[,1]", [1], 4, True, ["extra comma in list"]),
+    ("{,'a'= 1}", {"a": 1}, 9, True, ["extra comma in object", "single-quoted strings"]),
+    ('{"a" 1}', ("partial", {}), 5, False, ["expected ':' after key 'a' at offset 5"]),
+    ('{"a": 1 "b": 2}', {"a": 1, "b": 2}, 15, True, ["missing comma in object at offset 8"]),
+    ("[foo]", ["foo"], 5, True, ["bare word 'foo' read as a string"]),
+    ("[1, @]", ("partial", [1]), 4, False, ["unexpected '@' in list at offset 4"]),
+    ('{"a": @}', ("partial", {}), 6, False, ["unexpected '@' in object at offset 6"]),
+    ("{@}", ("partial", {}), 1, False, ["unexpected '@' in object at offset 1"]),
+    ('{1: "x"}', {"1": "x"}, 8, True, ["unquoted key '1'"]),
+    ('"\\u00e9\\n\\q\\/\\t\\"x\\\'"', "é\nq/\t\"x'", 21, True, []),
+    ('"\\uZZZZ"', "uZZZZ", 8, True, []),
+    ('"\\ud83d\\ude00 \\ud83d"', "\U0001F600 \ufffd", 21, True, []),
+    ('"\\u12', "incomplete", 5, False, []),
+    ('"ab\\', "incomplete", 4, False, []),
+    ("   ", "incomplete", 3, False, []),
+    ("[1e3, -2.5, .5, 7]", [1000.0, -2.5, 0.5, 7], 18, True, []),
+    ("[1, 2", ("partial", [1, 2]), 5, False, []),
+    ("[1,", ("partial", [1]), 3, False, []),
+    ('{"a": [1', ("partial", {"a": ("partial", [1])}), 8, False, []),
+    ('{"a": "b"', ("partial", {"a": "b"}), 9, False, []),
+    ('{"a": 1,', ("partial", {"a": 1}), 8, False, []),
+    ('{"a":', ("partial", {}), 5, False, []),
+    ('{"a"', ("partial", {}), 4, False, []),
+    ("[[1], [2", ("partial", [[1], ("partial", [2])]), 8, False, []),
+    ("[1]junk", [1], 3, True, []),
+    ("X", "X", 1, True, ["bare word 'X' read as a string"]),
+    ("{X: 1}", {"X": 1}, 6, True, ["unquoted key 'X'"]),
+    ('{"a"X1}', ("partial", {}), 4, False, ["expected ':' after key 'a' at offset 4"]),
+    ('{"a":1}', {"a": 1}, 7, True, []),
+    ('{"ab', ("partial", {}), 4, False, []),
+    ("[1E3, 2e-1]", [1000.0, 0.2], 11, True, []),
+    ("9" * 5000, None, 5000, True, []),             # past int()'s digit limit: no value, no crash
+    ('"\\uXXXX \\u00E9"', "uXXXX é", 15, True, []),
+    ('"\\r\\b\\f"', "\r\b\f", 8, True, []),
+    ("[[1, @]]", ("partial", [("partial", [1])]), 8, False, ["unexpected '@' in list at offset 5"]),
+    ('{"a": [1, @]}', ("partial", {"a": ("partial", [1])}), 13, False, ["unexpected '@' in list at offset 10"]),
+    ("[" + "w" * 25 + "]", ["w" * 25], 27, True, [f"bare word {'w' * 20!r} read as a string"]),
+    ("{" + "k" * 25 + " 1}", ("partial", {}), 27, False,
+     [f"unquoted key {'k' * 20!r}", f"expected ':' after key {'k' * 20!r} at offset 27"]),
+])
+def test_lenient_reader_by_hand(text, value, end, ok, notes):
+    p = P._Lenient(text)
+    got, got_end, got_ok = p.value(0)
+    assert (_plain(got), got_end, got_ok, p.notes) == (value, end, ok, notes)
+
+
+@pytest.mark.parametrize("open_, close", [("[", "]"), ('{"k": ', "}"), ('[{"k": ', "}]")])
+def test_nesting_is_cut_at_the_bound(open_, close):
+    depth = len(open_.replace('"k": ', ""))                  # brackets per repetition
+    n = P._MAX_DEPTH // depth
+    p = P._Lenient(open_ * n + "1" + close * n)
+    assert p.value(0)[2] and p.notes == []                    # the number at depth 64
+    p = P._Lenient(open_ * (n + 1) + "1" + close * (n + 1))
+    assert not p.value(0)[2] and p.notes[0] == f"nesting deeper than {P._MAX_DEPTH}"
+
+
+@pytest.mark.parametrize("text, ops, problems, found", [
+    ('{"memory": [{"id": "0", "event": "DELETE"}]} thanks', (MemoryOp(Event.DELETE, 100, ""),),
+     ("text outside the JSON",), True),
+    ('```json\n{"memory": [{"id": "0", "event": "DELETE"}]}\n```', (MemoryOp(Event.DELETE, 100, ""),), (), True),
+    ('{"event": "ADD", "text": " t "}', (MemoryOp(Event.ADD, None, "t"),),
+     ('a single item without the {"memory": [...]} wrapper',), True),
+    ('[{"event": "ADD", "text": "t"}]', (MemoryOp(Event.ADD, None, "t"),),
+     ('missing top-level {"memory": [...]} wrapper',), True),
+    ('{"Memories": "none"}', (), ("'memory' is str, not a list",), True),
+    ('{"memory": [{"event": "ADD", "text": "  "}, {"event": "UPDATE", "id": "1", "text": ""},'
+     ' {"event": "update", "id": 2, "text": ["x"]}, {"event": "DELETE", "id": "3", "text": 4},'
+     ' {"EVENT": "none", "ID": " 0 ", "TEXT": null, "Old_Memory": 5}, {"event": "MERGE"}, 7]}',
+     (MemoryOp(Event.DELETE, 7, ""), MemoryOp(Event.NONE, 100, "")),
+     ("item 0: ADD with empty text, dropped", "item 1: UPDATE with empty text, dropped",
+      "item 2: UPDATE text is list, not a string, dropped", "item 5: bad event 'MERGE', dropped",
+      "item 6: not an object (int), dropped"), True),
+    ('{"memory": [{"event": "UPDATE", "id": "1", "text": "new", "old_memory": "old"},'
+     ' {"event": "DELETE", "id": 1.5}, {"event": "DELETE", "id": true}, {"event": "NOOP", "id": 2.0}]}',
+     (MemoryOp(Event.UPDATE, 101, "new", "old"), MemoryOp(Event.NONE, 205, "")),
+     ("item 1: DELETE of unknown id '1.5', ignored", "item 2: DELETE of unknown id 'True', ignored"), True),
+    ("no json here {", (), ("no JSON with memory items found",), False),
+    ('["an event"]', (), ("no JSON with memory items found",), False),
+    ('{"x": 1} {"memory": [{"event": "ADD", "text": "b"}]}', (MemoryOp(Event.ADD, None, "b"),),
+     ("text outside the JSON",), True),
+    # a complete {"memory": ...} object wins over a complete bare list before it
+    ('[{"event": "ADD", "text": "a"}] {"memory": [{"event": "ADD", "text": "b"}]}', (MemoryOp(Event.ADD, None, "b"),),
+     ("text outside the JSON",), True),
+    ('[{"event": "ADD", "text": "a"}] {"memory": {"event": "ADD", "text": "b"}}', (MemoryOp(Event.ADD, None, "b"),),
+     ("text outside the JSON",), True),
+    ('[{"event": "ADD", "text": "a"}] {"memory": "none"}', (), ("text outside the JSON", "'memory' is str, not a list"),
+     True),
+    ('{"memory": []} {"memory": []}', (), ("text outside the JSON",), True),      # the same JSON twice
+    ('{"memory": [{"event": "ADD", "text": null}, {"event": "' + "E" * 40 + '"}, {"event": "DELETE", "id": "'
+     + "9" * 40 + '"}]}', (), ("item 0: ADD with empty text, dropped",
+                              f"item 1: bad event {'E' * 30!r}, dropped",
+                              f"item 2: DELETE of unknown id {'9' * 30!r}, ignored"), True),
+    ('{"memory": "none"', (), ("output truncated: JSON not closed", "'memory' is str, not a list"), True),
+])
+def test_parse_results_by_hand(text, ops, problems, found):
+    assert parse_memory_ops(text, ID_MAP) == ParseResult(ops, problems, found)
+
+
+def test_the_last_resort_guard_reports_and_keeps_nothing(monkeypatch):
+    def boom(*args):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(P, "_parse", boom)
+    assert parse_memory_ops("{}", ID_MAP) == ParseResult((), ("internal parser error: RuntimeError: boom",), False)
+
+
+_J = '{"memory": [{"event": "ADD", "text": "a"}]}'
+_PROSE = "{" * 70 + "\n"          # more braces than candidate starts are tried in the whole text
+
+
+@pytest.mark.parametrize("text, ops, problems", [
+    # the fence's contents are tried first, so prose braces do not exhaust the budget
+    (_PROSE + "```json\n" + _J + "\n```", ("a",), ("text outside the JSON",)),
+    (_PROSE + "```json\nprose\n```\n" + _J, ("a",), ("text outside the JSON",)),
+    # a cut-off JSON inside a fence ends at the fence, not in the fence's backticks
+    (_PROSE + '```json\n{"memory": [{"event": "ADD", "text": "a"}\n```\n', ("a",), ("output truncated: JSON not closed",)),
+    # at most 9 fenced regions are tried (then the whole text)
+    (_PROSE + "".join(f"```\n{k}\n" for k in range(8)) + "```\n" + _J, ("a",), ("text outside the JSON",)),
+    (_PROSE + "".join(f"```\n{k}\n" for k in range(9)) + "```\n" + _J, (), ("no JSON with memory items found",)),
+    ("".join(f"```\n{k}\n" for k in range(12)) + "```\n" + _J, ("a",), ("text outside the JSON",)),
+])
+def test_fenced_regions(text, ops, problems):
+    r = parse_memory_ops(text, ID_MAP)
+    assert (tuple(op.text for op in r.ops), r.problems) == (ops, problems)
+
+
+def test_item_and_problem_bounds():
+    item = '{"event": "ADD", "text": "x"}'
+    for n, extra in ((P._MAX_ITEMS, ()), (P._MAX_ITEMS + 1, (f"more than {P._MAX_ITEMS} items; the rest were dropped",))):
+        r = parse_memory_ops('{"memory": [' + ", ".join([item] * n) + "]}")
+        assert len(r.ops) == P._MAX_ITEMS and r.problems == extra
+    bad = '{"event": "UPDATE", "id": "7", "text": "x"}'
+    for n in (P._MAX_PROBLEMS, P._MAX_PROBLEMS + 5):
+        r = parse_memory_ops('{"memory": [' + ", ".join([bad] * n) + "]}")
+        want = tuple(f"item {k}: UPDATE of unknown id '7', ignored" for k in range(P._MAX_PROBLEMS))
+        assert r.problems == want + ((("... and 5 more problems",) if n > P._MAX_PROBLEMS else ()))
+    assert parse_memory_ops(7) == ParseResult((), ("output is not a string but int",), False)
+
+
+def test_parse_result_ok_needs_json_and_no_problem():
+    assert ParseResult((), (), True).ok and not ParseResult((), ("x",), True).ok and not ParseResult((), (), False).ok

@@ -107,8 +107,7 @@ class _Lenient:
         i += 1
         out = []
         s, n = self.s, self.n
-        esc = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/", "\\": "\\",
-               '"': '"', "'": "'"}
+        esc = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}   # any other escaped character is itself
         while i < n:
             c = s[i]
             if c == q:
@@ -125,9 +124,7 @@ class _Lenient:
                         out.append(chr(int(h, 16)))
                         i += 6
                         continue
-                    if len(h) < 4 and i + 2 + len(h) >= n:
-                        break   # cut off inside the escape
-                    out.append("u")
+                    out.append("u")     # not an escape (or cut off: then the string is never closed)
                     i += 2
                     continue
                 out.append(esc.get(d, d))
@@ -138,7 +135,8 @@ class _Lenient:
         return _INCOMPLETE, n, False
 
     def _sep(self, i: int, close: str) -> tuple[int, str]:
-        """Skip separators after an element. Returns (pos, what): what in {',', close, 'eof', 'junk'}."""
+        """Skip separators after an element. Returns (pos, what): what in {',', close, 'eof', 'junk'}
+        (the callers' loop head returns the partial container at the end of the text)."""
         i = self.ws(i)
         if i >= self.n:
             return i, "eof"
@@ -168,7 +166,7 @@ class _Lenient:
                 continue
             v, j, ok = self.value(i, depth)
             if not ok:
-                if v is _INCOMPLETE or isinstance(v, _Partial) or j >= self.n:
+                if v is _INCOMPLETE or isinstance(v, _Partial):   # else v is None at a character
                     if isinstance(v, _Partial):
                         items.append(v)
                     return _Partial(items), self.n, False
@@ -178,8 +176,6 @@ class _Lenient:
             i, what = self._sep(j, "]")
             if what == "]":
                 return items, i, True
-            if what == "eof":
-                return _Partial(items), i, False
             if what == "junk":
                 self.notes.append(f"missing comma in list at offset {i}")
 
@@ -217,7 +213,7 @@ class _Lenient:
             if not ok:
                 if isinstance(v, _Partial):
                     d[k] = v
-                if v is None and j < self.n:
+                if v is None:           # an unexpected character at j (the text goes on)
                     self.notes.append(f"unexpected {self.s[j]!r} in object at offset {j}")
                     return _Partial(d), j, False
                 return _Partial(d), self.n, False
@@ -225,8 +221,6 @@ class _Lenient:
             i, what = self._sep(j, "}")
             if what == "}":
                 return d, i, True
-            if what == "eof":
-                return _Partial(d), i, False
             if what == "junk":
                 self.notes.append(f"missing comma in object at offset {i}")
 
@@ -290,7 +284,8 @@ def _find_json(text: str):
         found = (v, ok, p.notes, how, region[st:end])
         if how == "object" and ok:
             return found
-        rank = (how == "object", ok, len(_unwrap(items)))
+        listed = _unwrap(items)
+        rank = (how == "object", ok, len(listed) if isinstance(listed, list) else 0)
         if best_rank is None or rank > best_rank:
             best, best_rank = found, rank
     return best
@@ -328,9 +323,6 @@ def _memory_items(v):
 class _NotAList:
     def __init__(self, value):
         self.value = value
-
-    def __len__(self):
-        return 0
 
 
 def _as_id(x) -> str | None:
@@ -410,7 +402,7 @@ def _item_to_op(n: int, raw: dict, id_map: dict) -> tuple[MemoryOp | None, str |
     if not isinstance(ev_raw, str) or ev_raw.strip().upper() not in _EVENTS:
         return None, f"item {n}: bad event {str(ev_raw)[:30]!r}, dropped"
     ev = _EVENTS[ev_raw.strip().upper()]
-    text = fields.get("text", "")
+    text = fields.get("text")
     if text is None:
         text = ""
     if not isinstance(text, str):
