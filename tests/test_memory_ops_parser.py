@@ -373,6 +373,10 @@ def test_nesting_is_cut_at_the_bound(open_, close):
                               f"item 1: bad event {'E' * 30!r}, dropped",
                               f"item 2: DELETE of unknown id {'9' * 30!r}, ignored"), True),
     ('{"memory": "none"', (), ("output truncated: JSON not closed", "'memory' is str, not a list"), True),
+    # of two bare lists, the one with more items
+    ('[{"event": "ADD", "text": "a"}] [{"event": "ADD", "text": "b"}, {"event": "ADD", "text": "c"}]',
+     (MemoryOp(Event.ADD, None, "b"), MemoryOp(Event.ADD, None, "c")),
+     ('missing top-level {"memory": [...]} wrapper', "text outside the JSON"), True),
 ])
 def test_parse_results_by_hand(text, ops, problems, found):
     assert parse_memory_ops(text, ID_MAP) == ParseResult(ops, problems, found)
