@@ -86,9 +86,9 @@ def merge_into(params: Any, folder) -> Any:
 def flatten_stacked(folder, out) -> pathlib.Path:
     """One adapter folder over the root model from ``folder``, whose ``base_model`` is itself an
     adapter folder (a run that trained adapters over a trained agent): W + s1 A1 B1 + s2 A2 B2 is
-    exactly W + A' B' with A' = [A1, A2] and B' = [s1 B1; s2 B2] at scale 1 (rank r1 + r2, alpha the
-    same), so the pair ships as one loadable folder. A kernel adapted in one of the two gets zeros
-    in the other's rows."""
+    exactly W + A' B' with A' = [A1, A2] and B' = [s1 B1; s2 B2] at scale 1 (rank r1 + r2, alpha
+    equal to it), so the pair ships as one loadable folder. A kernel adapted in one of the two gets
+    zeros in the other's rows."""
     outer, outer_cfg = load_adapters(folder)
     inner_folder = outer_cfg["base_model"]
     if not is_adapter_folder(inner_folder):
