@@ -15,11 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memr1_jax.agents.memory_manager import ManagerConfig, apply_step, make_step
-from memr1_jax.memory import (Event, HashingTestEncoder, MemoryOp, Retriever, apply, empty_bank,
-                              line_ops_regex, parse_line_ops)
-from memr1_jax.memory import line_ops
+from memr1_jax.memory import (Event, HashingTestEncoder, MemoryOp, ParseResult, Retriever, apply, empty_bank,
+                              line_ops, line_ops_regex, parse_line_ops)
 from memr1_jax.memory.line_ops import line_decisions
-from memr1_jax.memory.ops_parser import ParseResult
 
 FACTS = ["Name is Ana", "Moved to Lisbon in May", "Has a dog called Rex"]
 ID_MAP = {"0": 11, "1": 7}

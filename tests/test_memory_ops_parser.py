@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memr1_jax.memory import Event, MemoryOp, ParseResult, parse_memory_ops, render_memories
+from memr1_jax.memory import ops_parser as P
 
 ID_MAP = {"0": 100, "1": 101, "2": 205, "3": 7}
 
@@ -245,7 +246,6 @@ def test_the_problem_list_is_bounded():
 
 # --- the lenient reader, read against json.loads and by hand -------------------------------------
 
-from memr1_jax.memory import ops_parser as P  # noqa: E402
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-10 ** 18, 10 ** 18) | st.floats(allow_nan=False, allow_infinity=False)
