@@ -331,3 +331,68 @@ def test_crowd_step_items_show_the_other_speakers_memories_and_gold_never_target
     for spec in full:
         shown = shown_texts(spec.bank, spec.state)
         assert all(notes[m].who == notes[spec.state.facts[0]].who for m in shown if m in notes)
+
+
+def test_plain_conversations_are_unchanged_by_the_people_variant(split):
+    """The chg- conversations and notes every recorded result was measured on: pinned (the
+    variant draws from its own stream)."""
+    import hashlib
+    digest = lambda x: hashlib.sha1(repr(x).encode()).hexdigest()[:12]  # noqa: E731
+    convs = split.train + split.validation + split.test
+    assert digest(convs) == "6d78be815958"
+    assert digest([sorted(gold_notes(c).items()) for c in convs]) == "67e8fa5c6946"
+
+
+@pytest.fixture(scope="module")
+def people():
+    return default_split(load_conversations("changing-people"))
+
+
+def test_people_variant_oracle_bank_answers_everything(people):
+    """data.path="changing-people": seeded chp- splits of the same sizes; the gold manager's bank
+    answers every question (relatives included) and the first session alone does not."""
+    assert (len(people.train), len(people.validation), len(people.test)) == (64, 8, 16)
+    assert all(c.id.startswith("chp-") for c in people.all)
+    assert generate_conversation("val", 2, people=True)[0] == people.validation[2]
+    convs = people.test
+    assert sum(len(c.questions) for c in convs) >= 200
+    assert any("'s cousin " in q.question or "'s friend " in q.question for c in convs for q in c.questions)
+    gold, stats = build_banks(convs, ENC, dataclasses.replace(LINES, kind="gold"))
+    assert stats.ops["UPDATE"] > 0 and stats.ops["DELETE"] > 0 and stats.parse_failures == 0
+    assert _bank_f1(convs, gold) == 100.0
+    first = [dataclasses.replace(c, sessions=c.sessions[:1]) for c in convs]
+    stale, _ = build_banks(first, ENC, dataclasses.replace(LINES, kind="add-all"))
+    assert _bank_f1(convs, stale) < 40.0
+    for c in people.train[:16]:
+        assert {f for s in c.sessions for o in s.observations.values() for f, _ in o} == set(gold_notes(c))
+    mixed = default_split(load_conversations("changing+changing-people"))
+    assert len(mixed.train) == 128 and {c.id[:4] for c in mixed.test} == {"chg-", "chp-"}
+
+
+def test_people_variant_steps_teach_what_a_service_meets(people):
+    """Its steps show small banks where the gold operation is ADD (a memory or two, unrelated);
+    a near-namesake's fact beside the other's memory is an ADD and a relative's move UPDATEs
+    that relative's memory only; "forget my code" DELETEs."""
+    from memr1_jax.data.changing import _NEAR_NAMES
+    small_add = namesake_add = move = deletes = 0
+    for conv in people.train[:24]:
+        notes = gold_notes(conv)
+        for spec in manager_step_specs(conv, ENC, Retriever(), LINES):
+            shown = shown_texts(spec.bank, spec.state)
+            for fact, (ev, ids) in zip(spec.state.facts, gold_targets(spec.state.facts, shown, notes)):
+                note = notes[fact]
+                small_add += 1 <= len(shown) <= 2 and ev == "ADD"
+                deletes += ev == "DELETE"
+                if " " not in note.slot:
+                    continue
+                name = note.slot.split()[1]
+                pair = next(p for p in _NEAR_NAMES if name in p)
+                twin = [m for m in shown if m in notes and notes[m].who == note.who and " " in notes[m].slot
+                        and notes[m].slot.split()[-1] in pair and notes[m].slot != note.slot]
+                if twin and note.kind == "set":
+                    namesake_add += 1
+                    assert ev == "ADD"
+                if note.kind == "change" and ids:
+                    move += 1
+                    assert ev == "UPDATE" and all(notes[shown[i]].slot == note.slot for i in ids)
+    assert small_add >= 20 and namesake_add >= 3 and move >= 10 and deletes >= 3

@@ -38,7 +38,8 @@ def detect_format(source: str | os.PathLike) -> str:
 
 def load_conversations(source: str | os.PathLike = "embedded", fmt: str = "auto") -> tuple[Conversation, ...]:
     """``"embedded"`` for the generated default dataset, ``"changing"`` for the changing-facts
-    generator's train / validation / test conversations, otherwise a file or folder in ``fmt``
+    generator's train / validation / test conversations (``"changing-people"``: its variant with
+    slots said over time and relatives, ``memr1_jax.data.changing``), otherwise a file or folder in ``fmt``
     (auto: :func:`detect_format`): LoCoMo (see load_locomo), LongMemEval (load_longmemeval),
     MSC-Self-Instruct (load_msc). Sources joined by ``+`` are loaded and concatenated (e.g.
     ``changing+../shared/data/locomo10``: each keeps its own split)."""
@@ -52,6 +53,8 @@ def load_conversations(source: str | os.PathLike = "embedded", fmt: str = "auto"
         return make_embedded_dataset()
     if str(source) == "changing":
         return make_changing_dataset()
+    if str(source) == "changing-people":
+        return make_changing_dataset(people=True)
     if fmt not in FORMATS:
         raise ValueError(f"data format {fmt!r}: expected one of {FORMATS}")
     fmt = detect_format(source) if fmt == "auto" else fmt

@@ -16,6 +16,12 @@ for the manager (``task.manager_reward="gold"``).
 Splits are by seed: conversation ``chg-<split>-<k>`` is drawn from ``random.Random`` seeded with
 the split's base (train 10_000, validation 20_000, test 30_000) plus k, so test conversations are
 never seen in training, and the output is identical on every machine.
+
+``people=True`` (``data.path="changing-people"``, ids ``chp-<split>-<k>``) is the variant a memory
+service meets: a speaker's slots are said one or two at a time over the sessions (early steps see a
+memory or two, and a new value beside an unrelated memory is an ADD), relatives live and move
+(near-namesakes such as "cousin Cal" and "friend Callum" are two people: never UPDATE one with the
+other), changes are also phrased without the old value, and more kinds of everyday fact occur.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ from memr1_jax.data.embedded import CITIES, ITEMS, JOBS, MONTHS, NAMES, bare_ite
 from memr1_jax.data.locomo import QA, Conversation, Session, Split, Turn
 
 PREFIX = "chg-"
+PEOPLE_PREFIX = "chp-"
 SPLIT_SEEDS = {"train": 10_000, "val": 20_000, "test": 30_000}
 SIZES = {"train": 64, "val": 8, "test": 16}       # conversations per split of data.path="changing"
 SLOTS = ("city", "employer", "car", "locker")
-_ID = re.compile(r"^chg-(train|val|test)-(\d+)$")
+_ID = re.compile(r"^(chg|chp)-(train|val|test)-(\d+)$")
 
 # What a fact does to its slot: "set" (first value), "change" (a new value, the old one kept in
 # the text), "correct" (the earlier value was wrong), "end" (no value any more, e.g. the car was
@@ -52,6 +59,24 @@ _NOTES = (  # facts that never change: (what the speaker says, the observation)
     ("I volunteered at the food bank on Saturday.", "{n} volunteered at a food bank in {m}."),
     ("I painted my kitchen a pale green.", "{n} painted the kitchen pale green in {m}."),
 )
+_MORE_NOTES = (  # people=True: more everyday facts, so an ADD is not tied to eight sentences
+    ("I adopted a grey cat from the shelter.", "{n} adopted a grey cat in {m}."),
+    ("I signed up for a pottery class on Tuesdays.", "{n} signed up for a pottery class in {m}."),
+    ("My team won the office quiz night.", "{n}'s team won the office quiz night in {m}."),
+    ("I planted tomatoes and basil on the balcony.", "{n} planted tomatoes and basil in {m}."),
+    ("I finally fixed the leaking bathroom tap.", "{n} fixed the leaking bathroom tap in {m}."),
+    ("I went to a jazz concert downtown.", "{n} went to a jazz concert in {m}."),
+    ("I started a course in Spanish.", "{n} started a Spanish course in {m}."),
+    ("I bought a new pair of hiking boots.", "{n} bought new hiking boots in {m}."),
+    ("I have been cycling to work every day.", "{n} cycled to work every day in {m}."),
+    ("My parents celebrated their fortieth anniversary.", "{n}'s parents celebrated their fortieth anniversary in {m}."),
+)
+# people=True: relatives, some of them near-namesakes of each other (not the trap suite's pairs,
+# memr1_jax/eval/traps.py, which test this on other names).
+_RELATIONS = ("cousin", "friend", "neighbour", "colleague", "brother", "sister", "aunt", "uncle")
+_NEAR_NAMES = (("Al", "Alan"), ("Bea", "Beatrix"), ("Cal", "Callum"), ("Ed", "Eddie"), ("Gus", "Gustav"),
+               ("Kim", "Kimberly"), ("Liz", "Liza"), ("Nat", "Natalie"), ("Rob", "Robin"), ("Val", "Valerie"))
+_CODES = ("gym locker code", "alarm code", "garage code", "safe code")
 _REPLY = ("Oh wow, really?", "That's a big change!", "Good to know, thanks for telling me.",
           "Nice, tell me more next time.", "Got it.", "I'm glad you told me.")
 
@@ -76,6 +101,10 @@ class _Speaker:
                       "car": rng.choice(_CARS), "locker": str(rng.randrange(1000, 10000))}
         self.last: dict[str, tuple[str, str, str, str]] = {}   # slot -> (kind, old, new, month)
         self.last_dia: dict[str, str] = {}                       # slot -> turn of its last observation
+        self.code = "gym locker code"                            # what the "locker" slot is called
+        self.relatives: dict[str, tuple[str, str]] = {}          # slot "cousin Cal" -> (relation, name)
+        self.said: set[str] = set()                              # people=True: own slots said so far
+        self.plain: set[str] = set()                             # slots last changed without the old value
 
 
 def _event(rng: random.Random, p: _Speaker, slot: str, kind: str, when: str) -> tuple[str, str] | None:
@@ -128,28 +157,102 @@ def _event(rng: random.Random, p: _Speaker, slot: str, kind: str, when: str) -> 
     return say, obs
 
 
-def generate_conversation(split: str, k: int, sessions: int = 5) -> tuple[Conversation, dict[str, Note]]:
-    """Conversation ``chg-<split>-<k>`` and the gold notes of its observations (by fact text)."""
+def _plain_change(rng: random.Random, p: _Speaker, slot: str, say_obs: tuple[str, str]) -> tuple[str, str]:
+    """people=True: a change said without the old value, as users often say it (4 in 10)."""
+    kind, _, new, when = p.last[slot]
+    if kind != "change" or slot == "car" or rng.random() >= 0.4:
+        return say_obs
+    p.plain.add(slot)
+    n = p.name
+    return {"city": (f"Actually I moved to {new} in {when}.", f"{n} moved to {new} in {when}."),
+            "employer": (f"I work at {new} now, since {when}.", f"{n} now works at {new}, since {when}."),
+            "locker": (f"My {p.code} is {new} now, since {when}.", f"{n}'s {p.code} is {new} since {when}.")}[slot]
+
+
+def _people_events(rng: random.Random, p: _Speaker, s: int) -> list[tuple[str, str]]:
+    """people=True: the speaker's own slot events of session s (slots said one or two at a
+    time; a slot said before can change, be corrected, end or be retracted)."""
+    unsaid = [x for x in SLOTS if x not in p.said]
+    if s == 1:
+        return [(slot, "set") for slot in rng.sample(unsaid, rng.choice((1, 2)))]
+    cands = unsaid + [x for x in SLOTS if x in p.said and x in p.value]
+    events = []
+    for slot in rng.sample(cands, min(rng.choice((1, 1, 2)), len(cands))):
+        if slot not in p.said:
+            events.append((slot, "set"))
+            continue
+        kinds = ["change", "change"]
+        if p.last.get(slot, ("",))[0] in ("set", "change"):
+            kinds.append("correct")
+        kinds += {"car": ["end"], "locker": ["retract"] * 3}.get(slot, [])   # "forget it" is what a service must get right
+        events.append((slot, rng.choice(kinds)))
+    return events
+
+
+def _relative_event(rng: random.Random, p: _Speaker, s: int, when: str, taken: set) -> tuple[str, str, str, str] | None:
+    """people=True: (slot, kind, utterance, observation) about one of p's relatives: a new one
+    (often a near-namesake of one already named) says where they live, or one moves."""
+    n = p.name
+    if p.relatives and (len(p.relatives) >= 3 or rng.random() < 0.45):
+        slot = rng.choice(sorted(p.relatives))
+        rel, name = p.relatives[slot]
+        old = p.value[slot]
+        new = rng.choice([c for c in sorted(CITIES) if c != old])
+        p.value[slot], p.last[slot] = new, ("change", old, new, when)
+        return (slot, "change", f"My {rel} {name} moved from {old} to {new} in {when}.",
+                f"{n}'s {rel} {name} moved from {old} to {new} in {when}.")
+    partners = [b if a == have else a for a, b in _NEAR_NAMES
+                for have in (r[1] for r in p.relatives.values()) if have in (a, b)]
+    free = [x for x in partners if x not in taken]
+    if free and rng.random() < 0.7:
+        name = rng.choice(free)
+    else:
+        pool = [x for pair in _NEAR_NAMES for x in pair if x not in taken]
+        if not pool:
+            return None
+        name = rng.choice(pool)
+    used = {r for r, _ in p.relatives.values()}
+    rel = rng.choice([r for r in _RELATIONS if r not in used])
+    taken.add(name)
+    slot = f"{rel} {name}"
+    city = rng.choice(sorted(CITIES))
+    p.relatives[slot] = (rel, name)
+    p.value[slot], p.last[slot] = city, ("set", "", city, when)
+    return slot, "set", f"My {rel} {name} lives in {city}.", f"{n}'s {rel} {name} lives in {city}."
+
+
+def generate_conversation(split: str, k: int, sessions: int = 5,
+                          people: bool = False) -> tuple[Conversation, dict[str, Note]]:
+    """Conversation ``chg-<split>-<k>`` (``chp-`` with ``people``: see the module text) and the
+    gold notes of its observations (by fact text)."""
     if split not in SPLIT_SEEDS:
         raise ValueError(f"changing-facts split {split!r}: expected one of {sorted(SPLIT_SEEDS)}")
-    rng = random.Random(SPLIT_SEEDS[split] + k)
-    people = [_Speaker(n, rng) for n in rng.sample(NAMES, 2)]
+    # the people variant draws from its own stream, so the chg- conversations stay as they were
+    rng = random.Random(f"people-{SPLIT_SEEDS[split] + k}" if people else SPLIT_SEEDS[split] + k)
+    speakers = [_Speaker(n, rng) for n in rng.sample(NAMES, 2)]
+    if people:
+        for p in speakers:
+            p.code = rng.choice(_CODES)
     notes: dict[str, Note] = {}
     day = dt.date(2022, 1, 10) + dt.timedelta(days=rng.randrange(0, 700))
     out_sessions = []
-    fillers = rng.sample(_NOTES, len(_NOTES))
+    pool = _NOTES + _MORE_NOTES if people else _NOTES
+    fillers = rng.sample(pool, len(pool))
+    taken: set = set()
     for s in range(1, sessions + 1):
         turns: list[Turn] = []
-        obs: dict[str, list] = {p.name: [] for p in people}
+        obs: dict[str, list] = {p.name: [] for p in speakers}
 
         def say(speaker: str, text: str) -> str:
             turns.append(Turn(speaker=speaker, dia_id=f"D{s}:{len(turns) + 1}", text=text))
             return turns[-1].dia_id
 
         when = month(day)
-        for p in people:
-            other = people[1] if p is people[0] else people[0]
-            if s == 1:
+        for p in speakers:
+            other = speakers[1] if p is speakers[0] else speakers[0]
+            if people:
+                events = _people_events(rng, p, s)
+            elif s == 1:
                 events = [(slot, "set") for slot in SLOTS]
             else:   # one or two slot events a session; a correction only right after a value was said
                 slots = rng.sample([x for x in SLOTS if x in p.value], min(rng.choice((1, 1, 2)), len(p.value)))
@@ -160,15 +263,26 @@ def generate_conversation(split: str, k: int, sessions: int = 5) -> tuple[Conver
                         kinds.append("correct")
                     kinds += {"car": ["end"], "locker": ["retract"]}.get(slot, [])
                     events.append((slot, rng.choice(kinds)))
+            def tell(slot: str, kind: str, utterance: str, fact: str) -> None:
+                dia = p.last_dia[slot] = say(p.name, utterance)
+                say(other.name, rng.choice(_REPLY))
+                obs[p.name].append((fact, dia))
+                notes[fact] = Note(slot, kind, p.name)
+
             for slot, kind in events:
                 ev = _event(rng, p, slot, kind, when)
                 if ev is None:
                     continue
-                dia = p.last_dia[slot] = say(p.name, ev[0])
-                say(other.name, rng.choice(_REPLY))
-                obs[p.name].append((ev[1], dia))
-                notes[ev[1]] = Note(slot, kind, p.name)
-            if s > 1 and rng.random() < 0.5 and fillers:
+                if people:
+                    p.said.add(slot)
+                    p.plain.discard(slot)
+                    ev = tuple(x.replace("gym locker code", p.code) for x in _plain_change(rng, p, slot, ev))
+                tell(slot, kind, *ev)
+            if people and rng.random() < (0.5 if s == 1 else 0.6):
+                rel = _relative_event(rng, p, s, when, taken)
+                if rel is not None:
+                    tell(*rel)
+            if s > 1 and rng.random() < (0.6 if people else 0.5) and fillers:
                 line, fact = fillers.pop()
                 dia = say(p.name, line)
                 say(other.name, rng.choice(_REPLY))
@@ -179,48 +293,60 @@ def generate_conversation(split: str, k: int, sessions: int = 5) -> tuple[Conver
         out_sessions.append(Session(index=s, date_time=fmt_session_time(stamp), turns=tuple(turns),
                                     observations={n: tuple(v) for n, v in obs.items()}))
         day += dt.timedelta(days=rng.randrange(30, 75))
-    conv = Conversation(id=f"{PREFIX}{split}-{k:03d}", speaker_a=people[0].name, speaker_b=people[1].name,
-                        sessions=tuple(out_sessions), questions=tuple(_questions(people)))
+    conv = Conversation(id=f"{PEOPLE_PREFIX if people else PREFIX}{split}-{k:03d}", speaker_a=speakers[0].name,
+                        speaker_b=speakers[1].name, sessions=tuple(out_sessions), questions=tuple(_questions(speakers)))
     return conv, notes
 
 
 def _questions(people: Sequence[_Speaker]) -> list[QA]:
     """Current value (category 4), previous value (1), date of the last change (2), whether a
-    retracted car is still there (3). Evidence: the turn of the slot's last observation."""
+    retracted car is still there (3); for relatives where they live now and before. Evidence:
+    the turn of the slot's last observation. A value never said, or a previous value the
+    change did not state, is not asked."""
     qs = []
     for p in people:
-        n = p.name
+        n, code = p.name, p.code
         ask = {"city": (f"Where does {n} live now?", f"Where did {n} live before moving to {{new}}?",
                         f"When did {n} move to {{new}}?"),
                "employer": (f"Where does {n} work now?", f"Where did {n} work before {{new}}?",
                             f"When did {n} start working at {{new}}?"),
                "car": (f"What car does {n} drive now?", f"What car did {n} have before {{new}}?",
                        f"When did {n} buy {{new}}?"),
-               "locker": (f"What is {n}'s gym locker code now?", f"What was {n}'s gym locker code before {{new}}?",
-                          f"When did {n}'s gym locker code change to {{new}}?")}
+               "locker": (f"What is {n}'s {code} now?", f"What was {n}'s {code} before {{new}}?",
+                          f"When did {n}'s {code} change to {{new}}?")}
         for slot in SLOTS:
+            if slot not in p.last:
+                continue
             kind, old, new, when = p.last[slot]
             ev = (p.last_dia[slot],)
             now, before, date = ask[slot]
             if slot in p.value:
                 qs.append(QA(now, bare_item(p.value[slot]) if slot == "car" else p.value[slot], ev, 4))
             if kind == "change":
-                qs.append(QA(before.format(new=new), bare_item(old) if slot == "car" else old, ev, 1))
+                if slot not in p.plain:
+                    qs.append(QA(before.format(new=new), bare_item(old) if slot == "car" else old, ev, 1))
                 qs.append(QA(date.format(new=new), when, ev, 2))
             if kind == "end":
                 qs.append(QA(f"Does {n} still have a car?", "No", ev, 3))
+        for slot, (rel, name) in p.relatives.items():
+            kind, old, new, _ = p.last[slot]
+            ev = (p.last_dia[slot],)
+            qs.append(QA(f"Where does {n}'s {rel} {name} live now?", new, ev, 4))
+            if kind == "change":
+                qs.append(QA(f"Where did {n}'s {rel} {name} live before moving to {new}?", old, ev, 1))
     return qs
 
 
-def make_changing_dataset(sizes: Mapping[str, int] | None = None) -> tuple[Conversation, ...]:
-    """The train, validation and test conversations (``SIZES`` per split unless given)."""
+def make_changing_dataset(sizes: Mapping[str, int] | None = None, people: bool = False) -> tuple[Conversation, ...]:
+    """The train, validation and test conversations (``SIZES`` per split unless given); the
+    people variant (``chp-`` ids) with ``people``."""
     sizes = dict(SIZES, **(sizes or {}))
-    return tuple(generate_conversation(split, k)[0] for split in SPLIT_SEEDS for k in range(sizes[split]))
+    return tuple(generate_conversation(split, k, people=people)[0] for split in SPLIT_SEEDS for k in range(sizes[split]))
 
 
 def changing_split(convs: Sequence[Conversation]) -> Split:
-    """Train / validation / test by the split named in each generated id."""
-    by = {s: tuple(c for c in convs if c.id.startswith(f"{PREFIX}{s}-")) for s in SPLIT_SEEDS}
+    """Train / validation / test by the split named in each generated id (both variants)."""
+    by = {s: tuple(c for c in convs if _ID.match(c.id) and _ID.match(c.id).group(2) == s) for s in SPLIT_SEEDS}
     return Split(train=by["train"], validation=by["val"], test=by["test"])
 
 
@@ -233,8 +359,8 @@ def gold_notes(conv: Conversation) -> dict[str, Note]:
     m = _ID.match(conv.id)
     if m is None:
         raise ValueError(f"conversation {conv.id!r}: gold operations exist only for the changing-facts "
-                         f"generator's conversations ({PREFIX}<split>-<k>)")
-    return generate_conversation(m.group(1), int(m.group(2)), len(conv.sessions))[1]
+                         f"generator's conversations ({PREFIX}<split>-<k>, {PEOPLE_PREFIX}<split>-<k>)")
+    return generate_conversation(m.group(2), int(m.group(3)), len(conv.sessions), people=m.group(1) == "chp")[1]
 
 
 def gold_targets(facts: Sequence[str], shown: Sequence[str], notes: Mapping[str, Note]) -> list[tuple[str, set]]:
