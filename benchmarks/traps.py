@@ -55,6 +55,17 @@ class Mem0System:
         return self.answerer.answer(question, user_id=user_id, run_id=run_id)["answer"]
 
 
+def _setting(text: str) -> tuple[str, object]:
+    """``FIELD=VALUE`` with VALUE read as JSON where it parses (numbers, booleans), else a string."""
+    field, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"--set {text!r}: expected FIELD=VALUE")
+    try:
+        return field, json.loads(value)
+    except ValueError:
+        return field, value
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--per-group", type=int, default=8)
@@ -62,6 +73,8 @@ def main(argv=None) -> int:
     p.add_argument("--systems", default="trained,add-all,untrained,mem0")
     p.add_argument("--manager-model", action="append", default=[], help="also: the shipped agents with this manager")
     p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a MemoryConfig field for every memr1 system, e.g. manager_min_score=0.55")
     p.add_argument("--out", default=None, help="write every system's per-trap results (JSON) here")
     p.add_argument("--show", action="store_true", help="print each failed trap's answer and memories")
     args = p.parse_args(argv)
@@ -71,7 +84,7 @@ def main(argv=None) -> int:
     traps = make_traps(args.per_group, args.seed)
     encoder = make_encoder("minilm")
     work = pathlib.Path(tempfile.mkdtemp(prefix="traps-"))
-    trained = {"llm": args.model}
+    trained = {"llm": args.model, **dict(_setting(x) for x in args.set)}
     systems = {"trained": dict(trained), "add-all": {**trained, "manager": "add-all"},
                "untrained": {**trained, "agents": "untrained", "manager_output": "lines", "constrained": True,
                              "answer_prompt": "compact", "answer_k": 5, "answer_max_new_tokens": 24}}

@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
                    "sentences: the message's sentences (no model)")
     p.add_argument("--manager", choices=("llm", "add-all"), default=d.manager,
                    help="llm: the manager decides; add-all: every extracted fact is added")
+    p.add_argument("--manager-min-score", type=float, default=d.manager_min_score,
+                   help="memories less similar (cosine) to a step's facts are not shown to the manager "
+                   "(default: none, the top 5 are shown)")
     p.add_argument("--encoder", default=d.encoder, help="minilm (default) | hashing (tests only)")
     p.add_argument("--batch", type=int, default=d.batch, help="most requests generated together")
     p.add_argument("--batch-window-ms", type=float, default=1000 * d.batch_window_s,
@@ -85,11 +88,11 @@ def main(argv=None) -> int:
     from memr1_jax.service.memory import Memory, MemoryConfig
     from memr1_jax.service.store import StoreError
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = MemoryConfig(store=args.store, llm=args.model, agents=args.agents, manager_model=args.manager_model,
-                       answer_model=args.answer_model, extraction=args.extraction, encoder=args.encoder,
-                       manager=args.manager, batch=args.batch, batch_window_s=args.batch_window_ms / 1000,
-                       job_lease_s=args.job_lease_s)
-    try:
+    try:   # a bad flag value (MemoryConfig checks them) is one line naming it, as a bad store is
+        cfg = MemoryConfig(store=args.store, llm=args.model, agents=args.agents, manager_model=args.manager_model,
+                           answer_model=args.answer_model, extraction=args.extraction, encoder=args.encoder,
+                           manager=args.manager, manager_min_score=args.manager_min_score, batch=args.batch,
+                           batch_window_s=args.batch_window_ms / 1000, job_lease_s=args.job_lease_s)
         compile_cache.enable()
         memory = Memory(cfg)
     except (StoreError, ValueError) as e:

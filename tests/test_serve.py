@@ -339,10 +339,19 @@ def test_openai_compatible_endpoints_serve_the_engine_and_encoder(tmp_path):
             openai.OpenAI(base_url=s.url + "/v1", api_key="wrong").embeddings.create(model="m", input="x")
 
 
-def _serve_once(store: str) -> subprocess.CompletedProcess:
+def _serve_once(store: str, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "memr1_jax.serve", "--port", str(_free_port()), "--store", store,
-                           "--encoder", "hashing", "--model", "tiny-qwen2"], capture_output=True, text=True,
+                           "--encoder", "hashing", "--model", "tiny-qwen2", *flags], capture_output=True, text=True,
                           timeout=120, env={k: v for k, v in os.environ.items() if k != "MEMR1_API_KEY"})
+
+
+def test_a_bad_flag_value_is_one_line_naming_it_and_exit_2_creating_no_store(tmp_path):
+    for flags, problem in ((("--manager-min-score", "2"), "manager_min_score=2.0"), (("--batch", "0"), "batch=0")):
+        p = _serve_once(str(tmp_path / "m.db"), *flags)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and problem in lines[0], \
+            p.stderr[-2000:]
+        assert not (tmp_path / "m.db").exists()
 
 
 def test_a_store_that_cannot_be_used_is_one_line_and_exit_2_writing_nothing(tmp_path, pg_cluster):

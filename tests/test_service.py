@@ -271,6 +271,35 @@ def test_the_line_format_manager_applies_one_operation_per_fact(tmp_path):
         Memory({"store": str(tmp_path / "n.db"), "encoder": "hashing", "manager_output": "xml"}, llm=Scripted())
 
 
+@pytest.mark.parametrize("floor", [None, 0.3])
+def test_manager_min_score_hides_unrelated_memories_from_the_manager(tmp_path, floor):
+    """manager_min_score: a memory less similar than it to every new fact is not shown; with
+    nothing shown the fact is ADDed without a manager call. None (the default) shows the top k."""
+    from memr1_jax.models.registry import load_model
+    tiny = load_model("tiny-qwen2")
+
+    class Manager:
+        tokenizer, cfg, prompts = tiny.tokenizer, tiny.cfg, []
+
+        def generate(self, prompts, max_new_tokens=64, constraints=None):
+            self.prompts.append(prompts[0].rsplit("Old memories:", 1)[1])
+            return [types.SimpleNamespace(text="1: ADD")]
+    manager = Manager()
+    m = Memory({"store": str(tmp_path / "m.db"), "encoder": "hashing", "agents": "untrained", "constrained": True,
+                "manager_output": "lines", "manager_min_score": floor}, llm=Scripted(), manager_llm=manager)
+    for said in ("I live in Porto.", "I play the cello.", "I live in Lisbon now."):
+        m.add(said, user_id="alice")
+    texts = sorted(r["memory"] for r in m.get_all(user_id="alice")["results"])
+    assert texts == ["Alice lives in Lisbon now.", "Alice lives in Porto.", "Alice plays the cello."]
+    if floor:    # the cello has no word in common with Porto: added with no call; Lisbon sees Porto only
+        assert len(manager.prompts) == 1
+        assert "Alice lives in Porto." in manager.prompts[0] and "cello" not in manager.prompts[0]
+    else:
+        assert len(manager.prompts) == 2 and "cello" in manager.prompts[1]
+    with pytest.raises(ValueError, match="manager_min_score"):
+        Memory({"store": str(tmp_path / "n.db"), "encoder": "hashing", "manager_min_score": 1.5}, llm=Scripted())
+
+
 # ---------------------------------------------------------------------------- Engine
 def test_engine_batches_concurrent_requests_and_matches_a_direct_batch():
     from memr1_jax.agents.llm import ChatLLM

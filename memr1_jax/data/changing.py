@@ -189,7 +189,7 @@ def _people_events(rng: random.Random, p: _Speaker, s: int) -> list[tuple[str, s
     return events
 
 
-def _relative_event(rng: random.Random, p: _Speaker, s: int, when: str, taken: set) -> tuple[str, str, str, str] | None:
+def _relative_event(rng: random.Random, p: _Speaker, when: str, taken: set) -> tuple[str, str, str, str] | None:
     """people=True: (slot, kind, utterance, observation) about one of p's relatives: a new one
     (often a near-namesake of one already named) says where they live, or one moves."""
     n = p.name
@@ -279,7 +279,7 @@ def generate_conversation(split: str, k: int, sessions: int = 5,
                     ev = tuple(x.replace("gym locker code", p.code) for x in _plain_change(rng, p, slot, ev))
                 tell(slot, kind, *ev)
             if people and rng.random() < (0.5 if s == 1 else 0.6):
-                rel = _relative_event(rng, p, s, when, taken)
+                rel = _relative_event(rng, p, when, taken)
                 if rel is not None:
                     tell(*rel)
             if s > 1 and rng.random() < (0.6 if people else 0.5) and fillers:

@@ -91,6 +91,8 @@ class MemoryConfig:
     answer_max_new_tokens: int | None = None
     answer_min_score: float = 0.5           # no memory this similar to the question: "I don't know", no model call
     retrieve_k: int = 5                     # related memories shown per new fact (Mem0: 5)
+    manager_min_score: float | None = None  # a memory less similar (cosine) to every new fact is not shown to the
+                                            # manager (None: the top retrieve_k, as Mem0); none shown: ADD, no call
     manager_max_facts: int = 4              # facts per manager call (the trained manager's steps hold 4)
     manager_max_new_tokens: int = 256
     extract_max_new_tokens: int = 96
@@ -110,6 +112,8 @@ class MemoryConfig:
             raise ValueError(f"MemoryConfig.manager_output={self.manager_output!r}: expected one of {OUTPUTS}")
         if self.answer_prompt not in (None, "mem0"):
             answer_template(self.answer_prompt)
+        if self.manager_min_score is not None and not -1.0 <= self.manager_min_score <= 1.0:
+            raise ValueError(f"MemoryConfig.manager_min_score={self.manager_min_score}: a cosine, in [-1, 1]")
         for name in ("retrieve_k", "manager_max_facts", "manager_max_new_tokens", "extract_max_new_tokens",
                      "max_facts", "answer_k", "answer_max_new_tokens", "batch"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -438,7 +442,7 @@ class Memory:
             seen = set()
             for scores in fact_vecs @ mat.T:     # fact-major, best first, de-duplicated (as Mem0)
                 for j in np.argsort(-scores, kind="stable")[:k]:
-                    if int(j) not in seen:
+                    if int(j) not in seen and (cfg.manager_min_score is None or scores[j] >= cfg.manager_min_score):
                         seen.add(int(j))
                         related.append(rows[int(j)])
         if cfg.manager == "add-all" or not related:
