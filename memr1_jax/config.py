@@ -152,6 +152,10 @@ class TaskSection:
     # manager_items="steps": also every step once more over a snapshot where each speaker's bank holds
     # the other speaker's memories too (another person's slot is not the one to change).
     manager_crowd: bool = False
+    # manager_items="steps": also every step that changes, ends or retracts a slot said before, once more
+    # over a snapshot without that person's memories of the slot (its gold turns to ADD / NONE), so the
+    # two items differ only in whether the slot's memory is shown (generated data only).
+    manager_counterfactual: bool = False
 
     @property
     def gold_scored(self) -> bool:
@@ -171,8 +175,9 @@ class TaskSection:
         if not 0.0 <= self.manager_sparse_keep < 1.0 or (self.manager_sparse_keep and self.manager_items != "steps"):
             raise ConfigError(f"task.manager_sparse_keep={self.manager_sparse_keep}: a probability in [0, 1), "
                               "with task.manager_items='steps'")
-        if self.manager_crowd and self.manager_items != "steps":
-            raise ConfigError("task.manager_crowd=true needs task.manager_items='steps'")
+        for name in ("manager_crowd", "manager_counterfactual"):
+            if getattr(self, name) and self.manager_items != "steps":
+                raise ConfigError(f"task.{name}=true needs task.manager_items='steps'")
         if self.manager_items == "steps" and not self.gold_scored:
             raise ConfigError("task.manager_items='steps' has no question to answer: it needs gold-scored training "
                               "(task.agent='manager' with task.manager_sft=true or task.manager_reward='gold')")

@@ -56,6 +56,7 @@ def test_every_field_is_settable_from_the_command_line():
         if key in ("rl.lora", "mesh.rules"):   # set in config files (LoRA through its own section)
             continue
         if key in ("task.manager_sft", "task.manager_items", "task.manager_sparse_keep", "task.manager_crowd",
+                   "task.manager_counterfactual",
                    "distributed.process_id"):   # need other keys set with them (below, and
             continue                                            # test_data_changing)
         raw, want = _other_value(key, value)

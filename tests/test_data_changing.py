@@ -396,3 +396,33 @@ def test_people_variant_steps_teach_what_a_service_meets(people):
                     move += 1
                     assert ev == "UPDATE" and all(notes[shown[i]].slot == note.slot for i in ids)
     assert small_add >= 20 and namesake_add >= 3 and move >= 10 and deletes >= 3
+
+
+def test_counterfactual_items_differ_from_their_step_only_in_the_slots_memory(people):
+    """task.manager_counterfactual: each step that changes or retracts a slot, again without the
+    speaker's memories of that slot; its facts' gold turns from UPDATE / DELETE to ADD / NONE,
+    every other memory shown stays available, and nothing of the step's own facts changes."""
+    from memr1_jax.agents.rollout import manager_counterfactual_specs
+    flips = 0
+    for conv in people.train[:6] + default_split(load_conversations("changing")).train[:2]:
+        notes = gold_notes(conv)
+        steps = {(s.state.session, s.state.speaker, s.state.facts): s
+                 for s in manager_step_specs(conv, ENC, Retriever(), LINES)}
+        counter = manager_counterfactual_specs(conv, notes, ENC, Retriever(), LINES)
+        assert counter and all(c.state.facts for c in counter)
+        for c in counter:
+            real = steps[(c.state.session, c.state.speaker, c.state.facts)]        # the same step's facts
+            name = (conv.speaker_a, conv.speaker_b)[c.state.speaker]
+            changed = {notes[f].slot for f in c.state.facts if notes[f].kind in ("change", "correct", "end", "retract")}
+            kept = [m["text"] for m in c.bank.entries()]
+            assert not [m for m in kept if notes[m].who == name and notes[m].slot in changed]
+            assert c.bank.size < real.bank.size
+            gold_c = gold_targets(c.state.facts, shown_texts(c.bank, c.state), notes)
+            gold_r = gold_targets(real.state.facts, shown_texts(real.bank, real.state), notes)
+            for fact, (ev_c, _), (ev_r, _) in zip(c.state.facts, gold_c, gold_r):
+                if notes[fact].slot in changed and notes[fact].kind != "set":
+                    assert ev_c in ("ADD", "NONE")
+                    flips += ev_r in ("UPDATE", "DELETE")
+    assert flips >= 20
+    with pytest.raises(ConfigError, match="manager_counterfactual"):
+        override(default_config(), {"task.manager_counterfactual": True})

@@ -241,6 +241,34 @@ def manager_step_specs(conv: Conversation, encoder: Encoder, retriever: Retrieve
     return out
 
 
+def manager_counterfactual_specs(conv: Conversation, notes: Mapping, encoder: Encoder, retriever: Retriever,
+                                 cfg: ManagerConfig) -> list[ManagerEpisodeSpec]:
+    """Each step with a fact that changes, corrects, ends or retracts a slot (``notes``: the
+    generator's gold notes), once more over the add-all snapshot without the speaker's earlier
+    memories of those slots, where the gold operation is ADD (NONE for a retraction). Beside the
+    step itself (``manager_step_specs``) the pair differs only in whether the slot's memory is
+    shown, so neither the number of memories shown nor the step's place in the conversation tells
+    the decision: only what the memories say does."""
+    none = QA(question="", answer="", evidence=(), category=0)
+    out = []
+    for sess in conv.sessions:
+        for spk, name in enumerate((conv.speaker_a, conv.speaker_b)):
+            facts = [f for f, _ in sess.observations.get(name, ())]
+            for i in range(0, len(facts), cfg.max_facts_per_step):
+                chunk = facts[i:i + cfg.max_facts_per_step]
+                slots = {notes[f].slot for f in chunk
+                         if f in notes and notes[f].slot and notes[f].kind in ("change", "correct", "end", "retract")}
+                if not slots:
+                    continue
+                mine = {f for f, n in notes.items() if n.who == name and n.slot in slots}
+                earlier = tuple(dataclasses.replace(s, observations={n: tuple(o for o in obs if o[0] not in mine)
+                                                                     for n, obs in s.observations.items()})
+                                for s in conv.sessions if s.index < sess.index)
+                out.append(_step_spec(dataclasses.replace(conv, sessions=earlier), none, sess, spk, chunk, encoder,
+                                      retriever, cfg, {}))
+    return out
+
+
 def _step_spec(conv: Conversation, qa: QA, sess, spk: int, facts: list[str], encoder: Encoder, retriever: Retriever,
                cfg: ManagerConfig, cache: dict) -> ManagerEpisodeSpec:
     """The step of ``facts`` (of session ``sess``) over the add-all snapshot of ``conv``'s sessions

@@ -15,7 +15,8 @@ import numpy as np
 
 from memr1_jax.agents.memory_manager import gold_completion
 from memr1_jax.agents.rollout import (ManagerEpisodeSpec, manager_episode_specs, manager_gold_episodes,
-                                      manager_rollouts, manager_sensitive_specs, manager_step_specs)
+                                      manager_counterfactual_specs, manager_rollouts, manager_sensitive_specs,
+                                      manager_step_specs)
 from memr1_jax.data import question_records
 from memr1_jax.data.changing import gold_notes, is_generated
 from memr1_jax.files import rewrite_lines
@@ -49,6 +50,10 @@ class ManagerTask:
             if t.manager_crowd:
                 self.train_items += [s for c in b.split.train
                                      for s in manager_step_specs(c, b.encoder, b.retriever, t.manager, crowd=True)]
+            if t.manager_counterfactual:
+                self.train_items += [s for c in b.split.train
+                                     for s in manager_counterfactual_specs(c, gold_notes(c), b.encoder, b.retriever,
+                                                                           t.manager)]
             if t.manager_sparse_keep:
                 self.train_items += [s for c in b.split.train
                                      for s in manager_step_specs(c, b.encoder, b.retriever, t.manager,
