@@ -444,7 +444,7 @@ def _shrunk(path: pathlib.Path, run_dir: str = ""):
     # FSDP over 2 of the paper configs' devices: the sharded path, at a fraction of 8's compile time
     # The changing-facts configs keep their data: their gold operations exist only there.
     return override(cfg, {**TINY, "mesh.fsdp": min(cfg.mesh.fsdp, 2, jax.device_count()),
-                          "data.path": "changing" if cfg.data.path == "changing" else "embedded",
+                          "data.path": cfg.data.path if cfg.data.path in ("changing", "changing-people") else "embedded",
                           "task.frozen_answer_model": "", "data.val_limit": 1, "steps": 1, "export_hf": False,
                           "rollout.questions_per_step": 1, "rollout.gen_batch_size": 4,
                           "rl.group_size": 1 if cfg.task.manager_sft else 2,
