@@ -63,8 +63,9 @@ FLAGS = {
 def _parser(d: RunConfig) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m memr1_jax.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="'embedded' (default), a LoCoMo-format path (folder of per-conversation files, "
-                   "or locomo10.json), a LongMemEval JSON file or an MSC-Self-Instruct JSONL file")
+    p.add_argument("--data", help="'embedded' (default), 'changing' / 'changing-people' (the changing-facts "
+                   "generator), a LoCoMo-format path (folder of per-conversation files, or locomo10.json), a "
+                   "LongMemEval JSON file or an MSC-Self-Instruct JSONL file; sources join with +")
     p.add_argument("--format", choices=DATA_FORMATS, help="the data's format (default auto: from the file)")
     p.add_argument("--split", choices=SPLITS, help=f"default {d.eval.split}; all: every conversation")
     p.add_argument("--train-ids", help="comma-separated conversation ids of the train split (default: conv-26 "
