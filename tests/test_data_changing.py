@@ -50,6 +50,22 @@ def _bank_f1(convs, banks) -> float:
     return 100 * float(np.mean(scores))
 
 
+def _oracle_bank_answers_all(convs) -> dict:
+    """The gold manager's banks (UPDATEs and DELETEs among their operations, every step parsed),
+    from which a perfect extractive reader answers every question."""
+    gold, stats = build_banks(convs, ENC, dataclasses.replace(LINES, kind="gold"))
+    assert stats.ops["UPDATE"] > 0 and stats.ops["DELETE"] > 0 and stats.parse_failures == 0
+    assert _bank_f1(convs, gold) == 100.0
+    return gold
+
+
+def _first_session_f1(convs) -> float:
+    """The perfect reader's F1 from the first session's facts alone (first values only)."""
+    first = [dataclasses.replace(c, sessions=c.sessions[:1]) for c in convs]
+    stale, _ = build_banks(first, ENC, dataclasses.replace(LINES, kind="add-all"))
+    return _bank_f1(convs, stale)
+
+
 def test_splits_are_seeded_disjoint_and_in_the_locomo_format(split, tmp_path):
     assert (len(split.train), len(split.validation), len(split.test)) == (SIZES["train"], SIZES["val"], SIZES["test"])
     assert generate_conversation("test", 3)[0] == split.test[3]                  # identical on every call
@@ -73,12 +89,8 @@ def test_oracle_bank_answers_everything_and_stale_facts_do_not(split):
     (a perfect extractive reader scores F1 = 100); first values alone score low; adding
     everything keeps every answer but also a stale memory for most slots."""
     convs = split.test
-    gold, stats = build_banks(convs, ENC, dataclasses.replace(LINES, kind="gold"))
-    assert stats.ops["UPDATE"] > 0 and stats.ops["DELETE"] > 0 and stats.parse_failures == 0
-    assert _bank_f1(convs, gold) == 100.0
-    first = [dataclasses.replace(c, sessions=c.sessions[:1]) for c in convs]
-    stale, _ = build_banks(first, ENC, dataclasses.replace(LINES, kind="add-all"))
-    assert _bank_f1(convs, stale) < 50.0
+    gold = _oracle_bank_answers_all(convs)
+    assert _first_session_f1(convs) < 50.0
     every, _ = build_banks(convs, ENC, dataclasses.replace(LINES, kind="add-all"))
     for conv in convs:   # the oracle keeps one memory per (speaker, slot) ...
         assert max(_slot_counts(conv, gold[conv.id]).values()) == 1, conv.id
@@ -357,12 +369,8 @@ def test_people_variant_oracle_bank_answers_everything(people):
     convs = people.test
     assert sum(len(c.questions) for c in convs) >= 200
     assert any("'s cousin " in q.question or "'s friend " in q.question for c in convs for q in c.questions)
-    gold, stats = build_banks(convs, ENC, dataclasses.replace(LINES, kind="gold"))
-    assert stats.ops["UPDATE"] > 0 and stats.ops["DELETE"] > 0 and stats.parse_failures == 0
-    assert _bank_f1(convs, gold) == 100.0
-    first = [dataclasses.replace(c, sessions=c.sessions[:1]) for c in convs]
-    stale, _ = build_banks(first, ENC, dataclasses.replace(LINES, kind="add-all"))
-    assert _bank_f1(convs, stale) < 40.0
+    _oracle_bank_answers_all(convs)
+    assert _first_session_f1(convs) < 40.0
     for c in people.train[:16]:
         assert {f for s in c.sessions for o in s.observations.values() for f, _ in o} == set(gold_notes(c))
     mixed = default_split(load_conversations("changing+changing-people"))
