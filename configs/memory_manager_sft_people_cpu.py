@@ -10,7 +10,7 @@ steps over add-all snapshots (``task.manager_items="steps"``); validation report
 agreement (which keeps the best checkpoint) and the shipped Answer Agent's F1 on the banks left.
 
     python -m memr1_jax.train --config configs/memory_manager_sft_people_cpu.py --config.run_dir=~/runs/mm-people
-    python -m memr1_jax.evaluate --data changing --split test --system memory-r1 --limit 0 \\
+    python -m memr1_jax.evaluate --data changing-people --split test --system memory-r1 --limit 0 \\
         --manager-model ~/runs/mm-people/adapter
 """
 

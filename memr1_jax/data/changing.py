@@ -169,6 +169,16 @@ def _plain_change(rng: random.Random, p: _Speaker, slot: str, say_obs: tuple[str
             "locker": (f"My {p.code} is {new} now, since {when}.", f"{n}'s {p.code} is {new} since {when}.")}[slot]
 
 
+def _change_kind(rng: random.Random, p: _Speaker, slot: str, retracts: int = 1) -> str:
+    """What happens to a slot said before: a change, a correction (only right after a value was
+    said), the car's end or the code's retraction (``retracts`` times as likely as one change)."""
+    kinds = ["change", "change"]
+    if p.last.get(slot, ("",))[0] in ("set", "change"):
+        kinds.append("correct")
+    kinds += {"car": ["end"], "locker": ["retract"] * retracts}.get(slot, [])
+    return rng.choice(kinds)
+
+
 def _people_events(rng: random.Random, p: _Speaker, s: int) -> list[tuple[str, str]]:
     """people=True: the speaker's own slot events of session s (slots said one or two at a
     time; a slot said before can change, be corrected, end or be retracted)."""
@@ -181,11 +191,8 @@ def _people_events(rng: random.Random, p: _Speaker, s: int) -> list[tuple[str, s
         if slot not in p.said:
             events.append((slot, "set"))
             continue
-        kinds = ["change", "change"]
-        if p.last.get(slot, ("",))[0] in ("set", "change"):
-            kinds.append("correct")
-        kinds += {"car": ["end"], "locker": ["retract"] * 3}.get(slot, [])   # "forget it" is what a service must get right
-        events.append((slot, rng.choice(kinds)))
+        # "forget it" is what a service must get right: retractions three times as often
+        events.append((slot, _change_kind(rng, p, slot, retracts=3)))
     return events
 
 
@@ -256,13 +263,8 @@ def generate_conversation(split: str, k: int, sessions: int = 5,
                 events = [(slot, "set") for slot in SLOTS]
             else:   # one or two slot events a session; a correction only right after a value was said
                 slots = rng.sample([x for x in SLOTS if x in p.value], min(rng.choice((1, 1, 2)), len(p.value)))
-                events = []
-                for slot in slots:
-                    kinds = ["change", "change"]
-                    if p.last.get(slot, ("",))[0] in ("set", "change"):
-                        kinds.append("correct")
-                    kinds += {"car": ["end"], "locker": ["retract"]}.get(slot, [])
-                    events.append((slot, rng.choice(kinds)))
+                events = [(slot, _change_kind(rng, p, slot)) for slot in slots]
+
             def tell(slot: str, kind: str, utterance: str, fact: str) -> None:
                 dia = p.last_dia[slot] = say(p.name, utterance)
                 say(other.name, rng.choice(_REPLY))
