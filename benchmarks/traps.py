@@ -39,7 +39,7 @@ class Mem0System:
     def __init__(self, mem0, answerer):
         self.mem0, self.answerer, self.failures = mem0, answerer, []
 
-    def add(self, message, user_id, run_id):
+    def add(self, message, user_id, run_id, timestamp):   # Mem0 dates its memories itself
         try:
             self.mem0.add([{"role": "user", "content": message}], user_id=user_id, run_id=run_id)
         except Exception as e:     # Mem0 raises on a refused LLM call; counted, the suite goes on
@@ -50,8 +50,9 @@ class Mem0System:
         return [r["memory"] for r in _all_memories(self.mem0, user_id, run_id)]
 
     def answer(self, question, user_id, run_id):
-        for text in self.memories(user_id, run_id):
-            self.answerer.add(text, user_id=user_id, run_id=run_id, infer=False)
+        from memr1_jax.eval.traps import message_time
+        for i, text in enumerate(self.memories(user_id, run_id)):
+            self.answerer.add(text, user_id=user_id, run_id=run_id, infer=False, timestamp=message_time(i))
         return self.answerer.answer(question, user_id=user_id, run_id=run_id)["answer"]
 
 

@@ -103,7 +103,7 @@ def run_pipeline(stages: dict[str, RunConfig], root: pathlib.Path, dotted: list[
     answer = _trained_agent(s["answer"])
     m, a = s["manager"].task.manager, s["answer"].task.answer
     settings = {f"task.manager.{k}": getattr(m, k) for k in ("output", "constrained", "max_facts_per_step",
-                                                             "max_new_tokens", "retrieve_k")}
+                                                             "max_new_tokens", "retrieve_k", "min_score")}
     settings.update({f"task.answer.{k}": getattr(a, k) for k in ("prompt", "k_per_speaker", "max_new_tokens",
                                                                  "distill")})
     folder = root / "trained"

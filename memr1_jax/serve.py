@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="llm: the manager decides; add-all: every extracted fact is added")
     p.add_argument("--manager-min-score", type=float, default=d.manager_min_score,
                    help="memories less similar (cosine) to a step's facts are not shown to the manager "
-                   "(default: none, the top 5 are shown)")
+                   "(default: the trained agents' floor; -1: none, the top 5 are shown)")
     p.add_argument("--encoder", default=d.encoder, help="minilm (default) | hashing (tests only)")
     p.add_argument("--batch", type=int, default=d.batch, help="most requests generated together")
     p.add_argument("--batch-window-ms", type=float, default=1000 * d.batch_window_s,

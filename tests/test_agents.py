@@ -161,3 +161,33 @@ def test_lockstep_streams_equal_a_sequential_reference_per_speaker(enc):
             got = [{k: v for k, v in e.items() if k != "id"} for e in banks[conv.id].entries(speaker=spk)]
             want = [{k: v for k, v in e.items() if k != "id"} for e in bank.entries(speaker=spk)]
             assert got == want and want, (conv.id, spk)
+
+
+def test_relatedness_floor_shows_only_memories_that_pass_it(enc):
+    """ManagerConfig.min_score: a step shows exactly the top-k memories whose cosine to one of its
+    facts reaches the floor (checked against float64 cosines of the bank's own vectors), and
+    build_banks ADDs a step that shows nothing without asking the model."""
+    import numpy as np
+    conv = make_embedded_dataset()[0]
+    banks, _ = build_banks([conv], enc, ManagerConfig(kind="add-all"))
+    bank = banks[conv.id]
+    facts = [f for _, _, _, f in conversation_fact_batches(conv, 3)][-1]
+    live = [m for m in bank.ids() if bank.get(m)["speaker"] == 0]
+    vecs = np.asarray(enc([bank.text(m) for m in live]), np.float64)
+    q = np.asarray(enc(facts), np.float64)
+    cos = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).T
+    for floor in (0.0, 0.2, 0.4):
+        cfg = ManagerConfig(kind="llm", output="lines", retrieve_k=3, min_score=floor)
+        st = make_step(bank, facts, 0, 99, "1 May, 2023", enc, Retriever(), cfg)
+        top = {live[j] for row in cos for j in np.argsort(-row, kind="stable")[:3] if row[j] >= floor - 1e-6}
+        assert set(st.id_map.values()) == top
+    with pytest.raises(ValueError, match="min_score=1.5"):
+        ManagerConfig(min_score=1.5)
+    # Only the steps that show a memory reach the model; the others ADD every fact.
+    llm, seen = _ScriptedManager(), []
+    _, stats = build_banks([conv], enc, ManagerConfig(kind="llm", output="lines", min_score=0.5), llm=llm,
+                           on_step=lambda cid, st, out, rep, probs: seen.append((bool(st.id_map), out, rep)))
+    asked = [s for s in seen if s[0]]
+    assert 0 < len(asked) < len(seen) and sum(llm.batches) == len(asked)
+    assert all(out is None and all(r.op.event == Event.ADD for r in rep.results) for shown, out, rep in seen
+               if not shown)

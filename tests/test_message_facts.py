@@ -130,6 +130,17 @@ def test_a_pipeline_folder_as_agents(tmp_path):
         MemoryConfig(llm="tiny-qwen2", agents=str(ROOT / "smollm2-135m-instruct")).resolved()
     with pytest.raises(ValueError, match="extraction='magic'"):
         MemoryConfig(extraction="magic")
+    # a pipeline's manager step settings (facts a step, relatedness floor) fill what the user leaves unset
+    import json
+    (tmp_path / "pipeline.json").write_text(json.dumps({
+        "model": "smollm2-135m-instruct", "answer_agent": "a", "memory_manager": "m",
+        "settings": {"task.manager.max_facts_per_step": 1, "task.manager.min_score": 0.7}}))
+    cfg, _ = MemoryConfig(agents=str(tmp_path)).resolved()
+    assert (cfg.manager_max_facts, cfg.manager_min_score, cfg.manager_model) == (1, 0.7, "m")
+    mine, _ = MemoryConfig(agents=str(tmp_path), manager_min_score=-1.0, manager_max_facts=3).resolved()
+    assert (mine.manager_max_facts, mine.manager_min_score) == (3, -1.0)
+    raw, _ = MemoryConfig(agents="untrained").resolved()
+    assert (raw.manager_max_facts, raw.manager_min_score) == (4, None)
 
 
 def test_a_first_add_keeps_every_fact_without_asking_the_manager(tmp_path):
@@ -139,7 +150,9 @@ def test_a_first_add_keeps_every_fact_without_asking_the_manager(tmp_path):
         def generate(self, prompts, max_new_tokens=64, **kw):
             Nothing.calls += 1
             return [types.SimpleNamespace(text="1: NONE\n2: NONE") for _ in prompts]
-    m = Memory({"store": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": False}, manager_llm=Nothing())
+    # both facts in one step, every memory shown: the manager is asked as soon as there is one
+    m = Memory({"store": str(tmp_path / "m.db"), "encoder": "hashing", "constrained": False, "manager_max_facts": 2,
+                "manager_min_score": -1.0}, manager_llm=Nothing())
     out = m.add("I moved to Porto last week and I work as a glassblower.", user_id="alice")
     assert [r["memory"] for r in out["results"]] == ["Alice moved to Porto last week.", "Alice works as a glassblower."]
     assert Nothing.calls == 0

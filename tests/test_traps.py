@@ -102,7 +102,8 @@ class Reader:
 def test_update_and_delete_through_add_pass_the_memory_rules(tmp_path, manager, memory_passes):
     traps = [t for t in make_traps(3, seed=1) if t.group in ("stale", "deletion", "entities")]
     m = Memory({"store": str(tmp_path / "m.db"), "encoder": "hashing", "extraction": "sentences", "manager": manager,
-                "constrained": False, "answer_min_score": -1.0}, manager_llm=LinesManager(), answer_llm=Reader())
+                "constrained": False, "answer_min_score": -1.0, "manager_min_score": -1.0, "manager_max_facts": 4},
+               manager_llm=LinesManager(), answer_llm=Reader())
     results = run_traps(ServiceSystem(m), traps)
     by_group = {g: [r["memory_ok"] for r in results if r["group"] == g] for g in ("stale", "deletion", "entities")}
     assert by_group["entities"] == [True] * 3            # two similar names stay two memories either way
@@ -113,3 +114,18 @@ def test_update_and_delete_through_add_pass_the_memory_rules(tmp_path, manager, 
     table = traps_table({manager: results})
     assert table.splitlines()[0] == f"| group | {manager} |" and "| all |" in table
     assert group_counts(results)["stale"][1] == 3
+
+
+def test_trap_messages_are_dated_by_the_suite_not_the_clock(tmp_path):
+    """Each message of a trap is added with its fixed date (a day apart), so the Answer Agent's
+    prompt holds the same dates on every run and two systems keeping the same memories are asked
+    the same thing."""
+    from memr1_jax.eval.traps import message_time
+    traps = [t for t in make_traps(2, seed=3) if t.group == "stale"]
+    m = Memory({"store": str(tmp_path / "m.db"), "encoder": "hashing", "extraction": "sentences", "manager": "add-all",
+                "answer_min_score": -1.0}, answer_llm=Reader())
+    run_traps(ServiceSystem(m), traps)
+    for trap in traps:
+        got = sorted(r["created_at"] for r in m.get_all(user_id=trap.user, run_id=trap.id)["results"])
+        assert got == [message_time(i) for i in range(len(trap.messages))]
+    assert message_time(0) < message_time(1) < message_time(2) and message_time(1).startswith("2025-03-02T12:00")

@@ -48,6 +48,10 @@ class ManagerConfig:
     # "json": Mem0's {"memory": [...]} list; "lines": one "<n>: ADD | UPDATE <id> | DELETE <id> |
     # NONE" line per fact, the fact's own text stored (about 4 tokens a fact instead of ~20).
     output: str = "json"
+    # The relatedness floor: a memory is shown only when its cosine to one of the step's facts is
+    # at least this (None: Mem0's plain top-k). A step that shows nothing ADDs its facts without a
+    # call, as the service does; the manager then decides only where a memory may be the fact's.
+    min_score: float | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -57,6 +61,8 @@ class ManagerConfig:
         if self.retrieve_k < 1 or self.max_facts_per_step < 1 or self.max_new_tokens < 1:
             raise ValueError(f"ManagerConfig: retrieve_k={self.retrieve_k}, max_facts_per_step="
                              f"{self.max_facts_per_step} and max_new_tokens={self.max_new_tokens} must be >= 1")
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
+            raise ValueError(f"ManagerConfig.min_score={self.min_score}: a cosine, in [-1, 1]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +83,11 @@ def make_step(bank: MemoryBank, facts: Sequence[str], speaker: int, session: int
     if bank.size and facts:
         res = retriever.search(bank, encoder(list(facts)), cfg.retrieve_k, speaker=speaker)
         seen = set()
-        for mid in res.ids.reshape(-1):   # fact-major, best first; de-duplicated like Mem0
+        floor = -np.inf if cfg.min_score is None else cfg.min_score
+        # fact-major, best first; de-duplicated like Mem0
+        for mid, score in zip(res.ids.reshape(-1), res.scores.reshape(-1)):
             mid = int(mid)
-            if mid >= 0 and mid not in seen:
+            if mid >= 0 and mid not in seen and score >= floor:
                 seen.add(mid)
                 related.append({"id": mid, "text": bank.text(mid)})
     prompt, id_map = render_step(related, facts, cfg.output, cfg.template)
@@ -94,6 +102,11 @@ def render_step(related: Sequence[dict], facts: Sequence[str], output: str = "js
     if output == "lines":
         return render_manager_lines_prompt([m["text"] for m in related], facts, template), id_map
     return render_manager_prompt(old_json if related else "", facts, template), id_map
+
+
+def decided_by_rule(state: ManagerState, cfg: ManagerConfig) -> bool:
+    """Whether the step's facts are ADDed without the policy: nothing passed the relatedness floor."""
+    return cfg.min_score is not None and not state.id_map
 
 
 def shown_texts(bank: MemoryBank, state: ManagerState) -> list[str]:
@@ -204,10 +217,13 @@ def build_banks(convs: Sequence[Conversation], encoder: Encoder, cfg: ManagerCon
             sess, spk, date, facts = queues[key][rnd]
             states[key] = make_step(banks[key[0]], facts, spk, sess, date, encoder, retriever, cfg)
         if cfg.kind == "llm":
+            asked = [key for key in active if not decided_by_rule(states[key], cfg)]
             kw = {"constraints": [step_constraint(llm, len(states[key].id_map), len(states[key].facts), cfg.output)
-                                  for key in active]} if cfg.constrained else {}
-            gens = llm.generate([states[key].prompt for key in active], max_new_tokens=cfg.max_new_tokens, **kw)
-            completions = {key: g.text for key, g in zip(active, gens)}
+                                  for key in asked]} if cfg.constrained else {}
+            gens = llm.generate([states[key].prompt for key in asked], max_new_tokens=cfg.max_new_tokens,
+                                **kw) if asked else []
+            completions = {key: None for key in active}   # None: every fact ADDed (apply_step)
+            completions.update({key: g.text for key, g in zip(asked, gens)})
         elif cfg.kind == "gold":
             completions = {key: gold_completion(banks[key[0]], states[key], notes[key[0]]) for key in active}
         else:

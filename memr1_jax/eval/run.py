@@ -130,6 +130,7 @@ def bank_dir(cfg: RunConfig, run_dir: pathlib.Path) -> pathlib.Path:
     key = [builder, cfg.model.encoder, cfg.eval.manager, m.retrieve_k, m.max_facts_per_step, m.max_new_tokens,
            m.template] + (["constrained"] if m.constrained and cfg.eval.manager == "llm" else []) \
         + ([m.output] if m.output != "json" and cfg.eval.manager == "llm" else [])   # json keeps older keys
+    key += [["min_score", m.min_score]] if m.min_score is not None and cfg.eval.manager == "llm" else []
     key = json.dumps(key, sort_keys=True)
     return run_dir.parent / "banks" / hashlib.sha1(key.encode()).hexdigest()[:12]
 

@@ -15,7 +15,9 @@ Four groups, generated from a seed (``make_traps``):
 The "still remembered" parts keep a system that stores nothing from passing.
 
 Each trap is its own scope (user_id = the speaker's name, run_id = the trap id), each message one
-``add``, then one question. A system is anything with ``add(message, user_id, run_id)``,
+``add`` dated a day after the one before (``message_time``: fixed dates, so the Answer Agent reads the
+same prompt whatever the wall clock, and two systems that keep the same memories give the same
+answer), then one question. A system is anything with ``add(message, user_id, run_id, timestamp)``,
 ``memories(user_id, run_id) -> [text]`` and ``answer(question, user_id, run_id) -> text``
 (``ServiceSystem`` wraps ``memr1_jax.Memory``).
 """
@@ -23,6 +25,7 @@ Each trap is its own scope (user_id = the speaker's name, run_id = the trap id),
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import random
 import re
 from typing import Callable, Protocol, Sequence
@@ -122,7 +125,7 @@ def score(trap: Trap, answer: str, memories: Sequence[str]) -> dict:
 
 
 class System(Protocol):
-    def add(self, message: str, user_id: str, run_id: str) -> None: ...
+    def add(self, message: str, user_id: str, run_id: str, timestamp: str) -> None: ...
 
     def memories(self, user_id: str, run_id: str) -> list[str]: ...
 
@@ -135,8 +138,8 @@ class ServiceSystem:
     def __init__(self, memory):
         self.memory = memory
 
-    def add(self, message, user_id, run_id):
-        self.memory.add(message, user_id=user_id, run_id=run_id)
+    def add(self, message, user_id, run_id, timestamp):
+        self.memory.add(message, user_id=user_id, run_id=run_id, timestamp=timestamp)
 
     def memories(self, user_id, run_id):
         return [r["memory"] for r in self.memory.get_all(user_id=user_id, run_id=run_id, top_k=1000)["results"]]
@@ -145,12 +148,17 @@ class ServiceSystem:
         return self.memory.answer(question, user_id=user_id, run_id=run_id)["answer"]
 
 
+def message_time(index: int) -> str:
+    """When a trap's message number ``index`` was said: noon UTC, one day apart from 1 March 2025."""
+    return (dt.datetime(2025, 3, 1, 12, tzinfo=dt.timezone.utc) + dt.timedelta(days=index)).isoformat()
+
+
 def run_traps(system: System, traps: Sequence[Trap], progress: Callable[[int], None] | None = None) -> list[dict]:
     """Per trap: its id and group, the answer, the memories left and the score."""
     out = []
     for trap in traps:
-        for msg in trap.messages:
-            system.add(msg, trap.user, trap.id)
+        for i, msg in enumerate(trap.messages):
+            system.add(msg, trap.user, trap.id, message_time(i))
         answer = system.answer(trap.question, trap.user, trap.id)
         memories = system.memories(trap.user, trap.id)
         out.append({"id": trap.id, "group": trap.group, "question": trap.question, "answer": answer,

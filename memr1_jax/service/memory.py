@@ -65,9 +65,10 @@ AGENTS_HELP = ("'trained' (the pipeline shipped for llm in memr1_jax/trained/: i
 EXTRACTIONS = ("model", "sentences")
 # What the service's unset fields are without trained agents (Mem0's prompt shapes).
 UNTRAINED = {"manager_output": "json", "constrained": False, "answer_prompt": "full", "answer_k": 30,
-             "answer_max_new_tokens": 96}
+             "answer_max_new_tokens": 96, "manager_max_facts": 4}
 # The pipeline's run-config settings that map onto service fields.
 SETTINGS = {"task.manager.output": "manager_output", "task.manager.constrained": "constrained",
+            "task.manager.max_facts_per_step": "manager_max_facts", "task.manager.min_score": "manager_min_score",
             "task.answer.prompt": "answer_prompt", "task.answer.k_per_speaker": "answer_k",
             "task.answer.max_new_tokens": "answer_max_new_tokens"}
 
@@ -92,8 +93,9 @@ class MemoryConfig:
     answer_min_score: float = 0.5           # no memory this similar to the question: "I don't know", no model call
     retrieve_k: int = 5                     # related memories shown per new fact (Mem0: 5)
     manager_min_score: float | None = None  # a memory less similar (cosine) to every new fact is not shown to the
-                                            # manager (None: the top retrieve_k, as Mem0); none shown: ADD, no call
-    manager_max_facts: int = 4              # facts per manager call (the trained manager's steps hold 4)
+                                            # manager; none shown: ADD, no call (unset: the agents' setting, else
+                                            # none: the top retrieve_k, as Mem0; -1 turns a trained floor off)
+    manager_max_facts: int | None = None    # facts per manager call (unset: the agents' steps; untrained 4)
     manager_max_new_tokens: int = 256
     extract_max_new_tokens: int = 96
     max_facts: int = 12

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from memr1_jax.agents.memory_manager import gold_completion
+from memr1_jax.agents.memory_manager import decided_by_rule, gold_completion
 from memr1_jax.agents.rollout import (ManagerEpisodeSpec, manager_episode_specs, manager_gold_episodes,
                                       manager_counterfactual_specs, manager_rollouts, manager_sensitive_specs,
                                       manager_step_specs)
@@ -58,6 +58,12 @@ class ManagerTask:
                 self.train_items += [s for c in b.split.train
                                      for s in manager_step_specs(c, b.encoder, b.retriever, t.manager,
                                                                  keep=t.manager_sparse_keep, seed=cfg.seed)]
+        if t.manager.min_score is not None:   # steps the floor decides (nothing shown: ADD) teach nothing
+            n_train, n_val = len(self.train_items), len(self.val_items)
+            self.train_items = [s for s in self.train_items if not decided_by_rule(s.state, t.manager)]
+            self.val_items = [s for s in self.val_items if not decided_by_rule(s.state, t.manager)]
+            log(f"task.manager.min_score={t.manager.min_score}: {n_train - len(self.train_items)} train and "
+                f"{n_val - len(self.val_items)} validation steps show no memory (ADDed by rule), left out")
         # The generator's gold operations, for its conversations (the gold reward, the warm start
         # and the agreement that validation reports).
         self.gold = {c.id: gold_notes(c) for c in conv_of.values() if is_generated(c.id)}
