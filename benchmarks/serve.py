@@ -52,8 +52,10 @@ JOBS = ("a glassblower", "a nurse", "a pilot", "a teacher", "a baker", "an archi
 
 
 def message(rng) -> str:
-    """What a user tells an assistant: two facts in one message."""
-    return f"I moved to {rng.choice(CITIES)} last week and I work as {rng.choice(JOBS)}."
+    """What a user tells an assistant: two facts in one message, the address new nearly every time (with
+    8 cities x 6 jobs alone a user soon repeats a memory word for word, which no memory layer stores twice)."""
+    return (f"I moved to {rng.integers(1, 1000)} Harbour Street in {rng.choice(CITIES)} last week and I work as "
+            f"{rng.choice(JOBS)}.")
 
 
 def sentence(rng) -> str:
