@@ -70,6 +70,8 @@ def test_every_field_is_settable_from_the_command_line():
             raw = want = "extract"
         if key == "task.manager.output":
             raw = want = "lines"
+        if key == "task.manager.min_score":
+            raw, want = "0.6", 0.6     # a cosine
         if key == "task.manager_reward":
             raw = want = "gold"
         if key == "logging.wandb":
