@@ -82,16 +82,19 @@ def make_step(bank: MemoryBank, facts: Sequence[str], speaker: int, session: int
     related: list[dict] = []
     if bank.size and facts:
         res = retriever.search(bank, encoder(list(facts)), cfg.retrieve_k, speaker=speaker)
-        seen = set()
-        floor = -np.inf if cfg.min_score is None else cfg.min_score
-        # fact-major, best first; de-duplicated like Mem0
-        for mid, score in zip(res.ids.reshape(-1), res.scores.reshape(-1)):
-            mid = int(mid)
-            if mid >= 0 and mid not in seen and score >= floor:
-                seen.add(mid)
-                related.append({"id": mid, "text": bank.text(mid)})
+        related = [{"id": mid, "text": bank.text(mid)} for mid in shown_ids(res.ids, res.scores, cfg.min_score)]
     prompt, id_map = render_step(related, facts, cfg.output, cfg.template)
     return ManagerState(tuple(facts), speaker, session, timestamp, prompt, id_map)
+
+
+def shown_ids(ids: np.ndarray, scores: np.ndarray, floor: float | None) -> list[int]:
+    """The memories a step shows, from each fact's top-k ``ids`` and ``scores`` ([facts, k], best
+    first, -1 where missing): fact-major, de-duplicated like Mem0, those under ``floor`` left out."""
+    out: list[int] = []
+    for mid, score in zip(np.asarray(ids).reshape(-1), np.asarray(scores).reshape(-1)):
+        if mid >= 0 and int(mid) not in out and (floor is None or score >= floor):
+            out.append(int(mid))
+    return out
 
 
 def render_step(related: Sequence[dict], facts: Sequence[str], output: str = "json",

@@ -40,7 +40,7 @@ import numpy as np
 
 from memr1_jax.agents.grounding import answer_supported
 from memr1_jax.agents.message_facts import extract_facts, sentence_facts, speaker_name
-from memr1_jax.agents.memory_manager import OUTPUTS, parse_step, render_step, step_constraint
+from memr1_jax.agents.memory_manager import OUTPUTS, parse_step, render_step, shown_ids, step_constraint
 from memr1_jax.agents.prompts import answer_template, extract_answer, format_memory_line, render_answer_prompt
 from memr1_jax.memory import Event
 from memr1_jax.service.filters import matches, split_filters
@@ -440,13 +440,9 @@ class Memory:
         fact_vecs = self.embed(facts)
         related = []
         if rows and cfg.manager == "llm":
-            k = min(cfg.retrieve_k, len(rows))
-            seen = set()
-            for scores in fact_vecs @ mat.T:     # fact-major, best first, de-duplicated (as Mem0)
-                for j in np.argsort(-scores, kind="stable")[:k]:
-                    if int(j) not in seen and (cfg.manager_min_score is None or scores[j] >= cfg.manager_min_score):
-                        seen.add(int(j))
-                        related.append(rows[int(j)])
+            scores = fact_vecs @ mat.T
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :min(cfg.retrieve_k, len(rows))]
+            related = [rows[j] for j in shown_ids(top, np.take_along_axis(scores, top, 1), cfg.manager_min_score)]
         if cfg.manager == "add-all" or not related:
             # With no memory shown there is nothing to update or delete: every fact is new. (The
             # shipped 135M manager answers NONE to a fact on an empty bank at times: it was never
