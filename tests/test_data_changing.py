@@ -28,10 +28,11 @@ def split():
 
 
 def _speaker_texts(conv, bank, qa) -> list[str]:
-    """The memories of the speaker the question's evidence turn belongs to."""
+    """The memories of the speaker the question's evidence turn belongs to, each after its date, as
+    the Answer Agent reads them (a change said without a date is dated by its session)."""
     turn = next(t for t in conv.turns if t.dia_id == qa.evidence[0])
     spk = 0 if turn.speaker == conv.speaker_a else 1
-    return [m["text"] for m in bank.entries(speaker=spk)]
+    return [f"{m['timestamp']}. {m['text']}" for m in bank.entries(speaker=spk)]
 
 
 def _extractive_f1(answer: str, texts: list[str]) -> float:

@@ -21,7 +21,12 @@ never seen in training, and the output is identical on every machine.
 service meets: a speaker's slots are said one or two at a time over the sessions (early steps see a
 memory or two, and a new value beside an unrelated memory is an ADD), relatives live and move
 (near-namesakes such as "cousin Cal" and "friend Callum" are two people: never UPDATE one with the
-other), changes are also phrased without the old value, and more kinds of everyday fact occur.
+other), and more kinds of everyday fact occur. Each event is said one of several ways
+(``_SAYINGS``): with or without the old value, the month, or any date ("I moved to Lisbon."), in
+relative time ("last week") and in the first person ("I traded my red Honda for ..."); half the
+speakers' observations are the service's own rewriting of what they said (``sentence_facts``:
+"Ann sold Ann's red Honda ..."), and one conversation in five has a speaker the service would
+call "The user" (an id that is no name).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import random
 import re
 from typing import Mapping, Sequence
 
+from memr1_jax.agents.message_facts import sentence_facts
 from memr1_jax.data.embedded import CITIES, ITEMS, JOBS, MONTHS, NAMES, bare_item, fmt_session_time
 from memr1_jax.data.locomo import QA, Conversation, Session, Split, Turn
 
@@ -105,6 +111,7 @@ class _Speaker:
         self.relatives: dict[str, tuple[str, str]] = {}          # slot "cousin Cal" -> (relation, name)
         self.said: set[str] = set()                              # people=True: own slots said so far
         self.plain: set[str] = set()                             # slots last changed without the old value
+        self.talks_to_service = False                            # people=True: observations in the service's words
 
 
 def _event(rng: random.Random, p: _Speaker, slot: str, kind: str, when: str) -> tuple[str, str] | None:
@@ -157,16 +164,75 @@ def _event(rng: random.Random, p: _Speaker, slot: str, kind: str, when: str) -> 
     return say, obs
 
 
-def _plain_change(rng: random.Random, p: _Speaker, slot: str, say_obs: tuple[str, str]) -> tuple[str, str]:
-    """people=True: a change said without the old value, as users often say it (4 in 10)."""
-    kind, _, new, when = p.last[slot]
-    if kind != "change" or slot == "car" or rng.random() >= 0.4:
-        return say_obs
-    p.plain.add(slot)
-    n = p.name
-    return {"city": (f"Actually I moved to {new} in {when}.", f"{n} moved to {new} in {when}."),
-            "employer": (f"I work at {new} now, since {when}.", f"{n} now works at {new}, since {when}."),
-            "locker": (f"My {p.code} is {new} now, since {when}.", f"{n}'s {p.code} is {new} since {when}.")}[slot]
+# people=True: how users say a slot's events, as (utterance, observation, plain); {n} the speaker,
+# {old} / {new} values ({bo} / {bn}: a car without its article), {when} the month, {code} what the
+# code is. "plain": the old value is not in the text (no question asks it). Dateless, relative
+# ("last week") and first-person ("my {bo}") forms are what a memory service hears.
+_SAYINGS = {
+    ("city", "set"): (("I live in {new}, in a small flat near the river.", "{n} lives in {new}.", 0),
+                      ("I live in {new}.", "{n} lives in {new}.", 0),
+                      ("I moved to {new} last week.", "{n} moved to {new} last week.", 0),
+                      ("I just moved to {new} in {when}.", "{n} moved to {new} in {when}.", 0)),
+    ("city", "change"): (("Big news: I moved from {old} to {new} in {when}!", "{n} moved from {old} to {new} in {when}.", 0),
+                         ("I left {old} and moved to {new}.", "{n} left {old} and moved to {new}.", 0),
+                         ("Actually I moved to {new} in {when}.", "{n} moved to {new} in {when}.", 1),
+                         ("I moved to {new}.", "{n} moved to {new}.", 1),
+                         ("I live in {new} now.", "{n} lives in {new} now.", 1),
+                         ("I moved to {new} a few days ago.", "{n} moved to {new} a few days ago.", 1)),
+    ("employer", "set"): (("I work at {new} these days.", "{n} works at {new}.", 0),
+                          ("I work at {new}.", "{n} works at {new}.", 0),
+                          ("I just started at {new}.", "{n} just started at {new}.", 0)),
+    ("employer", "change"): (("I left {old} and started a new job at {new} in {when}.",
+                              "{n} left {old} and started working at {new} in {when}.", 0),
+                             ("I quit {old}, I work at {new} now.", "{n} quit {old} and works at {new} now.", 0),
+                             ("I work at {new} now, since {when}.", "{n} now works at {new}, since {when}.", 1),
+                             ("I just started a new job at {new}.", "{n} started a new job at {new}.", 1),
+                             ("I got a job at {new} last week.", "{n} got a job at {new} last week.", 1)),
+    ("car", "set"): (("I drive {new}, it's old but reliable.", "{n} drives {new}.", 0),
+                     ("I drive {new}.", "{n} drives {new}.", 0),
+                     ("My car is {new}.", "{n}'s car is {new}.", 0)),
+    ("car", "change"): (("I sold {old} and bought {new} in {when}.", "{n} sold {old} and bought {new} in {when}.", 0),
+                        ("I traded my {bo} for {new}.", "{n} traded {n}'s {bo} for {new}.", 0),
+                        ("I got rid of my {bo}, I drive {new} now.", "{n} got rid of {n}'s {bo} and drives {new} now.", 0),
+                        ("I drive {new} now.", "{n} drives {new} now.", 1)),
+    ("car", "end"): (("I sold {old} in {when} and I don't have a car anymore.",
+                      "{n} sold {old} in {when} and no longer has a car.", 0),
+                     ("I sold my {bo}, so no car for now.", "{n} sold {n}'s {bo} and has no car now.", 0),
+                     ("I have no car anymore.", "{n} has no car anymore.", 1)),
+    ("locker", "set"): (("My {code} is {new}, I keep forgetting it.", "{n}'s {code} is {new}.", 0),
+                        ("My {code} is {new}.", "{n}'s {code} is {new}.", 0)),
+    ("locker", "change"): (("My gym gave me a new locker, the code is {new} now.",
+                            "{n}'s {code} changed from {old} to {new} in {when}.", 0),
+                           ("My {code} is {new} now, since {when}.", "{n}'s {code} is {new} since {when}.", 1),
+                           ("My {code} changed to {new}.", "{n}'s {code} changed to {new}.", 1)),
+    ("locker", "retract"): (("Please forget my {code}, I changed gyms.", "{n} asked to forget {n}'s {code}.", 0),
+                            ("Please forget my {code}.", "{n} asked to forget {n}'s {code}.", 0),
+                            ("Can you remove my {code}, I don't use it anymore.", "{n} asked to forget {n}'s {code}.", 0)),
+    ("relative", "change"): (("My {rel} moved from {old} to {new} in {when}.", "{n}'s {rel} moved from {old} to {new} in {when}.", 0),
+                             ("My {rel} moved to {new}.", "{n}'s {rel} moved to {new}.", 1),
+                             ("My {rel} lives in {new} now.", "{n}'s {rel} lives in {new} now.", 1)),
+}
+
+
+def _people_saying(rng: random.Random, p: _Speaker, slot: str, say_obs: tuple[str, str],
+                   rel: str = "") -> tuple[str, str]:
+    """people=True: one of the ways users say the slot's last event (``_SAYINGS``; corrections as
+    ``_event`` wrote them), in the service's words for a speaker who ``talks_to_service``."""
+    kind, old, new, when = p.last[slot]
+    forms = _SAYINGS.get(("relative" if rel else slot, kind))
+    p.plain.discard(slot)
+    if forms:
+        say, obs, plain = rng.choice(forms)
+        fill = dict(n=p.name, old=old, new=new, bo=bare_item(old), bn=bare_item(new), when=when, code=p.code, rel=rel)
+        say_obs = (say.format(**fill), obs.format(**fill))
+        if plain:
+            p.plain.add(slot)
+    if p.talks_to_service:
+        # the service stores a message as its sentences in the third person (message_facts)
+        facts = sentence_facts(say_obs[0], p.name)
+        if len(facts) == 1:
+            say_obs = (say_obs[0], facts[0])
+    return say_obs
 
 
 def _change_kind(rng: random.Random, p: _Speaker, slot: str, retracts: int = 1) -> str:
@@ -206,8 +272,7 @@ def _relative_event(rng: random.Random, p: _Speaker, when: str, taken: set) -> t
         old = p.value[slot]
         new = rng.choice([c for c in sorted(CITIES) if c != old])
         p.value[slot], p.last[slot] = new, ("change", old, new, when)
-        return (slot, "change", f"My {rel} {name} moved from {old} to {new} in {when}.",
-                f"{n}'s {rel} {name} moved from {old} to {new} in {when}.")
+        return (slot, "change", *_people_saying(rng, p, slot, ("", ""), rel=slot))
     partners = [b if a == have else a for a, b in _NEAR_NAMES
                 for have in (r[1] for r in p.relatives.values()) if have in (a, b)]
     free = [x for x in partners if x not in taken]
@@ -225,7 +290,8 @@ def _relative_event(rng: random.Random, p: _Speaker, when: str, taken: set) -> t
     city = rng.choice(sorted(CITIES))
     p.relatives[slot] = (rel, name)
     p.value[slot], p.last[slot] = city, ("set", "", city, when)
-    return slot, "set", f"My {rel} {name} lives in {city}.", f"{n}'s {rel} {name} lives in {city}."
+    return slot, "set", *_people_saying(rng, p, slot, (f"My {slot} lives in {city}.", f"{n}'s {slot} lives in {city}."),
+                                        rel=slot)
 
 
 def generate_conversation(split: str, k: int, sessions: int = 5,
@@ -238,8 +304,12 @@ def generate_conversation(split: str, k: int, sessions: int = 5,
     rng = random.Random(f"people-{SPLIT_SEEDS[split] + k}" if people else SPLIT_SEEDS[split] + k)
     speakers = [_Speaker(n, rng) for n in rng.sample(NAMES, 2)]
     if people:
+        if rng.random() < 0.2:   # a service names a user whose id is no name "The user" (message_facts)
+            speakers[0].name = "The user"
         for p in speakers:
             p.code = rng.choice(_CODES)
+            # half the speakers' observations are what the service would store: its sentences, third person
+            p.talks_to_service = rng.random() < 0.5
     notes: dict[str, Note] = {}
     day = dt.date(2022, 1, 10) + dt.timedelta(days=rng.randrange(0, 700))
     out_sessions = []
@@ -277,8 +347,7 @@ def generate_conversation(split: str, k: int, sessions: int = 5,
                     continue
                 if people:
                     p.said.add(slot)
-                    p.plain.discard(slot)
-                    ev = tuple(x.replace("gym locker code", p.code) for x in _plain_change(rng, p, slot, ev))
+                    ev = _people_saying(rng, p, slot, tuple(x.replace("gym locker code", p.code) for x in ev))
                 tell(slot, kind, *ev)
             if people and rng.random() < (0.5 if s == 1 else 0.6):
                 rel = _relative_event(rng, p, when, taken)
@@ -334,7 +403,7 @@ def _questions(people: Sequence[_Speaker]) -> list[QA]:
             kind, old, new, _ = p.last[slot]
             ev = (p.last_dia[slot],)
             qs.append(QA(f"Where does {n}'s {rel} {name} live now?", new, ev, 4))
-            if kind == "change":
+            if kind == "change" and slot not in p.plain:
                 qs.append(QA(f"Where did {n}'s {rel} {name} live before moving to {new}?", old, ev, 1))
     return qs
 
