@@ -52,9 +52,10 @@ def server(tmp_path, key: str | None = KEY, args=(), store="m.db"):
     if key:
         env["MEMR1_API_KEY"] = key
     log = open(tmp_path / f"server-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "memr1_jax.serve", "--port", str(port), "--store",
-                             store if "://" in store else str(tmp_path / store), "--encoder", "hashing", "--model", "tiny-qwen2",
-                             "--log-level", "warning", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+    store = store if "://" in store else str(tmp_path / store)
+    proc = subprocess.Popen([sys.executable, "-m", "memr1_jax.serve", "--port", str(port), "--store", store,
+                             "--encoder", "hashing", "--model", "tiny-qwen2", "--log-level", "warning", *args],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
     proc.log_path = tmp_path / f"server-{port}.log"
     proc.url = _wait_healthy(proc, port, proc.log_path)
     try:

@@ -164,53 +164,60 @@ def _event(rng: random.Random, p: _Speaker, slot: str, kind: str, when: str) -> 
     return say, obs
 
 
-# people=True: how users say a slot's events, as (utterance, observation, plain); {n} the speaker,
-# {old} / {new} values ({bo} / {bn}: a car without its article), {when} the month, {code} what the
-# code is. "plain": the old value is not in the text (no question asks it). Dateless, relative
-# ("last week") and first-person ("my {bo}") forms are what a memory service hears.
+# people=True: how users say a slot's events, as (utterance, observation); {n} the speaker, {old} /
+# {new} values ({bo} / {bn}: a car without its article), {when} the month, {code} what the code is,
+# {rel} the relative. Dateless, relative ("last week") and first-person ("my {bo}") forms are what a
+# memory service hears; dated first values keep a date from giving a change away.
 _SAYINGS = {
-    ("city", "set"): (("I live in {new}, in a small flat near the river.", "{n} lives in {new}.", 0),
-                      ("I live in {new}.", "{n} lives in {new}.", 0),
-                      ("I moved to {new} last week.", "{n} moved to {new} last week.", 0),
-                      ("I just moved to {new} in {when}.", "{n} moved to {new} in {when}.", 0)),
-    ("city", "change"): (("Big news: I moved from {old} to {new} in {when}!", "{n} moved from {old} to {new} in {when}.", 0),
-                         ("I left {old} and moved to {new}.", "{n} left {old} and moved to {new}.", 0),
-                         ("Actually I moved to {new} in {when}.", "{n} moved to {new} in {when}.", 1),
-                         ("I moved to {new}.", "{n} moved to {new}.", 1),
-                         ("I live in {new} now.", "{n} lives in {new} now.", 1),
-                         ("I moved to {new} a few days ago.", "{n} moved to {new} a few days ago.", 1)),
-    ("employer", "set"): (("I work at {new} these days.", "{n} works at {new}.", 0),
-                          ("I work at {new}.", "{n} works at {new}.", 0),
-                          ("I just started at {new}.", "{n} just started at {new}.", 0)),
+    ("city", "set"): (("I live in {new}, in a small flat near the river.", "{n} lives in {new}."),
+                      ("I live in {new}.", "{n} lives in {new}."),
+                      ("I moved to {new} last week.", "{n} moved to {new} last week."),
+                      ("I just moved to {new} in {when}.", "{n} moved to {new} in {when}."),
+                      ("I have lived in {new} since {when}.", "{n} has lived in {new} since {when}.")),
+    ("city", "change"): (("Big news: I moved from {old} to {new} in {when}!", "{n} moved from {old} to {new} in {when}."),
+                         ("I left {old} and moved to {new}.", "{n} left {old} and moved to {new}."),
+                         ("Actually I moved to {new} in {when}.", "{n} moved to {new} in {when}."),
+                         ("I moved to {new}.", "{n} moved to {new}."),
+                         ("I live in {new} now.", "{n} lives in {new} now."),
+                         ("I moved to {new} a few days ago.", "{n} moved to {new} a few days ago.")),
+    ("employer", "set"): (("I work at {new} these days.", "{n} works at {new}."),
+                          ("I work at {new}.", "{n} works at {new}."),
+                          ("I just started at {new}.", "{n} just started at {new}."),
+                          ("I started working at {new} in {when}.", "{n} started working at {new} in {when}.")),
     ("employer", "change"): (("I left {old} and started a new job at {new} in {when}.",
-                              "{n} left {old} and started working at {new} in {when}.", 0),
-                             ("I quit {old}, I work at {new} now.", "{n} quit {old} and works at {new} now.", 0),
-                             ("I work at {new} now, since {when}.", "{n} now works at {new}, since {when}.", 1),
-                             ("I just started a new job at {new}.", "{n} started a new job at {new}.", 1),
-                             ("I got a job at {new} last week.", "{n} got a job at {new} last week.", 1)),
-    ("car", "set"): (("I drive {new}, it's old but reliable.", "{n} drives {new}.", 0),
-                     ("I drive {new}.", "{n} drives {new}.", 0),
-                     ("My car is {new}.", "{n}'s car is {new}.", 0)),
-    ("car", "change"): (("I sold {old} and bought {new} in {when}.", "{n} sold {old} and bought {new} in {when}.", 0),
-                        ("I traded my {bo} for {new}.", "{n} traded {n}'s {bo} for {new}.", 0),
-                        ("I got rid of my {bo}, I drive {new} now.", "{n} got rid of {n}'s {bo} and drives {new} now.", 0),
-                        ("I drive {new} now.", "{n} drives {new} now.", 1)),
+                              "{n} left {old} and started working at {new} in {when}."),
+                             ("I quit {old}, I work at {new} now.", "{n} quit {old} and works at {new} now."),
+                             ("I work at {new} now, since {when}.", "{n} now works at {new}, since {when}."),
+                             ("I just started a new job at {new}.", "{n} started a new job at {new}."),
+                             ("I got a job at {new} last week.", "{n} got a job at {new} last week.")),
+    ("car", "set"): (("I drive {new}, it's old but reliable.", "{n} drives {new}."),
+                     ("I drive {new}.", "{n} drives {new}."),
+                     ("My car is {new}.", "{n}'s car is {new}."),
+                     ("I bought {new} in {when}.", "{n} bought {new} in {when}.")),
+    ("car", "change"): (("I sold {old} and bought {new} in {when}.", "{n} sold {old} and bought {new} in {when}."),
+                        ("I traded my {bo} for {new}.", "{n} traded {n}'s {bo} for {new}."),
+                        ("I got rid of my {bo}, I drive {new} now.", "{n} got rid of {n}'s {bo} and drives {new} now."),
+                        ("I drive {new} now.", "{n} drives {new} now.")),
     ("car", "end"): (("I sold {old} in {when} and I don't have a car anymore.",
-                      "{n} sold {old} in {when} and no longer has a car.", 0),
-                     ("I sold my {bo}, so no car for now.", "{n} sold {n}'s {bo} and has no car now.", 0),
-                     ("I have no car anymore.", "{n} has no car anymore.", 1)),
-    ("locker", "set"): (("My {code} is {new}, I keep forgetting it.", "{n}'s {code} is {new}.", 0),
-                        ("My {code} is {new}.", "{n}'s {code} is {new}.", 0)),
+                      "{n} sold {old} in {when} and no longer has a car."),
+                     ("I sold my {bo}, so no car for now.", "{n} sold {n}'s {bo} and has no car now."),
+                     ("I have no car anymore.", "{n} has no car anymore.")),
+    ("locker", "set"): (("My {code} is {new}, I keep forgetting it.", "{n}'s {code} is {new}."),
+                        ("My {code} is {new}.", "{n}'s {code} is {new}."),
+                        ("I got a new {code} in {when}, it is {new}.", "{n} got a new {code} in {when}: {new}.")),
     ("locker", "change"): (("My gym gave me a new locker, the code is {new} now.",
-                            "{n}'s {code} changed from {old} to {new} in {when}.", 0),
-                           ("My {code} is {new} now, since {when}.", "{n}'s {code} is {new} since {when}.", 1),
-                           ("My {code} changed to {new}.", "{n}'s {code} changed to {new}.", 1)),
-    ("locker", "retract"): (("Please forget my {code}, I changed gyms.", "{n} asked to forget {n}'s {code}.", 0),
-                            ("Please forget my {code}.", "{n} asked to forget {n}'s {code}.", 0),
-                            ("Can you remove my {code}, I don't use it anymore.", "{n} asked to forget {n}'s {code}.", 0)),
-    ("relative", "change"): (("My {rel} moved from {old} to {new} in {when}.", "{n}'s {rel} moved from {old} to {new} in {when}.", 0),
-                             ("My {rel} moved to {new}.", "{n}'s {rel} moved to {new}.", 1),
-                             ("My {rel} lives in {new} now.", "{n}'s {rel} lives in {new} now.", 1)),
+                            "{n}'s {code} changed from {old} to {new} in {when}."),
+                           ("My {code} is {new} now, since {when}.", "{n}'s {code} is {new} since {when}."),
+                           ("My {code} changed to {new}.", "{n}'s {code} changed to {new}.")),
+    ("locker", "retract"): (("Please forget my {code}, I changed gyms.", "{n} asked to forget {n}'s {code}."),
+                            ("Please forget my {code}.", "{n} asked to forget {n}'s {code}."),
+                            ("Can you remove my {code}, I don't use it anymore.", "{n} asked to forget {n}'s {code}.")),
+    ("relative", "set"): (("My {rel} lives in {new}.", "{n}'s {rel} lives in {new}."),
+                          ("My {rel} moved to {new} in {when}.", "{n}'s {rel} moved to {new} in {when}."),
+                          ("My {rel} has lived in {new} for years.", "{n}'s {rel} has lived in {new} for years.")),
+    ("relative", "change"): (("My {rel} moved from {old} to {new} in {when}.", "{n}'s {rel} moved from {old} to {new} in {when}."),
+                             ("My {rel} moved to {new}.", "{n}'s {rel} moved to {new}."),
+                             ("My {rel} lives in {new} now.", "{n}'s {rel} lives in {new} now.")),
 }
 
 
@@ -220,18 +227,20 @@ def _people_saying(rng: random.Random, p: _Speaker, slot: str, say_obs: tuple[st
     ``_event`` wrote them), in the service's words for a speaker who ``talks_to_service``."""
     kind, old, new, when = p.last[slot]
     forms = _SAYINGS.get(("relative" if rel else slot, kind))
-    p.plain.discard(slot)
     if forms:
-        say, obs, plain = rng.choice(forms)
+        say, obs = rng.choice(forms)
         fill = dict(n=p.name, old=old, new=new, bo=bare_item(old), bn=bare_item(new), when=when, code=p.code, rel=rel)
         say_obs = (say.format(**fill), obs.format(**fill))
-        if plain:
-            p.plain.add(slot)
     if p.talks_to_service:
         # the service stores a message as its sentences in the third person (message_facts)
         facts = sentence_facts(say_obs[0], p.name)
         if len(facts) == 1:
             say_obs = (say_obs[0], facts[0])
+    # a change whose observation lost the old value: no question asks for it
+    if kind == "change" and bare_item(old) not in say_obs[1]:
+        p.plain.add(slot)
+    else:
+        p.plain.discard(slot)
     return say_obs
 
 
@@ -265,7 +274,6 @@ def _people_events(rng: random.Random, p: _Speaker, s: int) -> list[tuple[str, s
 def _relative_event(rng: random.Random, p: _Speaker, when: str, taken: set) -> tuple[str, str, str, str] | None:
     """people=True: (slot, kind, utterance, observation) about one of p's relatives: a new one
     (often a near-namesake of one already named) says where they live, or one moves."""
-    n = p.name
     if p.relatives and (len(p.relatives) >= 3 or rng.random() < 0.45):
         slot = rng.choice(sorted(p.relatives))
         rel, name = p.relatives[slot]
@@ -290,8 +298,7 @@ def _relative_event(rng: random.Random, p: _Speaker, when: str, taken: set) -> t
     city = rng.choice(sorted(CITIES))
     p.relatives[slot] = (rel, name)
     p.value[slot], p.last[slot] = city, ("set", "", city, when)
-    return slot, "set", *_people_saying(rng, p, slot, (f"My {slot} lives in {city}.", f"{n}'s {slot} lives in {city}."),
-                                        rel=slot)
+    return slot, "set", *_people_saying(rng, p, slot, ("", ""), rel=slot)
 
 
 def generate_conversation(split: str, k: int, sessions: int = 5,
