@@ -407,6 +407,36 @@ def test_people_variant_steps_teach_what_a_service_meets(people):
     assert small_add >= 20 and namesake_add >= 3 and move >= 10 and deletes >= 3
 
 
+def test_people_variant_says_changes_as_users_do(people):
+    """Neither a month in a fact nor its absence gives its operation away (the shipped manager of
+    2026-12-07 UPDATEd "Alice moved to Lisbon in June 2023." and ADDed "Alice moved to Lisbon."):
+    dated first values and dateless changes both occur, at rates a few points apart. Changes
+    are also said in relative time and the first person, some speakers' facts are the service's
+    own rewriting (``sentence_facts``), and a speaker the service calls "The user" occurs."""
+    import re
+
+    from memr1_jax.agents.message_facts import sentence_facts
+    from memr1_jax.data.embedded import MONTHS
+    dated = re.compile(r"\b(%s) \d{4}\b" % "|".join(MONTHS))
+    counts = {(change, has): 0 for change in (False, True) for has in (False, True)}
+    relative = first_person = service_words = 0
+    for conv in people.train:
+        notes = gold_notes(conv)
+        said = {f: t.text for s in conv.sessions for o in s.observations.values() for f, d in o
+                for t in s.turns if t.dia_id == d}
+        for fact, note in notes.items():
+            if note.kind in ("set", "change", "correct", "end"):
+                counts[note.kind != "set", bool(dated.search(fact))] += 1
+            relative += note.kind == "change" and ("last week" in fact or "a few days ago" in fact)
+            first_person += note.kind == "change" and " my " in f" {said[fact].lower()}"
+            service_words += [fact] == sentence_facts(said[fact], conv.speaker_a if fact.startswith(conv.speaker_a)
+                                                       else conv.speaker_b) and note.kind != "note"
+    p_change = {has: counts[True, has] / (counts[True, has] + counts[False, has]) for has in (False, True)}
+    assert min(counts.values()) >= 100 and abs(p_change[True] - p_change[False]) < 0.1, (counts, p_change)
+    assert relative >= 20 and first_person >= 20 and service_words >= 200, (relative, first_person, service_words)
+    assert any(c.speaker_a == "The user" for c in people.train)
+
+
 def test_counterfactual_items_differ_from_their_step_only_in_the_slots_memory(people):
     """task.manager_counterfactual: each step that changes or retracts a slot, again without the
     speaker's memories of that slot; its facts' gold turns from UPDATE / DELETE to ADD / NONE,
