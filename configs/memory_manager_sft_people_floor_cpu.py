@@ -9,6 +9,9 @@ to make: is the memory shown the fact's own slot (UPDATE it, DELETE it on "forge
 one (a namesake, another slot; ADD)? 972 such steps, 45% ADD. With four facts a step and no floor
 (``memory_manager_sft_people_cpu.py``) the same 135M model learnt label frequencies instead.
 Inference uses a floor of 0.65 (the pipeline's setting), chosen on the validation conversations.
+The shipped manager was trained on the generator of 970ffeb, whose changes alone carried a month,
+and learnt that cue; on the varied phrasing since (968 steps) this recipe learns no comparison
+(experiments/manager-phrasing-2026-12-07).
 
     python -m memr1_jax.train --config configs/memory_manager_sft_people_floor_cpu.py --config.run_dir=~/runs/mm-people-one
     python -m memr1_jax.evaluate --data changing --split test --system memory-r1 --limit 0 \\
