@@ -3,6 +3,7 @@ subprocesses as a user runs it): a run killed with SIGKILL at a random step, or 
 SIGTERM, and then rerun with the same command ends with exactly the logs of an
 uninterrupted run."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -146,6 +147,25 @@ def test_a_rerun_replaces_config_json_whole_for_the_processes_reading_it(tmp_pat
         assert json.loads(held.read())["steps"] == 1
     assert json.loads((tmp_path / "config.json").read_text())["steps"] == 2
     check_same_run(tmp_path / "config.json", cfg(2))
+
+
+def test_a_run_from_before_a_config_field_existed_resumes_while_the_field_keeps_its_default(tmp_path):
+    """A run folder written before a field joined the schema (its config.json lacks the key)
+    resumes with that field at its default, the behaviour before it; any other value is a new run."""
+    from memr1_jax.config import load_config_file, override
+    from memr1_jax.run.records import RunRecords, check_same_run
+    cfg = override(load_config_file(str(REPO / "configs/tiny_cpu.py")), {"run_dir": str(tmp_path)})
+    RunRecords(tmp_path, cfg).close()
+    old = json.loads((tmp_path / "config.json").read_text())
+    del old["task"]["manager_counterfactual"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    check_same_run(tmp_path / "config.json", cfg)
+    with pytest.raises(ValueError, match=r"task.manager_counterfactual: False -> True"):
+        task = dataclasses.replace(cfg.task, agent="manager", manager_sft=True, manager_items="steps",
+                                   manager_counterfactual=True)
+        check_same_run(tmp_path / "config.json", dataclasses.replace(cfg, task=task))
+    with pytest.raises(ValueError, match=r"rl.learning_rate: 0.001 -> 0.5"):
+        check_same_run(tmp_path / "config.json", override(cfg, {"rl.learning_rate": 0.5}))
 
 
 def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_one_before_resumes(tmp_path, reference):

@@ -35,12 +35,15 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def check_same_run(path: pathlib.Path, cfg: RunConfig) -> None:
-    """A rerun into an existing run folder must use that run's config (bar RESUMABLE_CHANGES)."""
+    """A rerun into an existing run folder must use that run's config (bar RESUMABLE_CHANGES).
+    A field the run's config.json lacks was added to the schema since; new fields default to the
+    behaviour before them, so the rerun matches there only while it keeps that default."""
     try:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: unreadable run config ({e}); use another run_dir") from None
-    a, b = _flat(old), _flat(json.loads(json.dumps(to_dict(cfg))))
+    b = _flat(json.loads(json.dumps(to_dict(cfg))))
+    a = {**_flat(json.loads(json.dumps(to_dict(RunConfig())))), **_flat(old)}
     diff = sorted(k for k in set(a) | set(b)
                   if a.get(k) != b.get(k) and not any(k == r or (r.endswith(".") and k.startswith(r))
                                                       for r in RESUMABLE_CHANGES))
