@@ -42,8 +42,8 @@ def check_same_run(path: pathlib.Path, cfg: RunConfig) -> None:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: unreadable run config ({e}); use another run_dir") from None
-    b = _flat(json.loads(json.dumps(to_dict(cfg))))
-    a = {**_flat(json.loads(json.dumps(to_dict(RunConfig())))), **_flat(old)}
+    as_saved = lambda c: _flat(json.loads(json.dumps(to_dict(c))))  # noqa: E731 (config.json's own values)
+    a, b = {**as_saved(RunConfig()), **_flat(old)}, as_saved(cfg)
     diff = sorted(k for k in set(a) | set(b)
                   if a.get(k) != b.get(k) and not any(k == r or (r.endswith(".") and k.startswith(r))
                                                       for r in RESUMABLE_CHANGES))
